@@ -1,0 +1,341 @@
+"""The one configuration schema of the sidecar.
+
+The operator renders this schema (it imports these models and validates before writing a ConfigMap); docs/configuration.md
+documents every field. Any string value may be an `os.environ/NAME` reference, resolved at load time like LiteLLM does.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ENV_PREFIX = "os.environ/"
+
+
+class ConfigError(Exception):
+    """A configuration problem, with the field path in the message. The CLI prints it and exits with code 2."""
+
+
+class _Model(BaseModel):
+    # Unknown keys are a typo more often than not: refuse them so the user hears about it.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ListenConfig(_Model):
+    host: str = Field("127.0.0.1", description="Address to bind. Keep 127.0.0.1 in a pod: only the app may call it.")
+    port: int = Field(4000, ge=1, le=65535, description="TCP port of the OpenAI-compatible endpoint.")
+    max_body_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Largest request body accepted; bigger bodies get 413."
+    )
+
+
+class GatewayIdentity(_Model):
+    name: str = Field("local", min_length=1, description="Name of the LLMGateway; part of every Redis key scope.")
+    namespace: str = Field(
+        "default",
+        min_length=1,
+        description="Namespace of the gateway. The caller's namespace comes from POD_NAMESPACE when set.",
+    )
+
+
+class TLSConfig(_Model):
+    enabled: bool = Field(False, description="Connect to Redis over TLS.")
+    ca_file: str | None = Field(None, description="CA bundle to verify the server certificate.")
+    cert_file: str | None = Field(None, description="Client certificate (mutual TLS).")
+    key_file: str | None = Field(None, description="Client key (mutual TLS).")
+    insecure_skip_verify: bool = Field(False, description="Do not verify the server certificate (tests only).")
+
+
+class CircuitBreakerConfig(_Model):
+    failure_threshold: int = Field(5, ge=1, description="Consecutive Redis failures that open the breaker.")
+    reset_after_s: float = Field(5.0, gt=0, description="Seconds the breaker stays open before one probe is let through.")
+
+
+class RedisMode(StrEnum):
+    standalone = "standalone"
+    sentinel = "sentinel"
+    cluster = "cluster"
+
+
+class RedisConfig(_Model):
+    mode: RedisMode = Field(RedisMode.standalone, description="standalone | sentinel | cluster.")
+    url: str = Field("redis://127.0.0.1:6379/0", description="Standalone URL (redis:// or rediss://).")
+    sentinels: list[str] = Field(default_factory=list, description="Sentinel mode: host:port of each sentinel.")
+    master_name: str = Field("mymaster", description="Sentinel mode: name of the monitored master.")
+    sentinel_password: str | None = Field(None, description="Sentinel mode: password of the sentinels, if any.")
+    nodes: list[str] = Field(default_factory=list, description="Cluster mode: host:port of some startup nodes.")
+    username: str | None = Field(None, description="ACL user name.")
+    password: str | None = Field(None, description="Password; prefer os.environ/NAME or password_file.")
+    password_file: str | None = Field(None, description="File holding the password (a mounted Secret).")
+    db: int = Field(0, ge=0, description="Database number (standalone and sentinel only).")
+    tls: TLSConfig = Field(default_factory=TLSConfig)
+    op_timeout_ms: int = Field(50, ge=1, description="Deadline of one cache operation; slower means fail open.")
+    connect_timeout_ms: int = Field(500, ge=1, description="Deadline to open a connection.")
+    max_connections: int = Field(64, ge=1, description="Connection pool size per process.")
+    key_prefix: str = Field("llmgw", min_length=1, description="Prefix of every key this gateway writes.")
+    circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
+
+    @model_validator(mode="after")
+    def _mode_fields(self) -> RedisConfig:
+        if self.mode == RedisMode.sentinel and not self.sentinels:
+            raise ValueError("mode sentinel needs 'sentinels' (host:port list)")
+        if self.mode == RedisMode.cluster and not self.nodes:
+            raise ValueError("mode cluster needs 'nodes' (host:port list)")
+        for hp in [*self.sentinels, *self.nodes]:
+            host, sep, port = hp.rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"'{hp}' is not host:port")
+        return self
+
+    def resolved_password(self) -> str | None:
+        if self.password_file:
+            try:
+                return Path(self.password_file).read_text().strip()
+            except OSError as e:
+                raise ConfigError(f"redis.password_file: cannot read {self.password_file}: {e.strerror}") from None
+        return self.password
+
+
+class Timeouts(_Model):
+    connect_s: float = Field(5.0, gt=0, description="Deadline to connect to the upstream.")
+    first_byte_s: float = Field(60.0, gt=0, description="Deadline until the upstream sends response headers.")
+    total_s: float = Field(600.0, gt=0, description="Deadline for the whole answer (streams included).")
+
+
+class RetryConfig(_Model):
+    max_retries: int = Field(2, ge=0, le=10, description="Retries on connection errors, 429 and 5xx; never on other 4xx.")
+    backoff_base_s: float = Field(0.25, ge=0, description="First backoff; doubles each retry, with full jitter.")
+    backoff_max_s: float = Field(8.0, ge=0, description="Largest backoff, and the cap applied to Retry-After.")
+
+
+class MockConfig(_Model):
+    latency_ms: float = Field(0.0, ge=0, description="Delay before the answer (and between stream chunks / chunks).")
+    completion_tokens: int = Field(16, ge=1, description="Tokens in each generated answer.")
+    stream_chunks: int = Field(4, ge=1, description="Content chunks in a streamed answer.")
+    embedding_dims: int = Field(8, ge=1, description="Dimensions of mock embeddings.")
+
+
+class Pricing(_Model):
+    input_per_1m: float = Field(ge=0, description="USD per 1M prompt tokens.")
+    output_per_1m: float = Field(ge=0, description="USD per 1M completion tokens.")
+    cached_input_per_1m: float | None = Field(None, ge=0, description="USD per 1M cached prompt tokens (default: input).")
+
+
+class ModelLimits(_Model):
+    rpm: int | None = Field(None, ge=1, description="Requests per minute to this model, across all replicas.")
+    tpm: int | None = Field(None, ge=1, description="Tokens per minute to this model, across all replicas.")
+    max_parallel: int | None = Field(None, ge=1, description="Requests in flight to this model, across all replicas.")
+
+
+class Provider(StrEnum):
+    openai = "openai"
+    azure = "azure"
+    mock = "mock"
+
+
+class ModelConfig(_Model):
+    name: str = Field(min_length=1, description="Public model name the app sends in 'model'.")
+    provider: Provider = Field(Provider.openai, description="openai (any compatible upstream) | azure | mock.")
+    model: str | None = Field(None, description="Upstream model id (Azure: deployment name). Default: name.")
+    base_url: str | None = Field(None, description="Upstream base URL, e.g. https://api.openai.com/v1.")
+    api_key: str | None = Field(None, description="Upstream API key; use os.environ/NAME.")
+    api_key_file: str | None = Field(None, description="File holding the upstream API key.")
+    api_version: str | None = Field(None, description="Azure: api-version query parameter.")
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra headers sent upstream.")
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    mock: MockConfig = Field(default_factory=MockConfig)
+    pricing: Pricing | None = Field(None, description="Overrides the built-in price table for this model.")
+    limits: ModelLimits = Field(default_factory=ModelLimits)
+
+    @model_validator(mode="after")
+    def _provider_fields(self) -> ModelConfig:
+        if self.provider != Provider.mock and not self.base_url:
+            raise ValueError(f"provider {self.provider.value} needs base_url")
+        if self.provider == Provider.azure and not self.api_version:
+            raise ValueError("provider azure needs api_version")
+        if self.base_url and not self.base_url.startswith(("http://", "https://")):
+            raise ValueError("base_url must start with http:// or https://")
+        return self
+
+    @property
+    def upstream_model(self) -> str:
+        return self.model or self.name
+
+    def resolved_api_key(self) -> str | None:
+        if self.api_key_file:
+            try:
+                return Path(self.api_key_file).read_text().strip()
+            except OSError as e:
+                raise ConfigError(f"models[{self.name}].api_key_file: cannot read: {e.strerror}") from None
+        return self.api_key
+
+
+class Scope(StrEnum):
+    """Who may share a cached answer (and whose limits/budgets a request counts against)."""
+
+    global_ = "global"
+    gateway = "gateway"
+    namespace = "namespace"
+    service_account = "service_account"
+    pod = "pod"
+    api_key = "api_key"
+
+
+class ExactCacheConfig(_Model):
+    enabled: bool = Field(True, description="Serve repeated identical requests from Redis.")
+    ttl_s: int = Field(3600, ge=1, description="Default lifetime of an entry; per request via max-age or cache.ttl.")
+    max_entry_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="Larger answers are not stored.")
+
+
+class EmbeddingProvider(StrEnum):
+    local = "local"
+    openai = "openai"
+
+
+class EmbeddingConfig(_Model):
+    provider: EmbeddingProvider = Field(EmbeddingProvider.local, description="local (in-process ONNX) | openai.")
+    model_dir: str = Field(".cache/models/all-MiniLM-L6-v2-onnx", description="local: exported ONNX model folder.")
+    precision: Literal["fp32", "int8"] = Field("fp32", description="local: fp32 or int8 (never mixed in one index).")
+    max_batch: int = Field(16, ge=1, description="local: largest micro-batch under concurrency.")
+    threads: int = Field(1, ge=1, description="local: onnxruntime intra-op threads.")
+    base_url: str | None = Field(None, description="openai: embeddings endpoint base URL.")
+    model: str | None = Field(None, description="openai: embedding model id.")
+    api_key: str | None = Field(None, description="openai: API key; use os.environ/NAME.")
+    dims: int | None = Field(None, ge=1, description="openai: vector dimensions (local models know theirs).")
+    timeout_ms: int = Field(250, ge=1, description="Deadline of one embedding; past it the lookup is a miss.")
+
+
+class GuardsConfig(_Model):
+    numbers: bool = Field(True, description="Reject a hit when the numbers in the two questions differ.")
+    negation: bool = Field(True, description="Reject a hit when one question is negated and the other not.")
+    quoted: bool = Field(True, description="Reject a hit when quoted strings differ.")
+    language_format: bool = Field(True, description="Reject a hit when target language or output format words differ.")
+    identifiers: bool = Field(True, description="Reject a hit when code identifiers differ.")
+    entities: bool = Field(True, description="Reject a hit when capitalised names differ.")
+
+
+class SemanticCacheConfig(_Model):
+    enabled: bool = Field(False, description="Answer paraphrases of cached questions.")
+    distance_threshold: float = Field(0.2, gt=0, lt=2, description="Largest cosine distance (1 - cos) for a hit.")
+    ttl_s: int = Field(3600, ge=1, description="Lifetime of a semantic entry.")
+    embed: Literal["last_user_message"] = Field(
+        "last_user_message", description="Text that is embedded; the rest of the request must match exactly."
+    )
+    max_prompt_chars: int = Field(2000, ge=1, description="Longer questions are not eligible.")
+    embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
+    guards: GuardsConfig = Field(default_factory=GuardsConfig)
+
+
+class CacheConfig(_Model):
+    scope: Scope = Field(Scope.namespace, description="Who shares cached answers: global|gateway|namespace|"
+                         "service_account|pod|api_key. Every scope includes the gateway name except global.")
+    exact: ExactCacheConfig = Field(default_factory=ExactCacheConfig)
+    semantic: SemanticCacheConfig = Field(default_factory=SemanticCacheConfig)
+
+
+class ScopeLimit(_Model):
+    scope: Scope = Field(description="Which callers share this limit (namespace, service_account, pod, api_key).")
+    rpm: int | None = Field(None, ge=1, description="Requests per minute per caller of this scope.")
+    tpm: int | None = Field(None, ge=1, description="Tokens per minute per caller of this scope.")
+    max_parallel: int | None = Field(None, ge=1, description="Requests in flight per caller of this scope.")
+
+
+class LimitsConfig(_Model):
+    scopes: list[ScopeLimit] = Field(default_factory=list, description="Per-caller limits.")
+    fail_open: bool = Field(True, description="When Redis is down: admit (with a local per-process limiter) or 503.")
+    default_max_tokens: int = Field(1024, ge=1, description="Completion estimate when a request sets no max_tokens.")
+
+
+class Budget(_Model):
+    scope: Scope = Field(description="Which callers share this budget.")
+    period: Literal["day", "month"] = Field("day", description="Budget window (UTC).")
+    max_usd: float = Field(gt=0, description="Spend after which requests get 429 budget_exceeded.")
+
+
+class SpendConfig(_Model):
+    enabled: bool = Field(True, description="Record the cost of every call.")
+    flush_interval_s: float = Field(1.0, gt=0, description="How often buffered records are handed to Redis.")
+    batch_size: int = Field(500, ge=1, description="Records per hand-off and per flush batch.")
+    max_buffered_records: int = Field(100_000, ge=100, description="Memory bound while Redis is down.")
+    database_url: str | None = Field(None, description="Optional PostgreSQL sink (postgresql://...).")
+
+
+class MetricsConfig(_Model):
+    enabled: bool = Field(True, description="Serve Prometheus metrics on /metrics.")
+
+
+class Config(_Model):
+    listen: ListenConfig = Field(default_factory=ListenConfig)
+    gateway: GatewayIdentity = Field(default_factory=GatewayIdentity)
+    redis: RedisConfig = Field(default_factory=RedisConfig)
+    models: Annotated[list[ModelConfig], Field(min_length=1, description="Models this gateway serves.")]
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    budgets: list[Budget] = Field(default_factory=list)
+    spend: SpendConfig = Field(default_factory=SpendConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+
+    @field_validator("models")
+    @classmethod
+    def _unique_names(cls, models: list[ModelConfig]) -> list[ModelConfig]:
+        seen: set[str] = set()
+        for m in models:
+            if m.name in seen:
+                raise ValueError(f"model name '{m.name}' appears twice")
+            seen.add(m.name)
+        return models
+
+    def model_by_name(self) -> dict[str, ModelConfig]:
+        return {m.name: m for m in self.models}
+
+
+def resolve_env(value: Any, path: str = "", environ: dict[str, str] | None = None) -> Any:
+    """Replace every `os.environ/NAME` string with the variable's value; a missing variable is a ConfigError."""
+    env = os.environ if environ is None else environ
+    if isinstance(value, dict):
+        return {k: resolve_env(v, f"{path}.{k}" if path else str(k), env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve_env(v, f"{path}[{i}]", env) for i, v in enumerate(value)]
+    if isinstance(value, str) and value.startswith(ENV_PREFIX):
+        name = value[len(ENV_PREFIX):]
+        if name not in env:
+            raise ConfigError(f"{path}: environment variable {name} is not set")
+        return env[name]
+    return value
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e["loc"]).lstrip(".") or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(f"{loc}: {msg}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def parse_config(data: Any, environ: dict[str, str] | None = None) -> Config:
+    """Validate a decoded YAML/JSON document. Raises ConfigError with field paths."""
+    if not isinstance(data, dict):
+        raise ConfigError("configuration must be a mapping at the top level")
+    try:
+        return Config.model_validate(resolve_env(data, environ=environ))
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(e)) from None
+
+
+def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Config:
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    return parse_config(data, environ=environ)

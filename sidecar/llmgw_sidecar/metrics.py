@@ -1,0 +1,100 @@
+"""Every Prometheus metric of the sidecar is defined here and nowhere else (documented in docs/metrics.md).
+
+One `Metrics` object per app, on its own registry, so tests and several apps in one process never share counters.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Latency buckets from 0.5 ms (an exact hit) to a minute (a long generation).
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5)
+DISTANCE_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.175, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+
+        # --- requests (core) ---
+        self.requests = Counter(
+            "llmgw_requests", "Requests answered, by endpoint, model, HTTP status and cache result.",
+            ["endpoint", "model", "status", "cache"], registry=r,
+        )
+        self.request_latency = Histogram(
+            "llmgw_request_duration_seconds", "Time from request to the last byte of the answer.",
+            ["endpoint", "cache"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.upstream_latency = Histogram(
+            "llmgw_upstream_duration_seconds", "Time of an upstream call until its last byte (retries included).",
+            ["model"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.upstream_errors = Counter(
+            "llmgw_upstream_errors", "Failed upstream attempts, by model and kind (status code, timeout, connect).",
+            ["model", "kind"], registry=r,
+        )
+        self.upstream_retries = Counter(
+            "llmgw_upstream_retries", "Upstream attempts that were retried.", ["model"], registry=r,
+        )
+        self.tokens = Counter(
+            "llmgw_tokens", "Tokens processed, by model and kind (prompt, completion).", ["model", "kind"], registry=r,
+        )
+        self.tokens_saved = Counter(
+            "llmgw_cache_tokens_saved", "Tokens not sent upstream thanks to cache hits, by model and kind.",
+            ["model", "kind"], registry=r,
+        )
+        self.cost_saved = Counter(
+            "llmgw_cache_cost_saved_usd", "USD not spent thanks to cache hits.", ["model"], registry=r,
+        )
+
+        # --- exact cache (core) ---
+        self.cache_lookups = Counter(
+            "llmgw_cache_lookups", "Cache lookups by cache kind (exact, semantic) and result (hit, miss, error, ...).",
+            ["cache", "result"], registry=r,
+        )
+        self.cache_stores = Counter(
+            "llmgw_cache_stores", "Cache writes by cache kind and result (stored, too_large, error, skipped).",
+            ["cache", "result"], registry=r,
+        )
+
+        # --- redis health (core) ---
+        self.redis_errors = Counter(
+            "llmgw_redis_errors", "Redis operations that failed or timed out (the request went on), by operation.",
+            ["op"], registry=r,
+        )
+        self.redis_fail_open = Counter(
+            "llmgw_redis_fail_open", "Operations skipped because the circuit breaker was open, by operation.",
+            ["op"], registry=r,
+        )
+        self.circuit_state = Gauge(
+            "llmgw_redis_circuit_open", "1 while the Redis circuit breaker is open (Redis treated as down).", registry=r,
+        )
+        self.config_reloads = Counter(
+            "llmgw_config_reloads", "Configuration file reloads by result (ok, invalid).", ["result"], registry=r,
+        )
+
+        # --- semantic cache (issue: semantic cache) ---
+        self.semantic_lookups = Counter(
+            "llmgw_semantic_lookups", "Semantic lookups by result (hit, miss, guard_rejected, ineligible, error).",
+            ["result"], registry=r,
+        )
+        self.semantic_guard_rejections = Counter(
+            "llmgw_semantic_guard_rejections", "Semantic candidates rejected, by guard.", ["guard"], registry=r,
+        )
+        self.semantic_distance = Histogram(
+            "llmgw_semantic_best_distance", "Cosine distance of the best semantic candidate.",
+            buckets=DISTANCE_BUCKETS, registry=r,
+        )
+        self.embedding_latency = Histogram(
+            "llmgw_embedding_duration_seconds", "Time to embed one text (queueing included), by provider.",
+            ["provider"], buckets=FAST_BUCKETS, registry=r,
+        )
+        self.embedding_batch_size = Histogram(
+            "llmgw_embedding_batch_size", "Texts per embedding batch.", buckets=BATCH_BUCKETS, registry=r,
+        )
+
+        # --- rate limits, budgets, spend (issue: limits and spend) ---
+        # (defined by that work; keep them here)

@@ -1,0 +1,157 @@
+"""Real Redis Stack topologies on loopback for the tests: standalone, sentinel (1 master, 1 replica, 3 sentinels) and
+an OSS cluster (3 masters, optional replicas). Start-up is kept fast: sentinels are pre-seeded with each other's ids,
+replicas sync diskless with no delay, and the cluster is created with redis-cli in one go."""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+from llmgw_sidecar.devredis import RedisProcess, free_port, server_args, stack_paths, standalone
+
+__all__ = ["ClusterTopology", "SentinelTopology", "free_port", "standalone", "start_cluster", "start_sentinel"]
+
+
+@dataclass
+class SentinelTopology:
+    master: RedisProcess
+    replicas: list[RedisProcess]
+    sentinels: list[RedisProcess]
+    master_name: str = "mymaster"
+
+    @property
+    def sentinel_addrs(self) -> list[str]:
+        return [s.addr for s in self.sentinels]
+
+    def all(self) -> list[RedisProcess]:
+        return [self.master, *self.replicas, *self.sentinels]
+
+    def stop(self) -> None:
+        for p in self.all():
+            p.kill()
+
+    def current_master_port(self) -> int:
+        c = redis.Redis(port=self.sentinels[0].port, decode_responses=True)
+        _host, port = c.sentinel_get_master_addr_by_name(self.master_name)
+        c.close()
+        return int(port)
+
+
+def start_sentinel(workdir: Path, replicas: int = 1, sentinels: int = 3) -> SentinelTopology:
+    fast = ["--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0"]
+    mport = free_port()
+    master = RedisProcess(mport, workdir / "master", server_args(mport, extra=fast)).start(wait=False)
+    reps = []
+    for i in range(replicas):
+        p = free_port()
+        reps.append(
+            RedisProcess(p, workdir / f"replica{i}", server_args(p, extra=[*fast, "--replicaof", "127.0.0.1", str(mport)]))
+        )
+    sent_ports = [free_port() for _ in range(sentinels)]
+    ids = [secrets.token_hex(20) for _ in sent_ports]
+    sent = []
+    for i, (port, myid) in enumerate(zip(sent_ports, ids, strict=True)):
+        d = workdir / f"sentinel{i}"
+        d.mkdir(parents=True, exist_ok=True)
+        lines = [
+            f"port {port}", "bind 127.0.0.1", "protected-mode no", "daemonize no",
+            f"sentinel myid {myid}",
+            f"sentinel monitor mymaster 127.0.0.1 {mport} 2",
+            "sentinel down-after-milliseconds mymaster 1000",
+            "sentinel failover-timeout mymaster 3000",
+            "sentinel parallel-syncs mymaster 1",
+        ]
+        lines += [f"sentinel known-replica mymaster 127.0.0.1 {r.port}" for r in reps]
+        lines += [
+            f"sentinel known-sentinel mymaster 127.0.0.1 {op} {oid}"
+            for op, oid in zip(sent_ports, ids, strict=True) if op != port
+        ]
+        conf = d / "sentinel.conf"
+        conf.write_text("\n".join(lines) + "\n")
+        sent.append(RedisProcess(port, d, [str(conf)], binary="redis-sentinel"))
+    for p in [*reps, *sent]:
+        p.start(wait=False)
+    from llmgw_sidecar.devredis import wait_port
+
+    for p in [master, *reps, *sent]:
+        wait_port(p.port, proc=p.proc)
+    topo = SentinelTopology(master, reps, sent)
+    # Wait until every replica has finished its first sync, so writes are replicated from the start.
+    deadline = time.monotonic() + 10
+    for r in reps:
+        c = redis.Redis(port=r.port, decode_responses=True)
+        while c.info("replication").get("master_link_status") != "up":
+            if time.monotonic() > deadline:
+                raise TimeoutError("replica did not sync")
+            time.sleep(0.02)
+        c.close()
+    return topo
+
+
+@dataclass
+class ClusterTopology:
+    nodes: list[RedisProcess] = field(default_factory=list)
+
+    @property
+    def startup_nodes(self) -> list[str]:
+        return [n.addr for n in self.nodes]
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.nodes[0].addr}/0?cluster=true"
+
+    def stop(self) -> None:
+        for n in self.nodes:
+            n.kill()
+
+
+def cluster_node(workdir: Path, port: int | None = None) -> RedisProcess:
+    port = port or free_port()
+    extra = [
+        "--cluster-enabled", "yes",
+        "--cluster-config-file", f"nodes-{port}.conf",
+        "--cluster-node-timeout", "2000",
+        "--cluster-port", str(free_port()),
+        "--cluster-require-full-coverage", "no",
+        "--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0",
+    ]
+    return RedisProcess(port, workdir / f"node{port}", server_args(port, extra=extra))
+
+
+def wait_cluster_ok(ports: list[int], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    for port in ports:
+        c = redis.Redis(port=port, decode_responses=True)
+        while True:
+            info = c.cluster("INFO")
+            if isinstance(info, dict) and info.get("cluster_state") == "ok":
+                break
+            if isinstance(info, str) and "cluster_state:ok" in info:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"cluster node {port} not ok: {info}")
+            time.sleep(0.05)
+        c.close()
+
+
+def start_cluster(workdir: Path, masters: int = 3, replicas_per_master: int = 0) -> ClusterTopology:
+    nodes = [cluster_node(workdir) for _ in range(masters * (1 + replicas_per_master))]
+    for n in nodes:
+        n.start(wait=False)
+    from llmgw_sidecar.devredis import wait_port
+
+    for n in nodes:
+        wait_port(n.port, proc=n.proc)
+    bin_dir, _ = stack_paths()
+    subprocess.run(
+        [str(bin_dir / "redis-cli"), "--cluster", "create", *[n.addr for n in nodes],
+         "--cluster-replicas", str(replicas_per_master), "--cluster-yes"],
+        check=True, capture_output=True, timeout=60,
+    )
+    wait_cluster_ok([n.port for n in nodes])
+    return ClusterTopology(nodes)
