@@ -68,7 +68,7 @@ class RedisProcess:
     def start(self, wait: bool = True) -> RedisProcess:
         bin_dir, _ = stack_paths()
         self.workdir.mkdir(parents=True, exist_ok=True)
-        log = open(self.workdir / f"{self.binary}-{self.port}.log", "ab")  # noqa: SIM115 - owned by the child
+        log = open(self.workdir / f"{self.binary}-{self.port}.log", "ab")
         self.proc = subprocess.Popen(
             [str(bin_dir / self.binary), *self.args],
             cwd=self.workdir,
