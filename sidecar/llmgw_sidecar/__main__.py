@@ -1,0 +1,91 @@
+"""`llmgw-sidecar` (also `python -m llmgw_sidecar`): serve, check-config, export-model."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from .config import Config, ConfigError, ListenConfig, load_config
+
+EXIT_CONFIG = 2
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+
+
+def _load(path: str) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        print(f"llmgw-sidecar: {e}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+
+
+def serve(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    if args.host or args.port:
+        listen = ListenConfig(host=args.host or cfg.listen.host, port=args.port or cfg.listen.port,
+                              max_body_bytes=cfg.listen.max_body_bytes)
+        cfg = cfg.model_copy(update={"listen": listen})
+    try:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:  # uvloop is optional (not on Windows); asyncio's loop works, slower
+        pass
+    from aiohttp import web
+
+    from .app import create_app
+
+    try:
+        app = create_app(cfg, config_path=Path(args.config))
+    except ConfigError as e:
+        print(f"llmgw-sidecar: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    logging.getLogger("llmgw").info("serving %d model(s) on http://%s:%d/v1", len(cfg.models), cfg.listen.host,
+                                    cfg.listen.port)
+    web.run_app(app, host=cfg.listen.host, port=cfg.listen.port, access_log=None, print=None,
+                handle_signals=True, shutdown_timeout=10)
+    return 0
+
+
+def check_config(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    print(f"{args.config}: ok ({len(cfg.models)} model(s): {', '.join(m.name for m in cfg.models)})")
+    return 0
+
+
+def export_model(args: argparse.Namespace) -> int:
+    from .embeddings.export import main as export_main
+
+    return export_main(args.rest)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="llmgw-sidecar", description="OpenAI-compatible caching LLM gateway sidecar.")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("serve", help="run the gateway")
+    s.add_argument("--config", "-c", required=True, help="YAML configuration file (reloaded when it changes)")
+    s.add_argument("--host", help="override listen.host")
+    s.add_argument("--port", type=int, help="override listen.port")
+    s.set_defaults(fn=serve)
+    c = sub.add_parser("check-config", help="validate a configuration file and exit (code 2 when invalid)")
+    c.add_argument("config")
+    c.set_defaults(fn=check_config)
+    e = sub.add_parser("export-model", help="convert a sentence-transformers model to ONNX (once, offline)",
+                       add_help=False)
+    e.add_argument("rest", nargs=argparse.REMAINDER)
+    e.set_defaults(fn=export_model)
+    args = p.parse_args(argv)
+    _setup_logging(args.log_level)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,327 @@
+"""The aiohttp application: routes, the request pipeline and lifecycle.
+
+Request path (DESIGN.md section 3): parse -> route -> governor.admit -> exact lookup -> semantic lookup -> upstream
+(stream tee) -> background stores -> governor.settle + spend.record + metrics, on every path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from .cache.exact import age_s
+from .cache.keys import api_key_hash, exact_key, fingerprint, scope_key
+from .config import Config
+from .context import CachedAnswer, Caller, RequestContext, Usage
+from .errors import ApiError
+from .metrics import Metrics
+from .openai_api import SSE_DONE, StreamAssembler, body_to_sse, cache_directives, parse_body, usage_from, validate
+from .runtime import ConfigWatcher, Runtime, build_runtime
+from .upstream import upstream_payload
+
+log = logging.getLogger("llmgw")
+
+RUNTIME = web.AppKey("runtime", Runtime)
+METRICS = web.AppKey("metrics", Metrics)
+JSON = "application/json"
+
+
+def _rid(request: web.Request) -> str:
+    return request.headers.get("x-request-id") or os.urandom(8).hex()
+
+
+def error_response(err: ApiError, request_id: str, extra: dict[str, str] | None = None) -> web.Response:
+    headers = {**(extra or {}), **err.headers, "x-request-id": request_id}
+    return web.Response(status=err.status, body=err.body(), content_type=JSON, headers=headers)
+
+
+def estimate_usage(request_body: dict[str, Any], answer: bytes | None) -> Usage:
+    """~4 characters per token: used only when the upstream reports no usage, and flagged as estimated."""
+    src = request_body.get("messages") or request_body.get("prompt") or request_body.get("input") or ""
+    return Usage(prompt_tokens=max(1, len(orjson.dumps(src)) // 4),
+                 completion_tokens=len(answer or b"") // 4, estimated=True)
+
+
+class Handlers:
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+
+    @property
+    def rt(self) -> Runtime:
+        return self.app[RUNTIME]
+
+    # --- generation endpoints ---------------------------------------------------------------------------------
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(request, "chat")
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(request, "completions")
+
+    async def embeddings(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(request, "embeddings")
+
+    async def _read(self, request: web.Request, rt: Runtime) -> bytes:
+        if request.content_type != JSON:
+            raise ApiError(415, f"Content-Type must be application/json, not '{request.content_type}'",
+                           code="unsupported_media_type")
+        limit = rt.config.listen.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise ApiError(413, f"request body of {request.content_length} bytes exceeds the limit of {limit}",
+                           code="request_too_large")
+        try:
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise ApiError(413, f"request body exceeds the limit of {limit} bytes", code="request_too_large") from None
+
+    def _context(self, request: web.Request, rt: Runtime, endpoint: str, body: dict[str, Any],
+                 request_id: str) -> RequestContext:
+        model = rt.models.get(body["model"])
+        if model is None:
+            names = ", ".join(sorted(rt.models))
+            raise ApiError(404, f"model '{body['model']}' is not served by this gateway; available: {names}",
+                           code="model_not_found", param="model")
+        base = rt.caller
+        key_hash = api_key_hash(request.headers.get("Authorization"))
+        caller = Caller(base.namespace, base.pod, base.service_account, key_hash) if key_hash else base
+        cfg = rt.config
+        stream = bool(body.get("stream"))
+        return RequestContext(
+            request_id=request_id,
+            endpoint=endpoint,
+            model=model,
+            body=body,
+            caller=caller,
+            scope=scope_key(cfg.cache.scope, cfg.gateway.namespace, cfg.gateway.name, caller),
+            directives=cache_directives(request.headers.get("Cache-Control"), body.get("cache")),
+            stream=stream,
+            client_wants_usage=stream and bool((body.get("stream_options") or {}).get("include_usage")),
+        )
+
+    async def _generate(self, request: web.Request, endpoint: str) -> web.StreamResponse:
+        rt = self.rt  # this request stays on this runtime even if a reload swaps it meanwhile
+        request_id = _rid(request)
+        ctx: RequestContext | None = None
+        resp: web.StreamResponse
+        try:
+            body = parse_body(await self._read(request, rt))
+            validate(endpoint, body)
+            ctx = self._context(request, rt, endpoint, body, request_id)
+            if rt.governor is not None:
+                await rt.governor.admit(ctx)
+            resp = await self._serve(request, rt, ctx)
+        except ApiError as e:
+            if ctx is not None:
+                ctx.status = e.status
+            resp = error_response(e, request_id, ctx.headers if ctx else None)
+        if ctx is None:
+            rt.metrics.requests.labels(endpoint, "", str(resp.status), "none").inc()
+            return resp
+        await self._account(rt, ctx)
+        return resp
+
+    async def _account(self, rt: Runtime, ctx: RequestContext) -> None:
+        m = rt.metrics
+        if rt.governor is not None:
+            await rt.governor.settle(ctx)
+        if rt.spend is not None:
+            rt.spend.record(ctx)
+        name = ctx.model.name
+        m.requests.labels(ctx.endpoint, name, str(ctx.status), ctx.cache_result).inc()
+        m.request_latency.labels(ctx.endpoint, ctx.cache_result).observe(time.perf_counter() - ctx.started)
+        u = ctx.usage
+        if u is None:
+            return
+        if ctx.cache_result.startswith("hit"):
+            m.tokens_saved.labels(name, "prompt").inc(u.prompt_tokens)
+            m.tokens_saved.labels(name, "completion").inc(u.completion_tokens)
+        else:
+            m.tokens.labels(name, "prompt").inc(u.prompt_tokens)
+            m.tokens.labels(name, "completion").inc(u.completion_tokens)
+
+    async def _serve(self, request: web.Request, rt: Runtime, ctx: RequestContext) -> web.StreamResponse:
+        d = ctx.directives
+        cacheable = rt.exact is not None or rt.semantic is not None
+        if rt.exact is not None:
+            digest = fingerprint(ctx.endpoint, ctx.model.upstream_model, ctx.body)
+            ctx.cache_key = exact_key(rt.config.redis.key_prefix, ctx.scope, d.namespace, digest)
+        if not cacheable or d.no_cache:
+            ctx.cache_result = "bypass"
+        else:
+            hit = await rt.exact.get(ctx.cache_key) if rt.exact is not None and ctx.cache_key else None
+            if hit is not None:
+                ctx.cache_result = "hit-exact"
+            elif rt.semantic is not None and ctx.endpoint == "chat":
+                hit = await rt.semantic.lookup(ctx)
+                if hit is not None:
+                    ctx.cache_result = "hit-semantic"
+            if hit is not None:
+                return self._replay(ctx, hit)
+        if ctx.stream:
+            return await self._stream_miss(request, rt, ctx)
+        return await self._miss(rt, ctx)
+
+    def _headers(self, ctx: RequestContext) -> dict[str, str]:
+        return {**ctx.headers, "x-llmgw-cache": ctx.cache_result, "x-request-id": ctx.request_id}
+
+    def _replay(self, ctx: RequestContext, hit: CachedAnswer) -> web.Response:
+        ctx.usage = hit.usage
+        headers = self._headers(ctx)
+        headers["age"] = str(age_s(hit))
+        if hit.distance is not None:
+            headers["x-llmgw-cache-distance"] = f"{hit.distance:.4f}"
+        if not ctx.stream:
+            return web.Response(body=hit.body, content_type=JSON, headers=headers)
+        sse, usage_event = (hit.sse, hit.sse_usage) if hit.sse is not None else body_to_sse(ctx.endpoint, hit.body)
+        parts = [sse]
+        if ctx.client_wants_usage and usage_event:
+            parts.append(usage_event)
+        parts.append(SSE_DONE)
+        headers["Cache-Control"] = "no-cache"
+        return web.Response(body=b"".join(parts), content_type="text/event-stream", headers=headers)
+
+    def _store(self, rt: Runtime, ctx: RequestContext, answer: CachedAnswer) -> None:
+        # no-cache skips the read but still refreshes the entry; only no-store (or max-age=0) skips the write.
+        if ctx.directives.no_store:
+            return
+        if rt.exact is not None and ctx.cache_key:
+            rt.background(rt.exact.put(ctx.cache_key, answer, ctx.directives.ttl_s))
+        if rt.semantic is not None and ctx.endpoint == "chat":
+            rt.semantic.store(ctx, answer)
+
+    async def _miss(self, rt: Runtime, ctx: RequestContext) -> web.Response:
+        provider = rt.providers[ctx.model.name]
+        t0 = time.perf_counter()
+        try:
+            raw = await provider.complete(ctx.endpoint, upstream_payload(ctx.model, ctx.body, stream=False))
+        finally:
+            rt.metrics.upstream_latency.labels(ctx.model.name).observe(time.perf_counter() - t0)
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise ApiError(502, "upstream answered 200 with a body that is not JSON", code="upstream_bad_body") from None
+        ctx.usage = usage_from(obj) or estimate_usage(ctx.body, raw)
+        complete = isinstance(obj, dict) and bool(obj.get("choices") or obj.get("data"))
+        if complete:
+            sse, sse_usage = body_to_sse(ctx.endpoint, raw) if ctx.endpoint != "embeddings" else (None, None)
+            self._store(rt, ctx, CachedAnswer(body=raw, created=time.time(), sse=sse, sse_usage=sse_usage,
+                                              usage=ctx.usage))
+        return web.Response(body=raw, content_type=JSON, headers=self._headers(ctx))
+
+    async def _stream_miss(self, request: web.Request, rt: Runtime, ctx: RequestContext) -> web.StreamResponse:
+        provider = rt.providers[ctx.model.name]
+        t0 = time.perf_counter()
+        events = await provider.open_stream(ctx.endpoint, upstream_payload(ctx.model, ctx.body, stream=True))
+        resp = web.StreamResponse(headers={**self._headers(ctx), "Content-Type": "text/event-stream",
+                                           "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+        asm = StreamAssembler(ctx.endpoint)
+        try:
+            async for event in events:
+                if asm.feed(event) or ctx.client_wants_usage:
+                    await resp.write(event)
+        except ApiError as e:
+            # Headers are gone already: report the failure the way OpenAI does inside the stream.
+            ctx.status = e.status
+            await resp.write(b"data: " + e.body() + b"\n\n")
+        except (ConnectionResetError, asyncio.CancelledError):
+            ctx.status = 499  # the client went away; nothing is stored
+            await events.aclose()  # type: ignore[attr-defined]
+            raise
+        finally:
+            rt.metrics.upstream_latency.labels(ctx.model.name).observe(time.perf_counter() - t0)
+            ctx.usage = asm.usage or estimate_usage(ctx.body, b"".join(asm.events))
+        if asm.done and ctx.status == 200:
+            self._store(rt, ctx, CachedAnswer(body=asm.body(), created=time.time(), sse=b"".join(asm.events),
+                                              sse_usage=asm.usage_event, usage=ctx.usage))
+        await resp.write_eof()
+        return resp
+
+    # --- other endpoints --------------------------------------------------------------------------------------
+    async def models(self, request: web.Request) -> web.Response:
+        data = [{"id": m.name, "object": "model", "created": 0, "owned_by": m.provider.value} for m in
+                self.rt.config.models]
+        return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type=JSON)
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.Response(body=b'{"status":"ok"}', content_type=JSON)
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        rt = self.rt
+        redis_ok = await rt.guard.call("ping", rt.redis.ping, default=False, timeout_s=0.5)
+        fail_open = rt.config.limits.fail_open
+        ready = bool(redis_ok) or fail_open
+        body = {"ready": ready, "redis": "ok" if redis_ok else "unreachable",
+                "mode": "normal" if redis_ok else ("fail-open" if fail_open else "fail-closed"),
+                "models": [m.name for m in rt.config.models]}
+        return web.Response(status=200 if ready else 503, body=orjson.dumps(body), content_type=JSON)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        payload = generate_latest(self.app[METRICS].registry)
+        return web.Response(body=payload, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+@web.middleware
+async def _never_a_traceback(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Anything unexpected becomes an OpenAI-style 500 (logged with its traceback), and 404/405 speak JSON too."""
+    try:
+        return await handler(request)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed"}.get(e.status, "http_error")
+        msg = f"{request.method} {request.path}: {e.reason}"
+        return error_response(ApiError(e.status, msg, code=code), _rid(request))
+    except ApiError as e:
+        return error_response(e, _rid(request))
+    except Exception:
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return error_response(ApiError(500, "internal error in the gateway (see its log)", code="internal_error"),
+                              _rid(request))
+
+
+def create_app(config: Config, *, config_path: Path | None = None, metrics: Metrics | None = None,
+               reload_interval_s: float = 2.0) -> web.Application:
+    app = web.Application(client_max_size=config.listen.max_body_bytes, middlewares=[_never_a_traceback])
+    app[METRICS] = metrics or Metrics()
+    h = Handlers(app)
+    for prefix in ("/v1", ""):
+        app.router.add_post(f"{prefix}/chat/completions", h.chat)
+        app.router.add_post(f"{prefix}/completions", h.completions)
+        app.router.add_post(f"{prefix}/embeddings", h.embeddings)
+        app.router.add_get(f"{prefix}/models", h.models)
+    app.router.add_get("/healthz", h.healthz)
+    app.router.add_get("/readyz", h.readyz)
+    app.router.add_get("/metrics", h.metrics)
+
+    async def lifecycle(app: web.Application) -> Any:
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, limit_per_host=256, keepalive_timeout=60, ttl_dns_cache=300),
+            json_serialize=lambda o: orjson.dumps(o).decode(),
+        )
+        app[RUNTIME] = await build_runtime(config, app[METRICS], session)
+        watcher_task = None
+        if config_path is not None:
+            async def swap(new: Config) -> None:
+                old = app[RUNTIME]
+                app[RUNTIME] = await build_runtime(new, app[METRICS], session)
+                await old.close()
+
+            watcher = ConfigWatcher(config_path, swap, app[METRICS], reload_interval_s)
+            watcher_task = asyncio.create_task(watcher.run())
+        yield
+        if watcher_task is not None:
+            watcher_task.cancel()
+        await app[RUNTIME].close()
+        await session.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app

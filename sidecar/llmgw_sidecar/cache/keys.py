@@ -1,0 +1,63 @@
+"""Cache keys: the scope a caller may share answers in, and the fingerprint of a request.
+
+The fingerprint covers the model and every field that can change the output; fields that only track, bill or
+transport (user, metadata, stream, cache controls...) are left out so that they never split or leak the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import orjson
+
+from ..config import Scope
+from ..context import Caller
+
+# Never part of the fingerprint: they do not change what the model answers.
+NON_OUTPUT_FIELDS = frozenset({
+    "user", "metadata", "cache", "stream", "stream_options", "store", "service_tier", "safety_identifier",
+    "prompt_cache_key", "prompt_cache_retention", "request_id", "extra_headers", "timeout",
+})
+
+
+def scope_key(scope: Scope, gateway_ns: str, gateway_name: str, caller: Caller) -> str:
+    """The partition a cached answer (or a limit) belongs to. Everything but `global` includes the gateway."""
+    if scope == Scope.global_:
+        return "global"
+    gw = f"gw:{gateway_ns}/{gateway_name}"
+    if scope == Scope.gateway:
+        return gw
+    if scope == Scope.namespace:
+        return f"{gw}|ns:{caller.namespace}"
+    if scope == Scope.service_account:
+        return f"{gw}|ns:{caller.namespace}|sa:{caller.service_account}"
+    if scope == Scope.pod:
+        return f"{gw}|ns:{caller.namespace}|pod:{caller.pod}"
+    return f"{gw}|key:{caller.api_key_hash or '-'}"
+
+
+def canonical(endpoint: str, upstream_model: str, body: dict[str, Any], drop: frozenset[str] = frozenset()) -> bytes:
+    """Deterministic bytes for the output-relevant part of a request (sorted keys, compact)."""
+    fields = {k: v for k, v in body.items() if k not in NON_OUTPUT_FIELDS and k not in drop and v is not None}
+    fields["model"] = upstream_model
+    return orjson.dumps({"e": endpoint, "r": fields}, option=orjson.OPT_SORT_KEYS)
+
+
+def fingerprint(endpoint: str, upstream_model: str, body: dict[str, Any], drop: frozenset[str] = frozenset()) -> str:
+    return hashlib.sha256(canonical(endpoint, upstream_model, body, drop)).hexdigest()
+
+
+def exact_key(prefix: str, scope: str, namespace: str | None, digest: str) -> str:
+    ns = f"|cns:{namespace}" if namespace else ""
+    return f"{prefix}:exact:{scope}{ns}:{digest}"
+
+
+def api_key_hash(authorization: str | None) -> str | None:
+    """A short stable hash of the app's bearer token (never the token itself) for api_key scopes."""
+    if not authorization:
+        return None
+    token = authorization.removeprefix("Bearer ").strip()
+    if not token:
+        return None
+    return hashlib.sha256(token.encode()).hexdigest()[:16]
