@@ -30,7 +30,13 @@ from .upstream import upstream_payload
 
 log = logging.getLogger("llmgw")
 
-RUNTIME = web.AppKey("runtime", Runtime)
+class RuntimeSlot:
+    """The app's current Runtime; a reload replaces `current` (aiohttp freezes the app mapping once started)."""
+
+    current: Runtime
+
+
+RUNTIME = web.AppKey("runtime", RuntimeSlot)
 METRICS = web.AppKey("metrics", Metrics)
 JSON = "application/json"
 
@@ -57,7 +63,7 @@ class Handlers:
 
     @property
     def rt(self) -> Runtime:
-        return self.app[RUNTIME]
+        return self.app[RUNTIME].current
 
     # --- generation endpoints ---------------------------------------------------------------------------------
     async def chat(self, request: web.Request) -> web.StreamResponse:
@@ -292,6 +298,7 @@ def create_app(config: Config, *, config_path: Path | None = None, metrics: Metr
                reload_interval_s: float = 2.0) -> web.Application:
     app = web.Application(client_max_size=config.listen.max_body_bytes, middlewares=[_never_a_traceback])
     app[METRICS] = metrics or Metrics()
+    app[RUNTIME] = slot = RuntimeSlot()
     h = Handlers(app)
     for prefix in ("/v1", ""):
         app.router.add_post(f"{prefix}/chat/completions", h.chat)
@@ -307,12 +314,12 @@ def create_app(config: Config, *, config_path: Path | None = None, metrics: Metr
             connector=aiohttp.TCPConnector(limit=0, limit_per_host=256, keepalive_timeout=60, ttl_dns_cache=300),
             json_serialize=lambda o: orjson.dumps(o).decode(),
         )
-        app[RUNTIME] = await build_runtime(config, app[METRICS], session)
+        slot.current = await build_runtime(config, app[METRICS], session)
         watcher_task = None
         if config_path is not None:
             async def swap(new: Config) -> None:
-                old = app[RUNTIME]
-                app[RUNTIME] = await build_runtime(new, app[METRICS], session)
+                old = slot.current
+                slot.current = await build_runtime(new, app[METRICS], session)
                 await old.close()
 
             watcher = ConfigWatcher(config_path, swap, app[METRICS], reload_interval_s)
@@ -320,7 +327,7 @@ def create_app(config: Config, *, config_path: Path | None = None, metrics: Metr
         yield
         if watcher_task is not None:
             watcher_task.cancel()
-        await app[RUNTIME].close()
+        await slot.current.close()
         await session.close()
 
     app.cleanup_ctx.append(lifecycle)

@@ -43,7 +43,7 @@ class Gateway:
     @property
     def runtime(self) -> Runtime:
         assert self.server.app is not None
-        return self.server.app[RUNTIME]
+        return self.server.app[RUNTIME].current
 
     def client(self, **kw: Any) -> openai.OpenAI:
         return openai.OpenAI(base_url=self.url + "/v1", api_key=kw.pop("api_key", "sk-app"), max_retries=0, **kw)
