@@ -218,6 +218,10 @@ class GuardsConfig(_Model):
     language_format: bool = Field(True, description="Reject a hit when target language or output format words differ.")
     identifiers: bool = Field(True, description="Reject a hit when code identifiers differ.")
     entities: bool = Field(True, description="Reject a hit when capitalised names differ.")
+    opposites: bool = Field(
+        True, description="Reject a hit when the questions use opposite or easily confused terms (largest/smallest, "
+        "encode/decode, TCP/UDP, when/where)."
+    )
 
 
 class SemanticCacheConfig(_Model):
@@ -250,6 +254,10 @@ class LimitsConfig(_Model):
     scopes: list[ScopeLimit] = Field(default_factory=list, description="Per-caller limits.")
     fail_open: bool = Field(True, description="When Redis is down: admit (with a local per-process limiter) or 503.")
     default_max_tokens: int = Field(1024, ge=1, description="Completion estimate when a request sets no max_tokens.")
+    window_s: float = Field(60.0, ge=0.1, le=3600, description="Length of the sliding window that rpm/tpm count in "
+                            "(60 = per minute; shorter only for tests and demos).")
+    parallel_lease_s: float = Field(660.0, gt=0, description="A max_parallel slot held by a crashed replica frees "
+                                    "itself after this long (keep above the longest request).")
 
 
 class Budget(_Model):
@@ -264,6 +272,9 @@ class SpendConfig(_Model):
     batch_size: int = Field(500, ge=1, description="Records per hand-off and per flush batch.")
     max_buffered_records: int = Field(100_000, ge=100, description="Memory bound while Redis is down.")
     database_url: str | None = Field(None, description="Optional PostgreSQL sink (postgresql://...).")
+    wait_replicas: int = Field(0, ge=0, le=5, description="Replicas that must acknowledge a hand-off before records "
+                               "leave memory (sentinel: 1 makes a failover lossless).")
+    lock_ttl_s: float = Field(10.0, ge=0.5, le=300, description="Flusher lock lifetime; renewed every third of it.")
 
 
 class MetricsConfig(_Model):

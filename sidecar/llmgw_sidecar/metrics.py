@@ -97,4 +97,45 @@ class Metrics:
         )
 
         # --- rate limits, budgets, spend (issue: limits and spend) ---
-        # (defined by that work; keep them here)
+        self.ratelimit_decisions = Counter(
+            "llmgw_ratelimit_decisions", "Limit and budget decisions by limit (e.g. model:rpm, namespace:tpm, "
+            "budget:namespace:day, redis) and result (admitted, rejected, fail_open, local_rejected, fail_closed).",
+            ["limit", "result"], registry=r,
+        )
+        self.ratelimit_remaining = Gauge(
+            "llmgw_ratelimit_remaining", "Remaining requests/tokens of a limit after the latest decision.",
+            ["limit"], registry=r,
+        )
+        self.budget_remaining = Gauge(
+            "llmgw_budget_remaining_usd", "Remaining USD of a budget after the latest decision.", ["budget"], registry=r,
+        )
+        self.spend = Counter(
+            "llmgw_spend_usd", "USD spent upstream, by model and scope (estimated costs included).",
+            ["model", "scope"], registry=r,
+        )
+        self.spend_saved = Counter(
+            "llmgw_spend_saved_usd", "USD cache hits saved (what they would have cost), by model and scope.",
+            ["model", "scope"], registry=r,
+        )
+        self.spend_records = Counter(
+            "llmgw_spend_records", "Spend records by event: buffered, handed_off, committed, duplicate, dropped, "
+            "estimated (usage counted by us), unpriced (model has no price).", ["event"], registry=r,
+        )
+        self.spend_buffer_depth = Gauge(
+            "llmgw_spend_buffer_depth", "Spend records waiting, by stage: memory (this process), redis (queue), "
+            "processing (taken by a flusher, not yet committed; redis stages in batches).", ["stage"], registry=r,
+        )
+        self.spend_handoffs = Counter(
+            "llmgw_spend_handoffs", "Batches handed from memory to Redis, by result (ok, error).", ["result"], registry=r,
+        )
+        self.spend_flushes = Counter(
+            "llmgw_spend_flushes", "Batches committed to the durable totals, by result (ok, duplicate, error, fenced).",
+            ["result"], registry=r,
+        )
+        self.spend_flush_latency = Histogram(
+            "llmgw_spend_flush_duration_seconds", "Time to commit one batch (move, sinks, commit, acknowledge).",
+            buckets=FAST_BUCKETS, registry=r,
+        )
+        self.spend_flusher_leader = Gauge(
+            "llmgw_spend_flusher_leader", "1 while this process holds the flusher lock.", registry=r,
+        )

@@ -1,0 +1,182 @@
+"""Spend tracking: records buffered per process, handed to Redis in batches, drained by one fenced flusher into durable
+totals (Redis hashes per day x model x scope, optionally PostgreSQL). See docs/limits-and-spend.md."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from ..config import Config, RedisMode
+from ..context import RequestContext
+from ..metrics import Metrics
+from ..pricing import NANO
+from .buffer import SpendBuffer
+from .flusher import Flusher, Sink
+from .keys import breakdown_key, daily_totals_key, scope_totals_key, spend_base
+from .postgres import PostgresSink
+from .records import METRICS, RecordFactory, SpendRecord
+
+__all__ = ["SpendService", "breakdown_key", "build_spend", "daily_totals_key", "read_totals", "scope_totals_key"]
+log = logging.getLogger("llmgw.spend")
+
+
+def _usd(fields: dict[str, int]) -> dict[str, Any]:
+    out: dict[str, Any] = {k: v for k, v in fields.items() if not k.endswith("_nusd")}
+    out["cost_usd"] = round(fields.get("cost_nusd", 0) / NANO, 9)
+    out["saved_usd"] = round(fields.get("saved_nusd", 0) / NANO, 9)
+    return out
+
+
+async def read_totals(redis: Any, prefix: str, ns: str, name: str, days: list[str] | None = None,
+                      last: int = 31) -> dict[str, Any]:
+    """Totals of a gateway by day, scope and model (what GET /spend serves). Integers are exact nano-USD sums."""
+    base = spend_base(prefix, ns, name)
+    if days is None:
+        known = sorted(d.decode() if isinstance(d, bytes) else d for d in await redis.smembers(f"{base}:days"))
+        days = known[-last:]
+    out_days = []
+    grand: dict[str, int] = dict.fromkeys(METRICS, 0)
+    for day in days:
+        pipe = redis.pipeline(transaction=False)
+        pipe.hgetall(daily_totals_key(prefix, ns, name, day))
+        pipe.hgetall(breakdown_key(prefix, ns, name, day))
+        tot_raw, by_raw = await pipe.execute()
+        tot = {m: int(_s(tot_raw, m) or 0) for m in METRICS}
+        by: dict[tuple[str, str], dict[str, int]] = {}
+        for f, v in by_raw.items():
+            scope, model, metric = (f.decode() if isinstance(f, bytes) else f).split("\t")
+            by.setdefault((scope, model), dict.fromkeys(METRICS, 0))[metric] = int(v)
+        for m in METRICS:
+            grand[m] += tot[m]
+        out_days.append({
+            "day": day, "totals": _usd(tot),
+            "by_scope_model": [{"scope": s, "model": m, **_usd(v)} for (s, m), v in sorted(by.items())],
+        })
+    return {"gateway": f"{ns}/{name}", "currency": "USD", "totals": _usd(grand), "days": out_days}
+
+
+def _s(h: dict[Any, Any], key: str) -> Any:
+    return h.get(key.encode(), h.get(key))
+
+
+class SpendService:
+    def __init__(self, config: Config, redis: Any, metrics: Metrics, sinks: list[Sink] | None = None) -> None:
+        self.cfg = config.spend
+        self.redis = redis
+        self.metrics = metrics
+        g = config.gateway
+        self.prefix, self.ns, self.name = config.redis.key_prefix, g.namespace, g.name
+        base = spend_base(self.prefix, g.namespace, g.name)
+        self.factory = RecordFactory(config)
+        self.buffer = SpendBuffer(
+            redis, f"{base}:queue", metrics, batch_size=self.cfg.batch_size, max_records=self.cfg.max_buffered_records,
+            wait_replicas=self.cfg.wait_replicas, cluster=config.redis.mode == RedisMode.cluster,
+        )
+        if sinks is None:
+            sinks = [PostgresSink(self.cfg.database_url, f"{g.namespace}/{g.name}")] if self.cfg.database_url else []
+        self.flusher = Flusher(redis, base, self.prefix, g.namespace, g.name, metrics,
+                               lock_ttl_s=self.cfg.lock_ttl_s, sinks=sinks)
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        """Background hand-off and flusher loops (call inside the running loop)."""
+        if not self._tasks:
+            self._tasks = [asyncio.create_task(self._handoff_loop(), name="spend-handoff"),
+                           asyncio.create_task(self.flusher.run(self.cfg.flush_interval_s, self._stop),
+                                               name="spend-flusher")]
+
+    def record(self, ctx: RequestContext) -> None:
+        if ctx.state.get("governor_rejected"):
+            return  # refused before any work: no cost, and no Redis write for a flood of 429s
+        try:
+            rec = self.factory.from_ctx(ctx)
+        except Exception:  # never fail an answer because of accounting
+            log.exception("cannot build spend record")
+            return
+        self.add(rec)
+        if not self._tasks:
+            with contextlib.suppress(RuntimeError):
+                self.start()
+
+    def add(self, rec: SpendRecord) -> None:
+        m = self.metrics
+        if rec.cost_nusd:
+            m.spend.labels(rec.model, rec.scope).inc(rec.cost_nusd / NANO)
+        if rec.saved_nusd:
+            m.spend_saved.labels(rec.model, rec.scope).inc(rec.saved_nusd / NANO)
+            m.cost_saved.labels(rec.model).inc(rec.saved_nusd / NANO)
+        if rec.estimated:
+            m.spend_records.labels("estimated").inc()
+        if not rec.priced:
+            m.spend_records.labels("unpriced").inc()
+        self.buffer.add(rec)
+
+    async def _handoff_loop(self) -> None:
+        while not self._stop.is_set():
+            await self.buffer.handoff()
+            try:
+                await asyncio.wait_for(self._stop.wait(), timeout=self.cfg.flush_interval_s)
+            except TimeoutError:
+                pass
+
+    async def totals(self, days: list[str] | None = None, last: int = 31) -> dict[str, Any]:
+        out = await read_totals(self.redis, self.prefix, self.ns, self.name, days, last)
+        out["pending_in_memory"] = self.buffer.depth
+        out["dropped"] = self.buffer.dropped
+        return out
+
+    async def handle(self, request: web.Request) -> web.Response:
+        """GET /spend[?day=YYYY-MM-DD&day=...][&last=N]: totals as JSON."""
+        days = request.query.getall("day", []) or None
+        try:
+            last = max(1, min(400, int(request.query.get("last", "31"))))
+        except ValueError:
+            last = 31
+        try:
+            async with asyncio.timeout(5):
+                body = await self.totals(days, last)
+        except Exception as e:  # noqa: BLE001 - the endpoint reports, never crashes
+            return web.json_response({"error": {"message": f"spend totals unavailable: {type(e).__name__}: {e}",
+                                                "type": "api_error", "code": "spend_unavailable"}}, status=503)
+        return web.json_response(body)
+
+    async def close(self, timeout_s: float = 5.0) -> None:
+        """Hand off what is buffered (bounded time), stop the loops, give up the lock."""
+        self._stop.set()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(timeout_s):
+                await self.buffer.handoff()
+                if self.flusher.leader:
+                    await self.flusher.drain()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(1):
+                await self.flusher.release()
+        for s in self.flusher.sinks:
+            with contextlib.suppress(Exception):
+                await s.close()
+
+
+class NullSpend:
+    """spend.enabled: false."""
+
+    def record(self, ctx: RequestContext) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+def build_spend(config: Config, redis: Any, metrics: Metrics) -> SpendService | NullSpend:
+    if not config.spend.enabled:
+        return NullSpend()
+    return SpendService(config, redis, metrics)

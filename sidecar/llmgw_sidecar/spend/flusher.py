@@ -1,0 +1,193 @@
+"""The one flusher of a gateway: drains handed-off batches into durable totals with a reliable-queue pattern.
+
+    lock (SET NX PX + renewal, fencing token) -> move (LMOVE queue -> processing) -> sinks (PostgreSQL, idempotent)
+    -> commit + acknowledge (one fenced Lua script: totals += batch, LREM processing)
+
+A flusher killed anywhere leaves its batch in `processing`; the next lock holder commits it first. Commit and
+acknowledge are one atomic script and batch ids are remembered, so nothing is lost and nothing counted twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from importlib import resources
+from typing import Any, Protocol
+
+import orjson
+
+from ..metrics import Metrics
+from ..redis_guard import RateLimitedLog
+from .records import aggregate, record_from_dict
+
+log = logging.getLogger("llmgw.spend.flusher")
+
+_ACQUIRE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return redis.call('INCR', KEYS[2]) end
+return 0"""
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0"""
+# Recovery first: a batch left in processing by a dead flusher is committed before anything new is moved.
+_MOVE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
+local e = redis.call('LINDEX', KEYS[3], 0)
+if e then return e end
+return redis.call('LMOVE', KEYS[2], KEYS[3], 'LEFT', 'RIGHT')"""
+
+
+class Sink(Protocol):
+    async def write(self, records: list[Any]) -> None: ...
+    async def close(self) -> None: ...
+
+
+class Fenced(Exception):
+    """This flusher lost its lock: another one drains now."""
+
+
+class Flusher:
+    def __init__(self, redis: Any, base: str, prefix: str, ns: str, name: str, metrics: Metrics, *,
+                 lock_ttl_s: float, sinks: list[Sink] | None = None, timeout_s: float = 5.0) -> None:
+        self.redis = redis
+        self.keys = {k: f"{base}:{k}" for k in ("lock", "fence", "queue", "processing", "committed", "days")}
+        self.prefix, self.ns, self.name = prefix, ns, name
+        self.metrics = metrics
+        self.ttl_ms = int(lock_ttl_s * 1000)
+        self.sinks = sinks or []
+        self.timeout_s = timeout_s
+        self.token: str | None = None
+        self.renewed_at = 0.0
+        self.fence = 0  # monotonically increasing per acquisition: tells lock generations apart in logs/metrics
+        self.warn = RateLimitedLog(log)
+        self._acquire = redis.register_script(_ACQUIRE)
+        self._renew = redis.register_script(_RENEW)
+        self._release = redis.register_script(_RELEASE)
+        self._move = redis.register_script(_MOVE)
+        self._commit = redis.register_script(resources.files("llmgw_sidecar").joinpath("lua", "commit.lua").read_text())
+
+    @property
+    def leader(self) -> bool:
+        return self.token is not None
+
+    async def acquire(self) -> bool:
+        token = uuid.uuid4().hex
+        fence = int(await self._acquire(keys=[self.keys["lock"], self.keys["fence"]], args=[token, self.ttl_ms]))
+        if fence:
+            self.token, self.fence, self.renewed_at = token, fence, time.monotonic()
+            self.metrics.spend_flusher_leader.set(1)
+            log.info("spend flusher lock acquired (fence %d)", fence)
+        return bool(fence)
+
+    async def renew(self) -> bool:
+        if self.token is None:
+            return False
+        ok = bool(await self._renew(keys=[self.keys["lock"]], args=[self.token, self.ttl_ms]))
+        if ok:
+            self.renewed_at = time.monotonic()
+        else:
+            self._lost()
+        return ok
+
+    async def maybe_renew(self) -> None:
+        if self.token is not None and time.monotonic() - self.renewed_at >= self.ttl_ms / 3000:
+            await self.renew()
+
+    async def release(self) -> None:
+        if self.token is not None:
+            await self._release(keys=[self.keys["lock"]], args=[self.token])
+            self._lost()
+
+    def _lost(self) -> None:
+        self.token = None
+        self.metrics.spend_flusher_leader.set(0)
+
+    async def move(self) -> bytes | None:
+        """Step 1: the batch to commit next (a recovered one first), now in processing. None: queue empty."""
+        if self.token is None:
+            raise Fenced
+        k = self.keys
+        return await self._move(keys=[k["lock"], k["queue"], k["processing"]], args=[self.token])
+
+    async def commit(self, element: bytes) -> str:
+        """Steps 2-3: sinks, then totals + acknowledge atomically. Returns ok | duplicate; raises Fenced."""
+        if self.token is None:
+            raise Fenced
+        batch = orjson.loads(element)
+        records = [record_from_dict(r) for r in batch["records"]]
+        for sink in self.sinks:
+            await sink.write(records)  # idempotent by record id: a retried batch inserts nothing twice
+        incr, days = aggregate(records, self.prefix, self.ns, self.name)
+        k = self.keys
+        keys = [k["lock"], k["processing"], k["committed"], k["days"], *incr]
+        args: list[Any] = [self.token, element, batch["id"], len(incr)]
+        for key, fields in incr.items():
+            args += ["1" if key.endswith(tuple(sorted(days))) else "0", len(fields)]
+            for f, v in fields.items():
+                args += [f, v]
+        args += sorted(days)
+        res = int(await self._commit(keys=keys, args=args))
+        if res == 0:
+            self._lost()
+            raise Fenced
+        result = "ok" if res == 1 else "duplicate"
+        self.metrics.spend_records.labels("committed" if res == 1 else "duplicate").inc(len(records))
+        return result
+
+    async def drain(self, max_batches: int = 1000) -> int:
+        """Commit batches until the queue is empty (or max_batches). Returns batches committed."""
+        done = 0
+        while done < max_batches and self.token is not None:
+            t0 = time.perf_counter()
+            async with asyncio.timeout(self.timeout_s):
+                await self.maybe_renew()
+                if self.token is None:
+                    break
+                element = await self.move()
+                if element is None:
+                    break
+                try:
+                    result = await self.commit(element)
+                except Fenced:
+                    self.metrics.spend_flushes.labels("fenced").inc()
+                    raise
+            self.metrics.spend_flushes.labels(result).inc()
+            self.metrics.spend_flush_latency.observe(time.perf_counter() - t0)
+            done += 1
+        return done
+
+    async def depths(self) -> tuple[int, int]:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.llen(self.keys["queue"])
+        pipe.llen(self.keys["processing"])
+        q, p = await pipe.execute()
+        self.metrics.spend_buffer_depth.labels("redis").set(q)
+        self.metrics.spend_buffer_depth.labels("processing").set(p)
+        return int(q), int(p)
+
+    async def run(self, interval_s: float, stop: asyncio.Event) -> None:
+        """Forever: become leader when the lock is free, renew it, drain. Any error: back off, keep the batch."""
+        renew_every = self.ttl_ms / 3000
+        while not stop.is_set():
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    if self.token is None:
+                        await self.acquire()
+                    else:
+                        await self.maybe_renew()
+                await self.drain()
+                if self.token is not None:
+                    await self.depths()
+            except Fenced:
+                log.warning("spend flusher lost its lock (fence %d); another replica drains now", self.fence)
+            except Exception as e:  # noqa: BLE001 - the batch stays in processing; retry after the interval
+                self.metrics.spend_flushes.labels("error").inc()
+                self.warn.warning("flush", f"spend flush failed, will retry: {type(e).__name__}: {e}")
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=min(interval_s, renew_every))
+            except TimeoutError:
+                pass

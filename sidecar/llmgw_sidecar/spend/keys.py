@@ -1,0 +1,68 @@
+"""Redis key layout of limits and spend. Every key of one gateway carries the hash tag `{ns/name}`, so one Lua script
+can touch limits, budgets and spend totals atomically, also on Redis Cluster (they all live in one slot).
+
+    {p}:spend:{ns/name}:day:YYYY-MM-DD          HASH gateway daily totals (requests, cost_usd, saved_usd, tokens, ...)
+    {p}:spend:{ns/name}:day:YYYY-MM-DD:by       HASH "<scope>\\t<model>\\t<metric>" -> integer (breakdown)
+    {p}:spend:{ns/name}:day:YYYY-MM-DD:scope    HASH caller scope ("ns:a", "sa:a/b", ...) -> cost_nusd (budgets)
+    {p}:spend:{ns/name}:month:YYYY-MM:scope     HASH as above, per month
+    {p}:spend:{ns/name}:days                    SET of days that have totals
+    {p}:spend:{ns/name}:queue / :processing     LIST of handed-off batches / batches a flusher is committing
+    {p}:spend:{ns/name}:lock / :fence / :committed   flusher lock, fencing counter, ZSET of committed batch ids
+    {p}:rl:{ns/name}:<subject>:<rpm|tpm|par>    ZSET sliding-window logs (+ ":amt" HASH of token amounts)
+"""
+
+from __future__ import annotations
+
+from ..config import Scope
+from ..context import Caller
+
+
+def gateway_tag(ns: str, name: str) -> str:
+    return "{" + f"{ns}/{name}" + "}"
+
+
+def spend_base(prefix: str, ns: str, name: str) -> str:
+    return f"{prefix}:spend:{gateway_tag(ns, name)}"
+
+
+def daily_totals_key(prefix: str, ns: str, name: str, day: str) -> str:
+    """The gateway's totals of one UTC day (YYYY-MM-DD): a hash the operator reads for its status.
+    Fields: requests, hits, estimated, prompt_tokens, completion_tokens, cached_tokens, cost_nusd, saved_nusd
+    (integers, nano-USD) and cost_usd, saved_usd (decimal strings for people)."""
+    return f"{spend_base(prefix, ns, name)}:day:{day}"
+
+
+def breakdown_key(prefix: str, ns: str, name: str, day: str) -> str:
+    return daily_totals_key(prefix, ns, name, day) + ":by"
+
+
+def scope_totals_key(prefix: str, ns: str, name: str, period: str, period_id: str) -> str:
+    """Cost per caller scope for one day ("day", "YYYY-MM-DD") or month ("month", "YYYY-MM")."""
+    return f"{spend_base(prefix, ns, name)}:{period}:{period_id}:scope"
+
+
+def rl_base(prefix: str, ns: str, name: str) -> str:
+    return f"{prefix}:rl:{gateway_tag(ns, name)}"
+
+
+def caller_scope_key(scope: Scope, caller: Caller) -> str | None:
+    """The subject a limit or budget of this scope counts against. None: the scope does not apply to this caller
+    (an api_key scope for a caller without a key)."""
+    if scope in (Scope.global_, Scope.gateway):
+        return "gw"
+    if scope == Scope.namespace:
+        return f"ns:{caller.namespace}"
+    if scope == Scope.service_account:
+        return f"sa:{caller.namespace}/{caller.service_account}"
+    if scope == Scope.pod:
+        return f"pod:{caller.namespace}/{caller.pod}"
+    return f"key:{caller.api_key_hash}" if caller.api_key_hash else None
+
+
+def all_scope_keys(caller: Caller) -> list[str]:
+    """Every subject a record's cost is added to (so a budget of any scope can be checked)."""
+    keys = ["gw", f"ns:{caller.namespace}", f"sa:{caller.namespace}/{caller.service_account}",
+            f"pod:{caller.namespace}/{caller.pod}"]
+    if caller.api_key_hash:
+        keys.append(f"key:{caller.api_key_hash}")
+    return keys
