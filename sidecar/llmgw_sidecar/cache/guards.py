@@ -1,0 +1,343 @@
+"""Guards against wrong semantic hits: cheap lexical checks of what a sentence embedding does not see well.
+
+A small sentence model puts "what is 2+2" and "what is 2+3" (or "is it safe" / "is it not safe", "translate to French" /
+"to Spanish") closer together than many true paraphrases, so no distance threshold alone separates them. Each guard
+extracts one kind of detail from both questions and rejects the candidate when the details disagree. Guards are
+deliberately one-sided towards safety: a rejected paraphrase costs one upstream call, a wrong hit costs a wrong answer.
+
+Every guard is a pure function (question, candidate) -> bool "differs", switchable in `cache.semantic.guards`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable
+from functools import lru_cache
+
+from ..config import GuardsConfig
+
+_APOS = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"', "\u00a0": " "})
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+
+
+def _norm(text: str) -> str:
+    return text.translate(_APOS)
+
+
+@lru_cache(maxsize=4096)
+def _words(text: str) -> tuple[str, ...]:
+    # "France's" is the word "france" for every guard; "isn't" keeps its "n't" for the negation guard.
+    return tuple(w.removesuffix("'s") for w in _WORD.findall(_norm(text).lower()))
+
+
+def _stem(w: str) -> str:
+    """Crude plural folding (tips/tip, boxes/box) so that paraphrases differing only in number still match."""
+    if len(w) > 4 and w.endswith("ies"):
+        return w[:-3] + "y"
+    if len(w) > 3 and w.endswith("es") and w[-3] in "sxz":
+        return w[:-2]
+    if len(w) > 3 and w.endswith("s") and not w.endswith("ss"):
+        return w[:-1]
+    return w
+
+
+# --- numbers -------------------------------------------------------------------------------------------------------
+
+_NUM_WORDS = {w: str(i) for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen twenty".split())}
+_NUM_WORDS.update({"thirty": "30", "forty": "40", "fifty": "50", "sixty": "60", "seventy": "70", "eighty": "80",
+                   "ninety": "90", "hundred": "100", "thousand": "1000", "million": "1000000",
+                   "billion": "1000000000", "dozen": "12", "half": "0.5", "quarter": "0.25", "twice": "2",
+                   "triple": "3"})
+_ORDINALS = {w: str(i) for i, w in enumerate(
+    "zeroth first second third fourth fifth sixth seventh eighth ninth tenth".split())}
+_UNITS = {}
+for _canon, _names in {
+    "km": "km kms kilometer kilometers kilometre kilometres", "mile": "mi mile miles", "m": "m meter meters metre metres",
+    "cm": "cm centimeter centimeters", "mm": "mm millimeter millimeters", "ft": "ft foot feet", "in": "inch inches",
+    "kg": "kg kgs kilogram kilograms kilo kilos", "g": "g gram grams", "lb": "lb lbs pound pounds",
+    "oz": "oz ounce ounces", "l": "l liter liters litre litres", "ml": "ml milliliter milliliters",
+    "gal": "gallon gallons", "c": "c celsius centigrade", "f": "f fahrenheit", "k": "kelvin",
+    "usd": "usd dollar dollars $", "eur": "eur euro euros €", "gbp": "gbp £", "jpy": "yen ¥",
+    "s": "s sec secs second seconds", "min": "min mins minute minutes", "h": "h hr hrs hour hours",
+    "day": "day days", "week": "week weeks", "month": "month months", "year": "year years yr yrs",
+    "kb": "kb kilobyte kilobytes", "mb": "mb megabyte megabytes", "gb": "gb gigabyte gigabytes",
+    "tb": "tb terabyte terabytes", "byte": "byte bytes", "bit": "bit bits", "%": "% percent percentage",
+    "mph": "mph", "kmh": "kph kmh", "cal": "calorie calories kcal",
+}.items():
+    for _n in _names.split():
+        _UNITS[_n] = _canon
+_NUMBER_RE = re.compile(r"(?<![\w.])[$€£¥]?\d+(?:[.,]\d+)*(?:st|nd|rd|th)?(?:\s*°?\s*[a-z%]+)?|[a-z]+|[+\-*/^=<>\u00d7÷]",
+                        re.IGNORECASE)
+_OPS = {"+": "+", "plus": "+", "add": "+", "sum": "+", "-": "-", "minus": "-", "subtract": "-", "*": "*", "\u00d7": "*",
+        "times": "*", "multiplied": "*", "product": "*", "/": "/", "÷": "/", "divided": "/",
+        "^": "^", "power": "^", "squared": "^2", "cubed": "^3", "root": "root", "<": "<", ">": ">", "=": "="}
+_NON_COMMUTATIVE = {"-", "/", "^", "<", ">"}
+
+
+def _numbers(text: str) -> tuple[list[str], list[str]]:
+    """(numbers with their unit, in order), (math operators)."""
+    nums: list[str] = []
+    ops: list[str] = []
+    for tok in _NUMBER_RE.findall(_norm(text).lower()):
+        if tok[0].isdigit() or tok[0] in "$€£¥":
+            m = re.match(r"([$€£¥]?)(\d+(?:[.,]\d+)*)(?:st|nd|rd|th)?\s*°?\s*([a-z%]*)", tok)
+            if not m:
+                continue
+            cur, digits, unit = m.groups()
+            # "1,000" and "1000" are the same number; "3.50" and "3.5" too.
+            value = digits.replace(",", "")
+            if "." in value:
+                value = value.rstrip("0").rstrip(".")
+            unit = _UNITS.get(cur) or _UNITS.get(unit, "")
+            nums.append(f"{value}{unit and ' ' + unit}")
+        elif tok in _NUM_WORDS:
+            nums.append(_NUM_WORDS[tok])
+        elif tok in _ORDINALS:
+            nums.append(_ORDINALS[tok])
+        elif tok in _OPS:
+            ops.append(_OPS[tok])
+    # Operator words only mean arithmetic next to numbers ("add a column" is not "+").
+    return nums, ops if nums else []
+
+
+def numbers_differ(a: str, b: str) -> bool:
+    na, oa = _numbers(a)
+    nb, ob = _numbers(b)
+    if Counter(oa) != Counter(ob):
+        return True
+    # A unit only counts when both sides give it: "5 miles" and "5" may be the same question, "5 miles" and
+    # "5 km" are not.
+    if len(na) != len(nb):
+        return True
+    if set(oa) & _NON_COMMUTATIVE:  # 10 - 3 is not 3 - 10: order matters
+        pairs = zip(na, nb, strict=True)
+    else:
+        pairs = zip(sorted(na), sorted(nb), strict=True)
+    for x, y in pairs:
+        if x != y and (x.split(" ")[0] != y.split(" ")[0] or (" " in x and " " in y)):
+            return True
+    return False
+
+
+# --- negation ------------------------------------------------------------------------------------------------------
+
+_NEGATORS = frozenset("not no never none nobody nothing neither nor nowhere without cannot except excluding "
+                      "besides unless lack lacking fail fails".split())
+
+
+def _negations(text: str) -> int:
+    n = 0
+    for w in _words(text):
+        if w in _NEGATORS or w.endswith("n't"):
+            n += 1
+    return n + len(re.findall(r"\bother than\b|\bapart from\b", _norm(text).lower()))
+
+
+def negation_differs(a: str, b: str) -> bool:
+    return _negations(a) != _negations(b)
+
+
+# --- quoted strings ------------------------------------------------------------------------------------------------
+
+_QUOTED = re.compile(r'"([^"\n]{1,200})"|(?<![\w])\'([^\'\n]{1,200})\'(?![\w])|`([^`\n]{1,200})`')
+
+
+def _quoted(text: str) -> set[str]:
+    return {" ".join(next(g for g in m if g).split()) for m in _QUOTED.findall(_norm(text))}
+
+
+def quoted_differs(a: str, b: str) -> bool:
+    # Each side's quoted text must appear in the other question (quoted or not): "what does 'carpe diem' mean" and
+    # "meaning of carpe diem" agree, "translate 'hello'" and "translate 'goodbye'" do not.
+    la, lb = " ".join(_norm(a).lower().split()), " ".join(_norm(b).lower().split())
+    return any(q.lower() not in lb for q in _quoted(a)) or any(q.lower() not in la for q in _quoted(b))
+
+
+# --- target language and output format ------------------------------------------------------------------------------
+
+_LANG_FORMAT_CLASSES: dict[str, str] = {}
+for _cls, _names in {
+    # natural languages
+    **{w: w for w in ("english french spanish german italian portuguese dutch russian chinese japanese korean "
+                      "arabic hindi bengali turkish polish swedish norwegian danish finnish greek hebrew latin "
+                      "vietnamese thai indonesian ukrainian czech hungarian romanian persian urdu swahili "
+                      "catalan irish welsh tagalog").split()},
+    "chinese": "chinese mandarin", "cantonese": "cantonese",
+    # programming languages (C, R and Go are case-sensitive: see _CASED)
+    **{w: w for w in ("python java ruby php swift kotlin scala haskell perl sql bash powershell lua dart elixir "
+                      "erlang clojure julia matlab fortran cobol html css c++ c# rust zig ocaml").split()},
+    "javascript": "javascript js node nodejs", "typescript": "typescript ts", "golang": "golang",
+    # output formats and shapes
+    "json": "json", "yaml": "yaml yml", "xml": "xml", "csv": "csv", "markdown": "markdown md", "table": "table tabular",
+    "bullet": "bullet bulleted", "numbered": "numbered", "haiku": "haiku", "poem": "poem poetry verse",
+    "limerick": "limerick", "sonnet": "sonnet", "essay": "essay", "tweet": "tweet", "email": "email e-mail mail",
+    "letter": "letter", "paragraph": "paragraph", "sentence": "sentence", "word": "word", "story": "story",
+    "song": "song lyric", "joke": "joke", "slogan": "slogan", "headline": "headline", "pseudocode": "pseudocode",
+    "diagram": "diagram chart", "regex": "regex regexp", "emoji": "emoji",
+    # tone and register
+    "formal": "formal professional", "informal": "informal casual", "funny": "funny humorous humor joking",
+    "pirate": "pirate", "shakespeare": "shakespeare shakespearean", "child": "child kid eli5 five-year-old",
+    "brief": "brief briefly concise concisely short tl;dr", "detailed": "detailed detail thorough thoroughly in-depth",
+}.items():
+    for _n in _names.split():
+        _LANG_FORMAT_CLASSES[_n] = _cls
+_CASED = {"C": "c", "R": "r", "Go": "golang", "C++": "c++", "C#": "c#"}
+_LANG_TOKEN = re.compile(r"[A-Za-z][A-Za-z0-9+#;\-]*")
+
+
+def _lang_format(text: str) -> frozenset[str]:
+    found = set()
+    for tok in _LANG_TOKEN.findall(_norm(text)):
+        if tok in _CASED:
+            found.add(_CASED[tok])
+            continue
+        w = _stem(tok.lower())
+        cls = _LANG_FORMAT_CLASSES.get(w) or _LANG_FORMAT_CLASSES.get(tok.lower())
+        if cls:
+            found.add(cls)
+    return frozenset(found)
+
+
+def language_format_differs(a: str, b: str) -> bool:
+    return _lang_format(a) != _lang_format(b)
+
+
+# --- code identifiers ----------------------------------------------------------------------------------------------
+
+_IDENT = re.compile(
+    r"`[^`\n]+`"                                   # anything in backticks
+    r"|[A-Za-z_][A-Za-z0-9_]*\(\)"                 # call syntax foo()
+    r"|\b[A-Za-z][A-Za-z0-9]*_[A-Za-z0-9_]+\b"     # snake_case
+    r"|\b[a-z]+[A-Z][A-Za-z0-9]*\b"                # camelCase
+    r"|\b[A-Z][a-z0-9]+[A-Z][A-Za-z0-9]*\b"        # PascalCase with an inner capital
+    r"|\b[A-Za-z_]\w*(?:\.[A-Za-z_]\w+)+\b"        # dotted.names, files
+    r"|(?<!\w)--?[A-Za-z][\w-]*"                   # CLI flags
+    r"|(?:~|\.{1,2})?/[\w.\-/]+"                   # paths
+)
+
+
+def _identifiers(text: str) -> set[str]:
+    return {i.strip("`").removesuffix("()") for i in _IDENT.findall(_norm(text))}
+
+
+def identifiers_differ(a: str, b: str) -> bool:
+    # Case-sensitive containment both ways: `readFile` and `readfile` are different functions.
+    ia, ib = _identifiers(a), _identifiers(b)
+    return any(i not in b for i in ia) or any(i not in a for i in ib)
+
+
+# --- named entities ------------------------------------------------------------------------------------------------
+
+_CAP = re.compile(r"(?<![.!?:]\s)(?<!^)\b([A-Z][a-zA-Z0-9\-]*(?:'s)?)|\b([A-Z]{2,}[0-9]*)\b")
+_NOT_ENTITIES = frozenset("i i'm i've i'd i'll ok please thanks hi hello hey".split())
+
+
+def _entities(text: str) -> set[str]:
+    t = _norm(text).strip()
+    found = set()
+    for m in _CAP.finditer(t):
+        w = (m.group(1) or m.group(2)).lower().removesuffix("'s")
+        if w not in _NOT_ENTITIES:
+            found.add(w)
+    return found
+
+
+def entities_differ(a: str, b: str) -> bool:
+    # Capitalised words inside a sentence (and acronyms anywhere) are names; each must appear as a word in the other
+    # question, capitalised or not (the other may start a sentence with it). "Paris" vs "Rome" differ.
+    wa = {_stem(w) for w in _words(a)}
+    wb = {_stem(w) for w in _words(b)}
+    return any(_stem(e) not in wb for e in _entities(a)) or any(_stem(e) not in wa for e in _entities(b))
+
+
+# --- opposites and easily confused terms ---------------------------------------------------------------------------
+
+# Each group lists poles; a pole is a set of words (or phrases) meaning the same thing. Two questions that both use the
+# group but on different poles ask different things ("largest" vs "smallest", "when" vs "where", "TCP" vs "UDP").
+_GROUPS: list[list[str]] = [
+    ["max maximum largest biggest highest most greatest tallest longest", "min minimum smallest lowest least "
+     "shortest tiniest"],
+    ["more", "less fewer"], ["increase increases raise raising grow", "decrease decreases reduce lower lowering shrink"],
+    ["advantage pro benefit upside", "disadvantage con drawback downside"], ["before prior", "after"],
+    ["first earliest beginning", "last latest final"], ["best", "worst"], ["above over", "below under"],
+    ["buy buying purchase", "sell selling"], ["import importing", "export exporting"],
+    ["encrypt encryption", "decrypt decryption"], ["encode encoding", "decode decoding"],
+    ["compress compression", "decompress decompression"], ["add adding insert", "remove removing delete deleting"],
+    ["enable enabling turn on", "disable disabling turn off"], ["install installing", "uninstall uninstalling"],
+    ["push", "pull"], ["upload", "download"], ["north northern", "south southern"], ["east eastern", "west western"],
+    ["hot hotter warm", "cold colder cool"], ["fast faster quick quicker speed up", "slow slower"],
+    ["cheap cheaper cheapest inexpensive", "expensive pricier costly"], ["safe safely", "unsafe dangerous harmful"],
+    ["legal", "illegal"], ["true", "false"], ["start starting begin", "stop stopping end"], ["open", "close closing"],
+    ["win winning", "lose losing"], ["love", "hate"], ["positive", "negative"], ["left", "right"],
+    ["inside inner internal", "outside outer external"], ["ascending", "descending"],
+    ["oldest older", "newest newer youngest younger"], ["input", "output"],
+    ["client", "server"], ["private", "public"], ["synchronous sync", "asynchronous async"],
+    ["mean average", "median", "mode"], ["mass", "weight"], ["speed", "velocity"], ["affect", "effect"],
+    ["latitude", "longitude"], ["stack", "queue"], ["tcp", "udp"], ["process", "thread"], ["list", "tuple"],
+    ["union", "intersection"], ["http", "https"], ["ipv4", "ipv6"], ["sum", "product"], ["width", "height"],
+    ["rows row", "columns column"], ["virus viral", "bacteria bacterial"], ["weather", "climate"],
+    ["who whom whose", "when what time what year", "where", "why", "how many how much"],
+    ["boil boiling", "freeze freezing melt"], ["sunrise", "sunset"], ["husband", "wife"], ["male man", "female woman"],
+    ["morning", "evening night"], ["summer", "winter"], ["spring", "autumn fall"], ["herbivore", "carnivore"],
+    ["mitosis", "meiosis"], ["dna", "rna"], ["acid acidic", "base basic alkaline"],
+    ["vertical vertically", "horizontal horizontally"], ["uppercase upper case", "lowercase lower case"],
+    ["singular", "plural"], ["past", "future"], ["lend lending", "borrow borrowing"], ["debit", "credit"],
+]
+
+
+def _compile_groups() -> list[list[re.Pattern[str]]]:
+    out = []
+    for group in _GROUPS:
+        poles = []
+        for pole in group:
+            words = pole.split()
+            # two-word phrases ("turn on", "what time") are listed as consecutive words; join known pairs back
+            phrases: list[str] = []
+            i = 0
+            while i < len(words):
+                if i + 1 < len(words) and f"{words[i]} {words[i + 1]}" in _PHRASES:
+                    phrases.append(f"{words[i]} {words[i + 1]}")
+                    i += 2
+                else:
+                    phrases.append(words[i])
+                    i += 1
+            poles.append(re.compile(r"\b(?:" + "|".join(re.escape(p) + "s?" for p in phrases) + r")\b"))
+        out.append(poles)
+    return out
+
+
+_PHRASES = frozenset({"turn on", "turn off", "what time", "what year", "how many", "how much", "speed up",
+                      "upper case", "lower case"})
+_GROUP_RES = _compile_groups()
+
+
+def _poles(text: str) -> list[frozenset[int]]:
+    t = " ".join(_words(text))
+    return [frozenset(i for i, p in enumerate(poles) if p.search(t)) for poles in _GROUP_RES]
+
+
+def opposites_differ(a: str, b: str) -> bool:
+    # Only when BOTH questions use the group: "disadvantages of X" and "what is bad about X" stay a match.
+    return any(pa and pb and pa != pb for pa, pb in zip(_poles(a), _poles(b), strict=True))
+
+
+GUARDS: dict[str, Callable[[str, str], bool]] = {
+    "numbers": numbers_differ,
+    "negation": negation_differs,
+    "quoted": quoted_differs,
+    "language_format": language_format_differs,
+    "identifiers": identifiers_differ,
+    "entities": entities_differ,
+    "opposites": opposites_differ,
+}
+
+
+def first_rejecting(question: str, candidate: str, cfg: GuardsConfig) -> str | None:
+    """Name of the first enabled guard that rejects this candidate, or None when it is safe to serve."""
+    for name, differs in GUARDS.items():
+        if getattr(cfg, name, True) and differs(question, candidate):
+            return name
+    return None

@@ -1,0 +1,295 @@
+"""Semantic cache: answer a paraphrase of a question already answered, inside an identical context.
+
+What is compared: only the last user message is embedded. Everything else that can change the answer (the model, the
+system prompt and the rest of the conversation, every output-affecting parameter), plus the caller scope and the
+per-request cache namespace, goes into exact tag filters. So "capital of France?" in one conversation never answers
+the same words in another conversation, another model, another temperature or another tenant.
+
+A candidate is served only when (1) its cosine distance is within `distance_threshold`, and (2) no guard sees a
+difference the embedding is blind to (numbers, negation, quoted text, language/format, identifiers, names,
+opposites). Every failure (model missing, embedding deadline, Redis error, index missing, wrong dimensions) is a miss,
+a metric and a rate-limited log line; a request never fails because of this layer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import orjson
+
+from ..config import Config, RedisMode, SemanticCacheConfig
+from ..context import CachedAnswer, RequestContext, Usage
+from ..embeddings.base import Embedder, EmbeddingError
+from ..embeddings.factory import make_embedder
+from ..metrics import Metrics
+from ..redis_guard import RateLimitedLog
+from .guards import first_rejecting
+from .keys import canonical
+from .semantic_index import Candidate, ShardIndex, VectorStore
+
+log = logging.getLogger("llmgw.semantic")
+CANDIDATES_PER_SHARD = 4  # the nearest few, so that a guard-rejected nearest one does not hide a good second one
+MAX_PENDING_STORES = 256
+STORE_DEADLINE_S = 10.0
+_STATE_KEY = "semantic"
+
+
+def question_and_context(body: dict[str, Any], max_chars: int) -> tuple[str, dict[str, Any]] | None:
+    """Split a chat request into (the text to embed, the rest that must match exactly), or None if ineligible."""
+    msgs = body.get("messages")
+    if not isinstance(msgs, list) or not msgs or not isinstance(msgs[-1], dict):
+        return None
+    last = msgs[-1]
+    if last.get("role") != "user":
+        return None  # a tool result or assistant prefill is not a question
+    content = last.get("content")
+    if isinstance(content, list):
+        parts = []
+        for p in content:
+            if not isinstance(p, dict) or p.get("type") != "text" or not isinstance(p.get("text"), str):
+                return None  # images, audio, files: the embedding would not see them
+            parts.append(p["text"])
+        text = "\n".join(parts)
+    elif isinstance(content, str):
+        text = content
+    else:
+        return None
+    text = text.strip()
+    if not text or len(text) > max_chars:
+        return None
+    rest = dict(body)
+    rest["messages"] = [*msgs[:-1], {k: v for k, v in last.items() if k != "content"}]
+    return text, rest
+
+
+def context_hash(upstream_model: str, rest: dict[str, Any]) -> str:
+    """The exact part of a request: canonical request (cache.keys rules) without the last user message's text."""
+    return hashlib.sha256(canonical("chat", upstream_model, rest)).hexdigest()[:32]
+
+
+def scope_hash(scope: str, namespace: str | None) -> str:
+    return hashlib.sha256(f"{scope}\x00{namespace or ''}".encode()).hexdigest()[:24]
+
+
+class SemanticCache:
+    def __init__(self, cfg: SemanticCacheConfig, embedder: Embedder, metrics: Metrics, *, redis: Any, key_prefix: str,
+                 node_client: Any = None, search_timeout_s: float = 0.1) -> None:
+        self.cfg = cfg
+        self.embedder = embedder
+        self.metrics = metrics
+        self.redis = redis
+        self.key_prefix = key_prefix
+        self.node_client = node_client
+        self.search_timeout_s = search_timeout_s
+        self.embed_timeout_s = cfg.embedding.timeout_ms / 1000
+        self._stores: dict[str, VectorStore] = {}
+        self._pending: set[asyncio.Task] = set()
+        self._log = RateLimitedLog(log, every_s=30.0)
+
+    # --- lookup --------------------------------------------------------------------------------------------------
+
+    async def lookup(self, ctx: RequestContext) -> CachedAnswer | None:
+        try:
+            return await self._lookup(ctx)
+        except Exception as e:  # noqa: BLE001 - the contract: never raise, trouble is a miss
+            self._count("error")
+            self._log.warning("lookup", f"semantic lookup failed: {type(e).__name__}: {e}")
+            return None
+
+    async def _lookup(self, ctx: RequestContext) -> CachedAnswer | None:
+        if ctx.directives.no_cache:
+            return None
+        split = question_and_context(ctx.body, self.cfg.max_prompt_chars)
+        if split is None:
+            self._count("ineligible")
+            return None
+        text, rest = split
+        ctx_h = context_hash(ctx.model.upstream_model, rest)
+        scope_h = scope_hash(ctx.scope, ctx.directives.namespace)
+        vec = await self._embed(text)
+        # Keep what we computed: a miss stores this very question after the upstream answers.
+        ctx.state[_STATE_KEY] = (text, ctx_h, scope_h, vec)
+        if vec is None:
+            self._count("error")
+            return None
+        store = self._store()
+        try:
+            async with asyncio.timeout(self.search_timeout_s):
+                found, failed = await store.search(vec, ctx.model.name, ctx_h, scope_h, CANDIDATES_PER_SHARD,
+                                                   self._shard_error)
+        except TimeoutError:
+            self._count("error")
+            self._log.warning("search_timeout", f"semantic search exceeded {self.search_timeout_s * 1000:.0f} ms")
+            return None
+        if not found:
+            self._count("error" if failed and failed == len(store.shards) else "miss")
+            return None
+        self.metrics.semantic_distance.observe(found[0].distance)
+        rejected = False
+        for cand in found:
+            if cand.distance > self.cfg.distance_threshold:
+                break
+            guard = first_rejecting(text, str(cand.fields.get("prompt", "")), self.cfg.guards)
+            if guard is not None:
+                self.metrics.semantic_guard_rejections.labels(guard).inc()
+                rejected = True
+                continue
+            answer = _answer(cand)
+            if answer is not None:
+                self._count("hit")
+                return answer
+        self._count("guard_rejected" if rejected else "miss")
+        return None
+
+    async def _embed(self, text: str) -> np.ndarray | None:
+        try:
+            async with asyncio.timeout(self.embed_timeout_s):
+                vec = await self.embedder.embed(text)
+        except TimeoutError:
+            self._log.warning("embed_timeout", f"embedding exceeded {self.embed_timeout_s * 1000:.0f} ms: miss")
+            return None
+        except EmbeddingError as e:
+            self._log.warning(f"embed_{e.kind}", f"embedding unavailable ({e.kind}): {e}")
+            return None
+        if vec.shape != (self.embedder.dims,):
+            self._log.warning("dims", f"embedding has shape {vec.shape}, index expects ({self.embedder.dims},)")
+            return None
+        return vec
+
+    def _store(self) -> VectorStore:
+        tag = self.embedder.index_tag
+        if tag not in self._stores:
+            self._stores[tag] = VectorStore(self.redis, self.key_prefix, tag, self.embedder.dims,
+                                            node_client=self.node_client)
+        return self._stores[tag]
+
+    def _shard_error(self, shard: ShardIndex, err: BaseException) -> None:
+        msg = str(err).lower()
+        if "no such index" in msg or "unknown index" in msg or "not found" in msg:
+            shard.forget()  # recreated on the next call
+        self._store().mark_stale()  # a moved slot or a dead node: re-read the cluster layout on the next call
+        self._log.warning(f"search_{type(err).__name__}", f"semantic search on {shard.name} failed: {err}")
+
+    def _count(self, result: str) -> None:
+        self.metrics.semantic_lookups.labels(result).inc()
+        self.metrics.cache_lookups.labels("semantic", result).inc()
+
+    # --- store ---------------------------------------------------------------------------------------------------
+
+    def store(self, ctx: RequestContext, answer: CachedAnswer) -> None:
+        try:
+            if ctx.directives.no_store or not answer.body:
+                return
+            if len(self._pending) >= MAX_PENDING_STORES:
+                self.metrics.cache_stores.labels("semantic", "skipped").inc()
+                return
+            task = asyncio.get_running_loop().create_task(self._put(ctx, answer))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+        except Exception as e:  # noqa: BLE001 - never raise into the request path
+            self._log.warning("store", f"semantic store not scheduled: {e}")
+
+    async def _put(self, ctx: RequestContext, answer: CachedAnswer) -> None:
+        result = "error"
+        try:
+            async with asyncio.timeout(STORE_DEADLINE_S):
+                result = await self._put_inner(ctx, answer)
+        except Exception as e:  # noqa: BLE001 - background work: count and log, nothing else
+            self._store().mark_stale()
+            self._log.warning(f"store_{type(e).__name__}", f"semantic store failed: {type(e).__name__}: {e}")
+        self.metrics.cache_stores.labels("semantic", result).inc()
+
+    async def _put_inner(self, ctx: RequestContext, answer: CachedAnswer) -> str:
+        state = ctx.state.get(_STATE_KEY)
+        if state is None:  # the lookup did not run (e.g. exact-cache-only request path): compute now
+            split = question_and_context(ctx.body, self.cfg.max_prompt_chars)
+            if split is None:
+                return "skipped"
+            text, rest = split
+            state = (text, context_hash(ctx.model.upstream_model, rest),
+                     scope_hash(ctx.scope, ctx.directives.namespace), None)
+        text, ctx_h, scope_h, vec = state
+        if vec is None:
+            try:
+                vec = await self.embedder.embed(text)  # no lookup deadline here: this is off the request path
+            except EmbeddingError:
+                return "error"
+        if vec.shape != (self.embedder.dims,):
+            return "error"
+        u = answer.usage
+        fields = {
+            "model": ctx.model.name, "ctx": ctx_h, "scope": scope_h, "vec": vec.astype(np.float32).tobytes(),
+            "prompt": text, "body": answer.body, "sse": answer.sse or b"", "sse_usage": answer.sse_usage or b"",
+            "usage": orjson.dumps([u.prompt_tokens, u.completion_tokens, u.cached_prompt_tokens, u.estimated]
+                                  if u else None),
+            "created": repr(answer.created),
+        }
+        entry_id = hashlib.sha256(f"{ctx_h}\x00{scope_h}\x00{text}".encode()).hexdigest()[:32]
+        await self._store().put(entry_id, fields, ctx.directives.ttl_s or self.cfg.ttl_s)
+        return "stored"
+
+    async def drain(self, timeout_s: float = 5.0) -> None:
+        """Wait for background stores (tests, shutdown)."""
+        if self._pending:
+            await asyncio.wait(list(self._pending), timeout=timeout_s)
+
+    async def close(self) -> None:
+        await self.drain()
+        for s in self._stores.values():
+            await s.close()
+        await self.embedder.close()
+
+
+def _answer(cand: Candidate) -> CachedAnswer | None:
+    f = cand.fields
+    body = f.get("body")
+    if not body:
+        return None  # expired between search and read, or a foreign document
+    usage = None
+    try:
+        u = orjson.loads(f.get("usage") or "null")
+        if u:
+            usage = Usage(int(u[0]), int(u[1]), int(u[2]), bool(u[3]))
+        created = float(f.get("created") or time.time())
+    except (ValueError, TypeError, IndexError):
+        return None
+
+    def b(name: str) -> bytes | None:
+        v = f.get(name)
+        if not v:
+            return None
+        return v.encode() if isinstance(v, str) else bytes(v)
+
+    return CachedAnswer(body=b("body") or b"", created=created, sse=b("sse"), sse_usage=b("sse_usage"), usage=usage,
+                        distance=round(cand.distance, 6))
+
+
+def build_semantic(config: Config, redis: Any, metrics: Metrics, *, embedder: Embedder | None = None
+                   ) -> SemanticCache | None:
+    """The app's factory: None when disabled. Model trouble does not stop the sidecar (lookups are misses)."""
+    cfg = config.cache.semantic
+    if not cfg.enabled:
+        return None
+    node_client = None
+    if config.redis.mode == RedisMode.cluster:
+        from redis.asyncio import Redis
+
+        from ..redis_topology import _common_kwargs
+
+        kw = _common_kwargs(config.redis, 2)  # the same credentials/TLS/timeouts as the shared client, RESP2
+        kw.pop("retry", None)
+
+        def node_client(host: str, port: int) -> Redis:
+            return Redis(host=host, port=port, max_connections=config.redis.max_connections, **kw)
+
+    return SemanticCache(
+        cfg, embedder or make_embedder(cfg.embedding, metrics), metrics, redis=redis,
+        key_prefix=config.redis.key_prefix, node_client=node_client,
+        # one KNN per shard, concurrently; a little more than one cache op, but still a hard bound
+        search_timeout_s=max(config.redis.op_timeout_ms / 1000 * 2, 0.05),
+    )

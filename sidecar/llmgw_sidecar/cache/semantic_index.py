@@ -1,0 +1,210 @@
+"""Vector storage and KNN lookup for the semantic cache, on RedisVL, for every Redis topology.
+
+Standalone and sentinel: one RedisVL index on the (current) master.
+
+Redis Cluster: OSS cluster has no search coordinator: an FT index lives on one node and sees only that node's keys, and
+RedisVL's own cluster path sends every FT.SEARCH/FT.CREATE to the client's *default* node. So we build one index per
+master ourselves: each index name and key prefix carries a hash tag `{sN}` chosen so that its slot is owned by that
+master, and each index is driven through a plain client connected to that master. Entries are spread over the shards
+by their id; a lookup queries every shard concurrently and keeps the best candidates. Slot owners are re-read from
+CLUSTER SLOTS periodically and after any error (MOVED after resharding, a dead node): tags whose slot moved are then
+searched on their new owner (the index is created there and indexes the migrated keys), so entries stay reachable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
+from redisvl.index import AsyncSearchIndex
+from redisvl.query import VectorQuery
+from redisvl.query.filter import Tag
+from redisvl.schema import IndexSchema
+
+RETURN_FIELDS = ["prompt", "body", "sse", "sse_usage", "usage", "created"]
+MAX_TAG_SEARCH = 200_000  # tags tried per master; 16384 slots over a few masters need far fewer
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    distance: float
+    fields: dict[str, Any]
+
+
+def schema_for(name: str, prefix: str, dims: int) -> IndexSchema:
+    return IndexSchema.from_dict({
+        "index": {"name": name, "prefix": prefix, "storage_type": "hash"},
+        "fields": [
+            {"name": "model", "type": "tag"},
+            {"name": "ctx", "type": "tag"},
+            {"name": "scope", "type": "tag"},
+            # HNSW: with a selective tag filter RediSearch switches to a brute-force scan of the filtered set by
+            # itself, and large unfiltered sets still search in log time.
+            {"name": "vec", "type": "vector",
+             "attrs": {"dims": dims, "distance_metric": "cosine", "algorithm": "hnsw", "datatype": "float32"}},
+        ],
+    })
+
+
+class ShardIndex:
+    """One RedisVL index on one Redis node."""
+
+    def __init__(self, client: Redis, key_prefix: str, index_tag: str, dims: int, hash_tag: str | None) -> None:
+        tag = f"{{{hash_tag}}}:" if hash_tag else ""
+        self.name = f"{key_prefix}:sem:{tag}{index_tag}"
+        self.prefix = self.name + ":"
+        self.hash_tag = hash_tag
+        self.client = client
+        self.dims = dims
+        self.index = AsyncSearchIndex(schema_for(self.name, self.prefix, dims), redis_client=client)
+        self._ready = False
+
+    async def ensure(self) -> None:
+        if not self._ready:
+            await self.index.create(overwrite=False)  # a no-op when it exists (another replica may have made it)
+            self._ready = True
+
+    def forget(self) -> None:
+        """The index vanished (FLUSHALL, FT.DROPINDEX): create it again on next use."""
+        self._ready = False
+
+    async def search(self, vec: np.ndarray, model: str, ctx: str, scope: str, k: int) -> list[Candidate]:
+        await self.ensure()
+        flt = (Tag("model") == model) & (Tag("ctx") == ctx) & (Tag("scope") == scope)
+        q = VectorQuery(vector=vec.astype(np.float32).tobytes(), vector_field_name="vec", return_fields=RETURN_FIELDS,
+                        filter_expression=flt, num_results=k)
+        rows = await self.index.query(q)
+        return [Candidate(float(r["vector_distance"]), r) for r in rows if "vector_distance" in r]
+
+    async def put(self, entry_id: str, fields: dict[str, Any], ttl_s: int) -> str:
+        await self.ensure()
+        (key,) = await self.index.load([fields], keys=[self.prefix + entry_id], ttl=ttl_s)
+        return key
+
+
+def _owner_ranges(slots: Any) -> dict[tuple[str, int], list[tuple[int, int]]]:
+    """Parse redis-py's cluster_slots() answer into {master addr: [(first, last) slot ranges]}."""
+    out: dict[tuple[str, int], list[tuple[int, int]]] = {}
+    for rng, info in slots.items():
+        host, port = info["primary"]
+        host = host.decode() if isinstance(host, bytes) else host
+        out.setdefault((host, int(port)), []).append((int(rng[0]), int(rng[1])))
+    return out
+
+
+def tag_for_ranges(ranges: list[tuple[int, int]]) -> str:
+    """The first tag `sN` whose slot falls in `ranges`: deterministic, so every sidecar replica picks the same."""
+    for i in range(MAX_TAG_SEARCH):
+        tag = f"s{i}"
+        slot = key_slot(tag.encode())
+        if any(a <= slot <= b for a, b in ranges):
+            return tag
+    raise RuntimeError("no hash tag found for slot ranges")  # unreachable for any master owning >= 1 slot
+
+
+class VectorStore:
+    """All shard indexes of one vector space (embedding model + precision + dims)."""
+
+    def __init__(self, client: Any, key_prefix: str, index_tag: str, dims: int,
+                 node_client: Callable[[str, int], Redis] | None = None, refresh_s: float = 30.0) -> None:
+        self.client = client
+        self.key_prefix = key_prefix
+        self.index_tag = index_tag
+        self.dims = dims
+        self.cluster = isinstance(client, RedisCluster)
+        self.node_client = node_client
+        self.refresh_s = refresh_s
+        self._shards: list[ShardIndex] = []  # every index searched
+        self._primary: list[ShardIndex] = []  # one per master: where new entries go
+        self._clients: dict[tuple[str, int], Redis] = {}
+        self._known_tags: set[str] = set()
+        self._discovered_at = 0.0
+        self._lock = asyncio.Lock()
+        if not self.cluster:
+            shard = ShardIndex(client, key_prefix, index_tag, dims, None)
+            self._shards = self._primary = [shard]
+
+    @property
+    def shards(self) -> list[ShardIndex]:
+        return list(self._shards)
+
+    async def _topology(self) -> list[ShardIndex]:
+        if self.cluster and (not self._shards or time.monotonic() - self._discovered_at > self.refresh_s):
+            await self.rediscover()
+        return self._shards
+
+    async def rediscover(self) -> None:
+        """Re-read slot owners; rebuild the shard list (cheap: one CLUSTER SLOTS, indexes are reused by name)."""
+        if not self.cluster:
+            return
+        async with self._lock:
+            if self._shards and time.monotonic() - self._discovered_at < 1.0:
+                return  # another task just did it
+            await self.client.nodes_manager.initialize()  # the cluster client must also follow the new layout
+            owners = _owner_ranges(await self.client.cluster_slots())
+            old = {(s.client, s.name): s for s in self._shards}
+            shards: list[ShardIndex] = []
+            primary: list[ShardIndex] = []
+            for addr, ranges in sorted(owners.items()):
+                client = self._client_for(addr)
+                first = tag_for_ranges(ranges)
+                self._known_tags.add(first)
+                tags = sorted(t for t in self._known_tags if any(a <= key_slot(t.encode()) <= b for a, b in ranges))
+                for tag in tags:
+                    s = ShardIndex(client, self.key_prefix, self.index_tag, self.dims, tag)
+                    s = old.get((client, s.name), s)
+                    shards.append(s)
+                    if tag == first:
+                        primary.append(s)
+            self._shards, self._primary = shards, primary
+            self._discovered_at = time.monotonic()
+            for addr in set(self._clients) - set(owners):
+                await self._clients.pop(addr).aclose()
+
+    def _client_for(self, addr: tuple[str, int]) -> Redis:
+        if addr not in self._clients:
+            if self.node_client is None:
+                raise RuntimeError("cluster mode needs a node_client factory")
+            self._clients[addr] = self.node_client(*addr)
+        return self._clients[addr]
+
+    async def search(self, vec: np.ndarray, model: str, ctx: str, scope: str, k: int,
+                     on_error: Callable[[ShardIndex, BaseException], None]) -> tuple[list[Candidate], int]:
+        """KNN on every shard at once; returns (candidates sorted by distance, number of shards that failed)."""
+        shards = await self._topology()
+        results = await asyncio.gather(*(s.search(vec, model, ctx, scope, k) for s in shards), return_exceptions=True)
+        found: list[Candidate] = []
+        failed = 0
+        for shard, res in zip(shards, results, strict=True):
+            if isinstance(res, BaseException):
+                if isinstance(res, asyncio.CancelledError):
+                    raise res
+                failed += 1
+                on_error(shard, res)
+            else:
+                found.extend(res)
+        found.sort(key=lambda c: c.distance)
+        return found, failed
+
+    async def put(self, entry_id: str, fields: dict[str, Any], ttl_s: int) -> str:
+        await self._topology()
+        primary = self._primary
+        # Spread entries over the masters by id (stable: a re-store of the same question lands on the same shard).
+        shard = primary[int.from_bytes(hashlib.blake2b(entry_id.encode(), digest_size=4).digest()) % len(primary)]
+        return await shard.put(entry_id, fields, ttl_s)
+
+    def mark_stale(self) -> None:
+        self._discovered_at = 0.0
+
+    async def close(self) -> None:
+        for c in self._clients.values():
+            await c.aclose()
+        self._clients.clear()

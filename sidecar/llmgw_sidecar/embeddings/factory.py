@@ -1,0 +1,81 @@
+"""Build the configured embedding provider. A local model that cannot be loaded does not stop the sidecar: the
+provider keeps answering EmbeddingError("unavailable") (every semantic lookup is a miss) and tries to load it again
+now and then, so exporting the model later heals a running sidecar."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..config import EmbeddingConfig, EmbeddingProvider
+from ..metrics import Metrics
+from .base import Embedder, EmbeddingError, safe_tag
+from .local import LocalEmbedder
+from .openai_remote import OpenAIEmbedder
+
+RELOAD_EVERY_S = 30.0
+
+
+class ReloadingLocalEmbedder(Embedder):
+    provider = "local"
+
+    def __init__(self, cfg: EmbeddingConfig, metrics: Metrics | None, first_error: EmbeddingError) -> None:
+        self.cfg = cfg
+        self.metrics = metrics
+        self.error = first_error
+        self._inner: LocalEmbedder | None = None
+        self._tried_at = time.monotonic()
+        self._loading: asyncio.Task | None = None
+        self.dims = 0
+
+    @property
+    def index_tag(self) -> str:
+        if self._inner is not None:
+            return self._inner.index_tag
+        return safe_tag(Path(self.cfg.model_dir).name, self.cfg.precision)
+
+    async def embed(self, text: str) -> np.ndarray:
+        if self._inner is None:
+            if self._loading is None and time.monotonic() - self._tried_at >= RELOAD_EVERY_S:
+                self._tried_at = time.monotonic()
+                self._loading = asyncio.get_running_loop().create_task(asyncio.to_thread(_load, self.cfg, self.metrics))
+                self._loading.add_done_callback(self._loaded)
+            raise self.error
+        return await self._inner.embed(text)
+
+    def _loaded(self, task: asyncio.Task) -> None:
+        self._loading = None
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None:
+            self._inner = task.result()
+            self.dims = self._inner.dims
+        elif isinstance(exc, EmbeddingError):
+            self.error = exc
+
+    async def close(self) -> None:
+        if self._loading is not None:
+            self._loading.cancel()
+        if self._inner is not None:
+            await self._inner.close()
+
+
+def _load(cfg: EmbeddingConfig, metrics: Metrics | None) -> LocalEmbedder:
+    return LocalEmbedder(cfg.model_dir, precision=cfg.precision, max_batch=cfg.max_batch, threads=cfg.threads,
+                         metrics=metrics)
+
+
+def make_embedder(cfg: EmbeddingConfig, metrics: Metrics | None = None) -> Embedder:
+    if cfg.provider == EmbeddingProvider.openai:
+        if not cfg.base_url or not cfg.model or not cfg.dims:
+            raise ValueError("cache.semantic.embedding: provider openai needs base_url, model and dims")
+        return OpenAIEmbedder(cfg.base_url, cfg.model, cfg.dims, api_key=cfg.api_key, timeout_ms=cfg.timeout_ms,
+                              metrics=metrics)
+    try:
+        return _load(cfg, metrics)
+    except EmbeddingError as e:
+        return ReloadingLocalEmbedder(cfg, metrics, e)

@@ -1,0 +1,77 @@
+"""Fixtures of the semantic-cache tests: the real local model (exported once per machine into the git-ignored
+.cache/models/, reused afterwards), and helpers to build requests the way the app does."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from llmgw_sidecar.config import Config, parse_config
+from llmgw_sidecar.context import CachedAnswer, Caller, RequestContext, Usage
+from llmgw_sidecar.embeddings.export import MANIFEST, default_source, export
+from llmgw_sidecar.embeddings.local import LocalEmbedder
+from llmgw_sidecar.metrics import Metrics
+
+REPO = Path(__file__).resolve().parents[2]
+MODEL_DIR = REPO / ".cache" / "models" / "all-MiniLM-L6-v2-onnx"
+_ids = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    """The exported ONNX model; the first session on a machine exports it (about 15 s), later ones reuse it."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if not (MODEL_DIR / MANIFEST).exists() or not (MODEL_DIR / "model.int8.onnx").exists():
+        export(default_source(), MODEL_DIR, int8=True, force=True)
+    return MODEL_DIR
+
+
+@pytest.fixture(scope="session")
+async def embedder(model_dir: Path) -> AsyncIterator[LocalEmbedder]:
+    e = LocalEmbedder(model_dir)
+    yield e
+    await e.close()
+
+
+def make_config(redis: dict[str, Any], **semantic: Any) -> Config:
+    sem = {"enabled": True, "embedding": {"model_dir": str(MODEL_DIR)}, **semantic}
+    return parse_config({
+        "models": [{"name": "gpt-test", "provider": "mock"}, {"name": "other-model", "provider": "mock"}],
+        "redis": redis, "cache": {"semantic": sem},
+    })
+
+
+def fresh_prefix() -> str:
+    """A key prefix per test: tests share session Redis servers and must not see each other's entries."""
+    return f"t{os.getpid()}x{next(_ids)}"
+
+
+def make_ctx(cfg: Config, question: str, *, system: str | None = None, model: str = "gpt-test",
+             scope: str = "gw:default/local|ns:team-a", **params: Any) -> RequestContext:
+    messages: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
+    messages.append({"role": "user", "content": question})
+    body = {"model": model, "messages": messages, **params}
+    return RequestContext(request_id=f"r{next(_ids)}", endpoint="chat", model=cfg.model_by_name()[model], body=body,
+                          caller=Caller("team-a", "pod-1", "default"), scope=scope)
+
+
+def answer_for(text: str) -> CachedAnswer:
+    body = ('{"id":"chatcmpl-1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant",'
+            f'"content":"{text}"}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":5,"completion_tokens":3,'
+            '"total_tokens":8}}').encode()
+    return CachedAnswer(body=body, created=1_700_000_000.0, sse=b'data: {"x":1}\n\n', sse_usage=b'data: {"u":1}\n\n',
+                        usage=Usage(5, 3))
+
+
+def new_metrics() -> Metrics:
+    return Metrics(CollectorRegistry())
+
+
+def sample(metrics: Metrics, name: str, labels: dict[str, str] | None = None) -> float:
+    return metrics.registry.get_sample_value(name, labels or {}) or 0.0
