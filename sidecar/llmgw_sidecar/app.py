@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -194,14 +195,20 @@ class Handlers:
         headers["Cache-Control"] = "no-cache"
         return web.Response(body=b"".join(parts), content_type="text/event-stream", headers=headers)
 
-    def _store(self, rt: Runtime, ctx: RequestContext, answer: CachedAnswer) -> None:
+    def _store(self, rt: Runtime, ctx: RequestContext, make_answer: Callable[[], CachedAnswer]) -> None:
+        """Store in the background, after the answer went out; building the stored form is part of that work."""
         # no-cache skips the read but still refreshes the entry; only no-store (or max-age=0) skips the write.
-        if ctx.directives.no_store:
+        if ctx.directives.no_store or (rt.exact is None and rt.semantic is None):
             return
-        if rt.exact is not None and ctx.cache_key:
-            rt.background(rt.exact.put(ctx.cache_key, answer, ctx.directives.ttl_s))
-        if rt.semantic is not None and ctx.endpoint == "chat":
-            rt.semantic.store(ctx, answer)
+
+        async def store() -> None:
+            answer = make_answer()
+            if rt.exact is not None and ctx.cache_key:
+                await rt.exact.put(ctx.cache_key, answer, ctx.directives.ttl_s)
+            if rt.semantic is not None and ctx.endpoint == "chat":
+                rt.semantic.store(ctx, answer)
+
+        rt.background(store())
 
     async def _miss(self, rt: Runtime, ctx: RequestContext) -> web.Response:
         provider = rt.providers[ctx.model.name]
@@ -217,9 +224,13 @@ class Handlers:
         ctx.usage = usage_from(obj) or estimate_usage(ctx.body, raw)
         complete = isinstance(obj, dict) and bool(obj.get("choices") or obj.get("data"))
         if complete:
-            sse, sse_usage = body_to_sse(ctx.endpoint, raw) if ctx.endpoint != "embeddings" else (None, None)
-            self._store(rt, ctx, CachedAnswer(body=raw, created=time.time(), sse=sse, sse_usage=sse_usage,
-                                              usage=ctx.usage))
+            usage, created = ctx.usage, time.time()
+
+            def answer() -> CachedAnswer:
+                sse, sse_usage = body_to_sse(ctx.endpoint, raw) if ctx.endpoint != "embeddings" else (None, None)
+                return CachedAnswer(body=raw, created=created, sse=sse, sse_usage=sse_usage, usage=usage)
+
+            self._store(rt, ctx, answer)
         return web.Response(body=raw, content_type=JSON, headers=self._headers(ctx))
 
     async def _stream_miss(self, request: web.Request, rt: Runtime, ctx: RequestContext) -> web.StreamResponse:
@@ -246,8 +257,9 @@ class Handlers:
             rt.metrics.upstream_latency.labels(ctx.model.name).observe(time.perf_counter() - t0)
             ctx.usage = asm.usage or estimate_usage(ctx.body, b"".join(asm.events))
         if asm.done and ctx.status == 200:
-            self._store(rt, ctx, CachedAnswer(body=asm.body(), created=time.time(), sse=b"".join(asm.events),
-                                              sse_usage=asm.usage_event, usage=ctx.usage))
+            usage, created = ctx.usage, time.time()
+            self._store(rt, ctx, lambda: CachedAnswer(body=asm.body(), created=created, sse=b"".join(asm.events),
+                                                      sse_usage=asm.usage_event, usage=usage))
         await resp.write_eof()
         return resp
 

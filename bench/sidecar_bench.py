@@ -1,0 +1,146 @@
+"""Core benchmark: direct-to-upstream vs through the sidecar, same run, upstream delay 0. Prints one JSON object.
+
+Phases: start-up to ready; exact hits at concurrency 1 and 32; misses (unique prompts) at concurrency 1, direct and
+through the sidecar; server CPU per request from the sidecar process's own CPU time; RSS after >= 10,000 requests.
+Every loop is bounded in count and time. Not a test: run `make bench`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import psutil
+import uvloop
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "sidecar"))
+from llmgw_sidecar.devredis import free_port, standalone  # noqa: E402
+
+TIME_CAP_S = 60.0  # no phase runs longer than this
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(len(xs) * p))] * 1000
+
+
+async def load(session: aiohttp.ClientSession, url: str, bodies: list[bytes], concurrency: int) -> dict[str, float]:
+    lat: list[float] = []
+    it = iter(bodies)
+    deadline = time.monotonic() + TIME_CAP_S
+    headers = {"Content-Type": "application/json", "Authorization": "Bearer sk-bench"}
+
+    async def worker() -> None:
+        for body in it:
+            if time.monotonic() > deadline:
+                return
+            t0 = time.perf_counter()
+            async with session.post(url, data=body, headers=headers) as r:
+                await r.read()
+                if r.status != 200:
+                    raise RuntimeError(f"HTTP {r.status}")
+            lat.append(time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*[worker() for _ in range(concurrency)])
+    wall = time.perf_counter() - t0
+    return {"requests": len(lat), "p50_ms": round(pct(lat, 0.5), 3), "p99_ms": round(pct(lat, 0.99), 3),
+            "rps": round(len(lat) / wall, 1)}
+
+
+def body(i: int | str) -> bytes:
+    return json.dumps({"model": "gpt-4o-mini", "messages": [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": f"Benchmark question number {i}: what is the capital of France?"}]}).encode()
+
+
+async def measure(side: psutil.Process, session: aiohttp.ClientSession, url: str, bodies: list[bytes],
+                  conc: int) -> dict[str, float]:
+    cpu0 = sum(side.cpu_times()[:2])
+    res = await load(session, url, bodies, conc)
+    res["server_cpu_ms_per_req"] = round((sum(side.cpu_times()[:2]) - cpu0) * 1000 / res["requests"], 3)
+    return res
+
+
+async def run(work: Path) -> dict[str, object]:
+    redis = standalone(free_port(), work / "redis").start()
+    up_port, side_port = free_port(), free_port()
+    upstream = subprocess.Popen([sys.executable, str(ROOT / "bench" / "upstream.py"), str(up_port)])
+    wait_for = time.monotonic() + 20
+    cfg = {"listen": {"port": side_port}, "redis": {"url": redis.url},
+           "models": [{"name": "gpt-4o-mini", "base_url": f"http://127.0.0.1:{up_port}/v1", "api_key": "sk-up"}]}
+    (work / "config.yaml").write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "sidecar")}
+    t0 = time.perf_counter()
+    sidecar = subprocess.Popen([sys.executable, "-m", "llmgw_sidecar", "--log-level", "warning", "serve", "--config",
+                                str(work / "config.yaml")], env=env)
+    out: dict[str, object] = {}
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as s:
+            while True:
+                try:
+                    async with s.get(f"http://127.0.0.1:{side_port}/readyz") as r:
+                        if r.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                if time.monotonic() > wait_for:
+                    raise TimeoutError("sidecar not ready")
+                await asyncio.sleep(0.005)
+            out["startup_to_ready_s"] = round(time.perf_counter() - t0, 3)
+            while True:  # the upstream answers once it accepts connections
+                try:
+                    async with s.post(f"http://127.0.0.1:{up_port}/v1/chat/completions", data=body("w")) as r:
+                        if r.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.01)
+            side = psutil.Process(sidecar.pid)
+            direct = f"http://127.0.0.1:{up_port}/v1/chat/completions"
+            via = f"http://127.0.0.1:{side_port}/v1/chat/completions"
+            hot = body("hot")
+            await load(s, via, [hot] * 200, 1)  # warm-up: the first is a miss, then hits
+            out["exact_hit_c1"] = await measure(side, s, via, [hot] * 2000, 1)
+            out["exact_hit_c32"] = await measure(side, s, via, [hot] * 7000, 32)
+            out["direct_c1"] = await load(s, direct, [body(f"d{i}") for i in range(1000)], 1)
+            out["miss_c1"] = await measure(side, s, via, [body(f"m{i}") for i in range(1000)], 1)
+            out["miss_overhead_p50_ms"] = round(out["miss_c1"]["p50_ms"] - out["direct_c1"]["p50_ms"], 3)
+            total = sum(v["requests"] for k, v in out.items() if k in ("exact_hit_c1", "exact_hit_c32", "miss_c1"))
+            out["requests_served"] = total + 200
+            out["rss_mb_after_requests"] = round(side.memory_info().rss / 2**20, 1)
+    finally:
+        sidecar.terminate()
+        upstream.terminate()
+        sidecar.wait(10)
+        upstream.wait(10)
+        redis.kill()
+    targets = {
+        "exact_hit_cpu_ms_le_1.0": out["exact_hit_c1"]["server_cpu_ms_per_req"] <= 1.0,
+        "exact_hit_p50_ms_c1_le_1.5": out["exact_hit_c1"]["p50_ms"] <= 1.5,
+        "rps_c32_ge_1500": out["exact_hit_c32"]["rps"] >= 1500,
+        "miss_overhead_p50_ms_le_2": out["miss_overhead_p50_ms"] <= 2.0,
+        "ready_s_le_1.5": out["startup_to_ready_s"] <= 1.5,
+        "rss_mb_le_80": out["rss_mb_after_requests"] <= 80,
+    }
+    out["targets_met"] = targets
+    out["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
+    return out
+
+
+def main() -> None:
+    uvloop.install()
+    with tempfile.TemporaryDirectory() as d:
+        print(json.dumps(asyncio.run(run(Path(d))), indent=2))
+
+
+if __name__ == "__main__":
+    main()
