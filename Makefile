@@ -8,7 +8,7 @@ PORT ?= 4000
 CONFIG ?= examples/local.yaml
 export HF_HUB_OFFLINE := 1
 
-.PHONY: run test bench manifests lint kind-e2e model system-deps clean
+.PHONY: run test bench manifests docs lint kind-e2e model system-deps clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -41,6 +41,11 @@ bench: system-deps $(STAMP) model
 
 manifests: $(STAMP)
 	$(BIN)/python -m llmgw_operator.render_manifests > manifests/install.yaml
+
+# Regenerate the reference sections that tests keep in sync with the code.
+docs: $(STAMP)
+	$(BIN)/python -m llmgw_sidecar.config_docs --write docs/configuration.md
+	$(BIN)/python -m llmgw_sidecar.metrics_docs --write docs/metrics.md
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,0 +1,18 @@
+"""Generated reference sections must match the code: regenerate with `make docs`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from llmgw_sidecar import config_docs, metrics_docs
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+@pytest.mark.parametrize(("doc", "gen"), [("configuration.md", config_docs), ("metrics.md", metrics_docs)])
+def test_generated_section_in_sync(doc: str, gen) -> None:
+    text = (DOCS / doc).read_text()
+    start, end = text.index(gen.BEGIN), text.index(gen.END) + len(gen.END)
+    assert text[start:end] == gen.generate(), f"docs/{doc} is out of date: run `make docs`"
