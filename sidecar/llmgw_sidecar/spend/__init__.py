@@ -177,6 +177,12 @@ class NullSpend:
 
 
 def build_spend(config: Config, redis: Any, metrics: Metrics) -> SpendService | NullSpend:
+    """Inside a running loop (the app's start-up) the hand-off and flusher loops start at once: every replica is a
+    flusher candidate, so a replica that serves nothing still drains what a dead one handed off."""
     if not config.spend.enabled:
         return NullSpend()
-    return SpendService(config, redis, metrics)
+    svc = SpendService(config, redis, metrics)
+    with contextlib.suppress(RuntimeError):
+        asyncio.get_running_loop()
+        svc.start()
+    return svc

@@ -1,0 +1,69 @@
+"""Accuracy across replicas: 4 real sidecar processes share one Redis and are driven concurrently above the limit.
+Guarantee (Redis healthy): the cluster admits EXACTLY min(limit, offered) requests per window (tolerance 0), and the
+tokens actually used by admitted requests never exceed tpm."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from tests.spend.procs import metric_value, sidecar_config, start_sidecars, stop_all
+
+
+async def _fire(session: aiohttp.ClientSession, url: str, i: int, max_tokens: int = 16) -> tuple[int, dict[str, Any]]:
+    body = {"model": "m", "messages": [{"role": "user", "content": f"question number {i}"}], "max_tokens": max_tokens}
+    async with session.post(url + "/v1/chat/completions", json=body) as r:
+        data = await r.json()
+        return r.status, {"headers": dict(r.headers), "body": data}
+
+
+async def _drive(urls: list[str], per_sidecar: int) -> list[tuple[int, dict[str, Any]]]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as s:
+        tasks = [_fire(s, u, i * len(urls) + j) for i in range(per_sidecar) for j, u in enumerate(urls)]
+        return await asyncio.gather(*tasks)
+
+
+async def test_rpm_exact_across_four_sidecars(redis_standalone: str, tmp_path: Path) -> None:
+    limit = 37
+    cfg = sidecar_config({"url": redis_standalone})
+    cfg["models"][0]["limits"] = {"rpm": limit}
+    cars = start_sidecars(tmp_path, cfg, n=4)
+    try:
+        results = await _drive([c.url for c in cars], per_sidecar=25)  # 100 offered, 37 allowed
+        ok = [r for r in results if r[0] == 200]
+        rejected = [r for r in results if r[0] == 429]
+        assert len(ok) == limit and len(rejected) == 100 - limit
+        err = rejected[0][1]
+        assert err["body"]["error"]["code"] == "rate_limit_exceeded"
+        assert int(err["headers"]["Retry-After"]) >= 1
+        assert err["headers"]["x-ratelimit-remaining-requests"] == "0"
+        assert ok[0][1]["headers"]["x-ratelimit-limit-requests"] == str(limit)
+        texts = [c.metrics_text() for c in cars]
+        # every replica took part, and none decided without Redis
+        assert all(metric_value(t, "llmgw_ratelimit_decisions_total", limit="model:rpm") > 0 for t in texts)
+        assert sum(metric_value(t, "llmgw_ratelimit_decisions_total", limit="redis") for t in texts) == 0
+        assert sum(metric_value(t, "llmgw_ratelimit_decisions_total", limit="model:rpm", result="admitted")
+                   for t in texts) == limit
+    finally:
+        stop_all(cars)
+
+
+async def test_tpm_and_scope_rpm_across_four_sidecars(redis_standalone: str, tmp_path: Path) -> None:
+    tpm = 600
+    cfg = sidecar_config({"url": redis_standalone})
+    cfg["models"][0]["limits"] = {"tpm": tpm}
+    cfg["limits"] = {"scopes": [{"scope": "namespace", "rpm": 30}]}
+    cars = start_sidecars(tmp_path, cfg, n=4)
+    try:
+        results = await _drive([c.url for c in cars], per_sidecar=15)
+        ok = [r for r in results if r[0] == 200]
+        assert any(r[0] == 429 for r in results)
+        used = sum(r[1]["body"]["usage"]["total_tokens"] for r in ok)
+        assert 0 < used <= tpm, used
+        assert len(ok) <= 30
+        assert all("x-ratelimit-remaining-tokens" in r[1]["headers"] for r in results)
+    finally:
+        stop_all(cars)

@@ -1,0 +1,177 @@
+"""The governor against real Redis: reservation and settlement, refunds, parallel slots, the sliding window, budgets,
+Redis down (fail open with the local limiter, or 503) and Redis Cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from llmgw_sidecar.context import Usage
+from llmgw_sidecar.errors import ApiError
+from llmgw_sidecar.pricing import NANO
+from llmgw_sidecar.ratelimit import build_governor
+from llmgw_sidecar.spend import SpendService
+from llmgw_sidecar.spend.keys import scope_totals_key
+from tests.limits.helpers import client, config, ctx, metrics
+
+
+async def test_no_limits_no_governor(redis_standalone: str) -> None:
+    cfg = config({"url": redis_standalone})
+    assert build_governor(cfg, client(cfg), metrics()) is None
+
+
+async def test_tokens_reserved_then_settled_to_real_usage(redis_standalone: str) -> None:
+    cfg = config({"url": redis_standalone}, {"tpm": 1000, "rpm": 100})
+    g = build_governor(cfg, client(cfg), metrics())
+    assert g is not None
+    c1 = ctx(cfg, "x" * 40, max_tokens=500)  # estimate 10 + 4 + 1 prompt + 500 completion = 515
+    await g.admit(c1)
+    assert c1.headers["x-ratelimit-remaining-tokens"] == str(1000 - 515)
+    c2 = ctx(cfg, "x" * 40, max_tokens=500)
+    with pytest.raises(ApiError) as e:
+        await g.admit(c2)  # 515 + 515 > 1000
+    assert e.value.status == 429 and e.value.code == "rate_limit_exceeded"
+    assert e.value.headers["x-ratelimit-limit-tokens"] == "1000"
+    c1.usage = Usage(12, 30)
+    await g.settle(c1)  # the reservation shrinks to the real 42 tokens
+    c3 = ctx(cfg, "x" * 40, max_tokens=500)
+    await g.admit(c3)
+    assert c3.headers["x-ratelimit-remaining-tokens"] == str(1000 - 42 - 515)
+    assert c3.headers["x-ratelimit-remaining-requests"] == "98"
+
+
+async def test_cache_hit_refunds_model_limits_but_not_scope_rpm(redis_standalone: str) -> None:
+    cfg = config({"url": redis_standalone}, {"rpm": 2}, limits={"scopes": [{"scope": "namespace", "rpm": 3}]})
+    g = build_governor(cfg, client(cfg), metrics())
+    assert g is not None
+    for _ in range(2):
+        c = ctx(cfg)
+        await g.admit(c)
+        c.cache_result = "hit-exact"
+        c.usage = Usage(10, 10)
+        await g.settle(c)
+    c = ctx(cfg)
+    await g.admit(c)  # model rpm refunded twice: still room upstream
+    with pytest.raises(ApiError) as e:
+        await g.admit(ctx(cfg))  # but the namespace made 3 requests in the window
+    assert "namespace:rpm" in e.value.message
+
+
+async def test_max_parallel_slot_released_on_settle(redis_standalone: str) -> None:
+    cfg = config({"url": redis_standalone}, {"max_parallel": 2})
+    g = build_governor(cfg, client(cfg), metrics())
+    assert g is not None
+    a, b = ctx(cfg), ctx(cfg)
+    await g.admit(a)
+    await g.admit(b)
+    with pytest.raises(ApiError):
+        await g.admit(ctx(cfg))
+    a.usage = Usage(1, 1)
+    await g.settle(a)
+    await g.admit(ctx(cfg))
+
+
+async def test_sliding_window_frees_capacity_after_window(redis_standalone: str) -> None:
+    cfg = config({"url": redis_standalone}, {"rpm": 3}, limits={"window_s": 0.5})
+    g = build_governor(cfg, client(cfg), metrics())
+    assert g is not None
+    t0 = time.monotonic()
+    for _ in range(3):
+        await g.admit(ctx(cfg))
+    with pytest.raises(ApiError) as e:
+        await g.admit(ctx(cfg))
+    assert e.value.headers["Retry-After"] == "1"
+    reset = e.value.headers["x-ratelimit-reset-requests"]
+    assert reset.endswith("ms") and 0 < int(reset[:-2]) <= 500
+    await asyncio.sleep(max(0.0, 0.55 - (time.monotonic() - t0)))
+    await g.admit(ctx(cfg))
+
+
+async def test_per_scope_limits_are_per_caller(redis_standalone: str) -> None:
+    cfg = config({"url": redis_standalone}, limits={"scopes": [{"scope": "pod", "rpm": 1},
+                                                               {"scope": "api_key", "rpm": 1}]})
+    g = build_governor(cfg, client(cfg), metrics())
+    assert g is not None
+    await g.admit(ctx(cfg, pod="a", key="k1"))
+    await g.admit(ctx(cfg, pod="b", key="k2"))  # other pod, other key: own buckets
+    with pytest.raises(ApiError):
+        await g.admit(ctx(cfg, pod="a", key="k3"))  # pod a again
+    with pytest.raises(ApiError):
+        await g.admit(ctx(cfg, pod="c", key="k1"))  # key k1 again
+
+
+async def test_budget_exceeded_after_spend_is_committed(redis_standalone: str) -> None:
+    cfg = config({"url": redis_standalone}, budgets=[{"scope": "namespace", "period": "day", "max_usd": 0.001}],
+                 spend={"flush_interval_s": 0.05})
+    r = client(cfg)
+    m = metrics()
+    g = build_governor(cfg, r, m)
+    assert g is not None
+    spend = SpendService(cfg, r, m)
+    spend.start()
+    try:
+        c = ctx(cfg)
+        await g.admit(c)
+        assert c.headers["x-llmgw-budget-remaining"] == "0.001000"
+        c.usage = Usage(100, 300)  # 100 x 1 + 300 x 3 = 1000 USD per 1M... = 0.001 USD
+        await g.settle(c)
+        spend.record(c)
+        day = time.strftime("%Y-%m-%d", time.gmtime())
+        key = scope_totals_key(cfg.redis.key_prefix, "team-a", "gw", "day", day)
+        for _ in range(100):
+            if await r.hget(key, "ns:team-a"):
+                break
+            await asyncio.sleep(0.05)
+        assert int(await r.hget(key, "ns:team-a")) == round(0.001 * NANO)
+        with pytest.raises(ApiError) as e:
+            await g.admit(ctx(cfg))
+        assert e.value.code == "budget_exceeded" and e.value.status == 429
+        assert e.value.headers["x-llmgw-budget-remaining"] == "0.000000"
+        assert 0 < int(e.value.headers["Retry-After"]) <= 86401
+        await g.admit(ctx(cfg, ns="team-b"))  # another namespace has its own budget
+    finally:
+        await spend.close()
+
+
+async def test_redis_down_fail_open_uses_local_limiter(redis_own) -> None:
+    cfg = config({"url": redis_own.url, "op_timeout_ms": 200}, {"rpm": 2})
+    m = metrics()
+    g = build_governor(cfg, client(cfg), m)
+    assert g is not None
+    await g.admit(ctx(cfg))
+    redis_own.kill()
+    await g.admit(ctx(cfg))  # local limiter: its own window, 2 per window per process
+    await g.admit(ctx(cfg))
+    with pytest.raises(ApiError) as e:
+        await g.admit(ctx(cfg))
+    assert e.value.code == "rate_limit_exceeded"
+    assert m.ratelimit_decisions.labels("redis", "fail_open")._value.get() == 2
+    assert m.ratelimit_decisions.labels("redis", "local_rejected")._value.get() == 1
+
+
+async def test_redis_down_fail_closed_is_503(redis_own) -> None:
+    cfg = config({"url": redis_own.url, "op_timeout_ms": 200}, {"rpm": 2}, limits={"fail_open": False})
+    g = build_governor(cfg, client(cfg), metrics())
+    assert g is not None
+    redis_own.kill()
+    with pytest.raises(ApiError) as e:
+        await g.admit(ctx(cfg))
+    assert e.value.status == 503 and e.value.code == "rate_limiter_unavailable"
+
+
+async def test_cluster_decision_is_atomic_on_one_slot(redis_cluster) -> None:
+    cfg = config({"mode": "cluster", "nodes": redis_cluster.startup_nodes}, {"rpm": 5, "tpm": 10_000},
+                 limits={"scopes": [{"scope": "namespace", "rpm": 4}]},
+                 budgets=[{"scope": "namespace", "max_usd": 5}])
+    r = client(cfg)
+    m = metrics()
+    g = build_governor(cfg, r, m)
+    assert g is not None
+    await g.admit(ctx(cfg))
+    results = await asyncio.gather(*[g.admit(ctx(cfg)) for _ in range(8)], return_exceptions=True)
+    assert sum(1 for x in results if x is None) == 3
+    assert m.ratelimit_decisions.labels("redis", "fail_open")._value.get() == 0
+    assert all(isinstance(x, ApiError) for x in results if x is not None)
+    await r.aclose()
