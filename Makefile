@@ -30,6 +30,7 @@ run: system-deps $(STAMP) model
 	@$(BIN)/python -m llmgw_sidecar.devredis --port $${LLMGW_REDIS_PORT:-6379} --dir .data/redis & \
 	  redis_pid=$$!; trap "kill $$redis_pid 2>/dev/null" EXIT; \
 	  $(BIN)/python -c "from llmgw_sidecar.devredis import wait_port; wait_port($${LLMGW_REDIS_PORT:-6379}, 20)" && \
+	  LLMGW_PROVIDER=$${LLMGW_PROVIDER:-$$( [ -n "$${OPENAI_API_KEY:-}" ] && echo openai || echo mock )} \
 	  $(BIN)/llmgw-sidecar serve --config $(CONFIG) --port $(PORT)
 
 test: system-deps $(STAMP)

@@ -1,7 +1,8 @@
 """The one configuration schema of the sidecar.
 
 The operator renders this schema (it imports these models and validates before writing a ConfigMap); docs/configuration.md
-documents every field. Any string value may be an `os.environ/NAME` reference, resolved at load time like LiteLLM does.
+documents every field. Any string value may be an `os.environ/NAME` reference (or `os.environ/NAME:-default`),
+resolved at load time like LiteLLM does.
 """
 
 from __future__ import annotations
@@ -314,7 +315,12 @@ def resolve_env(value: Any, path: str = "", environ: dict[str, str] | None = Non
     if isinstance(value, list):
         return [resolve_env(v, f"{path}[{i}]", env) for i, v in enumerate(value)]
     if isinstance(value, str) and value.startswith(ENV_PREFIX):
-        name = value[len(ENV_PREFIX):]
+        # `os.environ/NAME:-default` falls back to default when NAME is unset or empty (as in the shell).
+        name, sep, default = value[len(ENV_PREFIX):].partition(":-")
+        if env.get(name):
+            return env[name]
+        if sep:
+            return default
         if name not in env:
             raise ConfigError(f"{path}: environment variable {name} is not set")
         return env[name]

@@ -24,6 +24,11 @@ def test_env_references_resolved() -> None:
     cfg = parse_config({"models": [{"name": "m", "base_url": "https://x/v1", "api_key": "os.environ/KEY"}]},
                        environ={"KEY": "sk-1"})
     assert cfg.models[0].resolved_api_key() == "sk-1"
+    doc = {"models": [{"name": "m", "provider": "os.environ/P:-mock", "api_key": "os.environ/K:-"}]}
+    assert parse_config(doc, environ={}).models[0].provider.value == "mock"
+    assert parse_config(doc, environ={"P": ""}).models[0].api_key == ""
+    with pytest.raises(ConfigError, match="base_url"):
+        parse_config(doc, environ={"P": "openai"})
 
 
 @pytest.mark.parametrize(("doc", "needle"), [
