@@ -27,6 +27,7 @@ from .errors import ApiError
 from .metrics import Metrics
 from .openai_api import SSE_DONE, StreamAssembler, body_to_sse, cache_directives, parse_body, usage_from, validate
 from .runtime import ConfigWatcher, Runtime, build_runtime
+from .spend import SpendService
 from .upstream import upstream_payload
 
 log = logging.getLogger("llmgw")
@@ -269,6 +270,12 @@ class Handlers:
                 self.rt.config.models]
         return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type=JSON)
 
+    async def spend(self, request: web.Request) -> web.Response:
+        spend = self.rt.spend
+        if not isinstance(spend, SpendService):
+            raise ApiError(404, "spend tracking is disabled (spend.enabled: false)", code="spend_disabled")
+        return await spend.handle(request)
+
     async def healthz(self, request: web.Request) -> web.Response:
         return web.Response(body=b'{"status":"ok"}', content_type=JSON)
 
@@ -317,6 +324,7 @@ def create_app(config: Config, *, config_path: Path | None = None, metrics: Metr
         app.router.add_post(f"{prefix}/completions", h.completions)
         app.router.add_post(f"{prefix}/embeddings", h.embeddings)
         app.router.add_get(f"{prefix}/models", h.models)
+    app.router.add_get("/spend", h.spend)
     app.router.add_get("/healthz", h.healthz)
     app.router.add_get("/readyz", h.readyz)
     app.router.add_get("/metrics", h.metrics)

@@ -7,7 +7,6 @@ one is closed after a grace period.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -24,8 +23,10 @@ from .config import Config, ConfigError, ModelConfig, load_config
 from .context import Caller
 from .metrics import Metrics
 from .pipeline import Governor, SemanticLayer, SpendRecorder
+from .ratelimit import build_governor
 from .redis_guard import RedisGuard
 from .redis_topology import AnyRedis, make_client
+from .spend import build_spend
 from .upstream import UpstreamProvider, make_provider
 
 log = logging.getLogger("llmgw")
@@ -96,20 +97,15 @@ async def build_runtime(config: Config, metrics: Metrics, session: aiohttp.Clien
 
 
 async def _build_stages(rt: Runtime) -> None:
-    """The optional stages live in their own modules; each returns None when its feature is off."""
+    """The optional stages live in their own modules; each returns None (or a no-op) when its feature is off."""
     cfg = rt.config
     if cfg.cache.semantic.enabled:
+        # Imported only when enabled: the embedding runtime (onnxruntime, tokenizers) is heavy.
         from .cache.semantic import build_semantic
 
         rt.semantic = await _maybe_await(build_semantic(cfg, rt.redis, rt.metrics))
-    with contextlib.suppress(ImportError):
-        from .ratelimit import build_governor
-
-        rt.governor = await _maybe_await(build_governor(cfg, rt.redis, rt.metrics))
-    with contextlib.suppress(ImportError):
-        from .spend import build_spend
-
-        rt.spend = await _maybe_await(build_spend(cfg, rt.redis, rt.metrics))
+    rt.governor = build_governor(cfg, rt.redis, rt.metrics)
+    rt.spend = build_spend(cfg, rt.redis, rt.metrics)
 
 
 async def _maybe_await(value: Any) -> Any:
