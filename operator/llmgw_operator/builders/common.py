@@ -24,7 +24,7 @@ DEFAULT_CLUSTER_DOMAIN = "cluster.local"
 MANAGED_BY = "llmgw-operator"
 DATA_DIR = "/data"
 CONF_DIR = "/conf"
-SCRIPTS_DIR = "/scripts"
+SCRIPTS_DIR = CONF_DIR
 TLS_DIR = "/tls"
 STACK_MODULES = ("/opt/redis-stack/lib/redisearch.so", "/opt/redis-stack/lib/rejson.so")
 
@@ -218,24 +218,15 @@ def container_security_context() -> dict[str, Any]:
 
 
 def config_volumes(gw: Gateway) -> list[dict[str, Any]]:
-    vols: list[dict[str, Any]] = [
-        {"name": "config", "configMap": {"name": gw.redis_config_name, "defaultMode": 0o644}},
-        {"name": "scripts", "configMap": {"name": gw.redis_config_name, "defaultMode": 0o755,
-                                          "items": [{"key": k, "path": k} for k in SCRIPT_KEYS]}},
-    ]
+    # One ConfigMap holds redis.conf and the scripts; scripts run through `sh`, so no exec bit is needed.
+    vols: list[dict[str, Any]] = [{"name": "config", "configMap": {"name": gw.redis_config_name}}]
     if gw.tls:
-        vols.append({"name": "tls", "secret": {"secretName": gw.redis["tls"]["secretName"], "defaultMode": 0o640}})
+        vols.append({"name": "tls", "secret": {"secretName": gw.redis["tls"]["secretName"], "defaultMode": 0o440}})
     return vols
 
 
-SCRIPT_KEYS = ("start.sh", "ping.sh", "sentinel-start.sh", "sentinel-ping.sh")
-
-
 def config_mounts(gw: Gateway) -> list[dict[str, Any]]:
-    mounts = [
-        {"name": "config", "mountPath": CONF_DIR, "readOnly": True},
-        {"name": "scripts", "mountPath": SCRIPTS_DIR, "readOnly": True},
-    ]
+    mounts = [{"name": "config", "mountPath": CONF_DIR, "readOnly": True}]
     if gw.tls:
         mounts.append({"name": "tls", "mountPath": TLS_DIR, "readOnly": True})
     return mounts
