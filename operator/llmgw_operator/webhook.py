@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 from llmgw_operator import injection
 
@@ -39,6 +40,19 @@ API_CALLS = [
     (GROUP, PLURAL, "get"),
     ("", "events", "create"),
 ]
+
+
+class WebhookMetrics:
+    """Admission metrics on the webhook port (/metrics; the chart's ServiceMonitor scrapes it). Own registry: tests
+    and several servers in one process do not collide."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.admissions = Counter("llmgw_webhook_admissions", "Pod admission reviews by outcome "
+                                  "(injected, not-requested, unknown-gateway, lookup-failed, ...).", ["result"],
+                                  registry=self.registry)
+        self.duration = Histogram("llmgw_webhook_admission_duration_seconds", "Time to answer one admission review.",
+                                  registry=self.registry, buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 3, 10))
 
 
 class GatewaySource(Protocol):
@@ -99,17 +113,18 @@ def _response(uid: str, warnings: list[str], patch: list[dict[str, Any]] | None 
 
 
 async def review(body: Mapping[str, Any], source: GatewaySource, sink: EventSink,
-                 settings: injection.InjectionSettings, lookup_timeout_s: float = 3.0) -> dict[str, Any]:
-    """One AdmissionReview in, one out. Always allowed."""
+                 settings: injection.InjectionSettings,
+                 lookup_timeout_s: float = 3.0) -> tuple[dict[str, Any], str]:
+    """One AdmissionReview in, (AdmissionReview out, outcome for metrics). Always allowed."""
     req = body.get("request") or {}
     uid = str(req.get("uid", ""))
     pod = req.get("object") or {}
     if req.get("operation") != "CREATE" or (req.get("kind") or {}).get("kind") != "Pod" or req.get("subResource"):
-        return _response(uid, [])
+        return _response(uid, []), "not-a-pod-create"
     namespace = req.get("namespace") or (pod.get("metadata") or {}).get("namespace") or ""
-    wanted, _reason = injection.skip_reason(pod)
+    wanted, reason = injection.skip_reason(pod)
     if wanted is None:
-        return _response(uid, injection.build_patch(pod, "", None, settings).warnings)
+        return _response(uid, injection.build_patch(pod, "", None, settings).warnings), reason
     dry_run = bool(req.get("dryRun"))
     try:
         spec = await asyncio.wait_for(source.get(namespace, wanted), lookup_timeout_s)
@@ -118,7 +133,7 @@ async def review(body: Mapping[str, Any], source: GatewaySource, sink: EventSink
         log.warning("%s in %s: %s", msg, namespace, e)
         if not dry_run:
             await sink.warn(namespace, pod, "InjectionFailed", msg)
-        return _response(uid, [msg])
+        return _response(uid, [msg]), "lookup-failed"
     try:
         result = injection.build_patch(pod, wanted, spec, settings)
     except Exception as e:  # a pod shape we did not foresee: never block it
@@ -126,13 +141,13 @@ async def review(body: Mapping[str, Any], source: GatewaySource, sink: EventSink
         msg = f"llmgateway: injection failed ({type(e).__name__}: {e}); pod admitted without the sidecar"
         if not dry_run:
             await sink.warn(namespace, pod, "InjectionFailed", msg)
-        return _response(uid, [msg])
+        return _response(uid, [msg]), "error"
     if result.reason in {"unknown-gateway", "injection-disabled", "volume-clash"} and not dry_run:
-        reason = "GatewayNotFound" if result.reason == "unknown-gateway" else "InjectionSkipped"
-        await sink.warn(namespace, pod, reason, "; ".join(result.warnings))
+        event_reason = "GatewayNotFound" if result.reason == "unknown-gateway" else "InjectionSkipped"
+        await sink.warn(namespace, pod, event_reason, "; ".join(result.warnings))
     if result.injected:
         log.info("injecting %s into %s/%s", wanted, namespace, injection.pod_label(pod))
-    return _response(uid, result.warnings, result.patch)
+    return _response(uid, result.warnings, result.patch), result.reason
 
 
 # ---------------------------------------------------------------------------------------------------- TLS
@@ -200,6 +215,7 @@ class WebhookServer:
         self.sink = sink
         self.settings = settings
         self.tls = ReloadingTLS(config.cert_dir)
+        self.metrics = WebhookMetrics()
         self._runner: web.AppRunner | None = None
         self._watch: asyncio.Task[None] | None = None
         self.port = config.port  # the bound port (tests bind 0)
@@ -208,6 +224,7 @@ class WebhookServer:
         app = web.Application(client_max_size=8 * 1024 * 1024)
         app.router.add_post(MUTATE_PATH, self._mutate)
         app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/metrics", self._metrics)
         return app
 
     async def _healthz(self, _request: web.Request) -> web.Response:
@@ -220,8 +237,13 @@ class WebhookServer:
             return web.json_response({"error": "body is not JSON"}, status=400)
         if not isinstance(body, dict) or not isinstance(body.get("request"), dict):
             return web.json_response({"error": "not an AdmissionReview"}, status=400)
-        out = await review(body, self.source, self.sink, self.settings, self.config.lookup_timeout_s)
+        with self.metrics.duration.time():
+            out, outcome = await review(body, self.source, self.sink, self.settings, self.config.lookup_timeout_s)
+        self.metrics.admissions.labels(outcome).inc()
         return web.json_response(out)
+
+    async def _metrics(self, _request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app(), access_log=None)

@@ -260,3 +260,25 @@ async def test_plain_http_is_refused(h: Harness) -> None:
             assert r.status == 400  # aiohttp answers garbage with 400 at most; never serves it
     except aiohttp.ClientError:
         pass
+
+
+async def test_metrics_count_outcomes(h: Harness) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def counts() -> dict[str, float]:
+        fam = {f.name: f for f in text_string_to_metric_families(body)}["llmgw_webhook_admissions"]
+        return {s.labels["result"]: s.value for s in fam.samples if s.name.endswith("_total")}
+
+    url = f"https://127.0.0.1:{h.server.port}/metrics"
+    async with h.session.get(url, ssl=h.client_ssl()) as r:
+        body = await r.text()
+    before = counts()
+    h.gateways.specs[(NS, GW)] = gateway_spec()
+    await h.review(pod(inject()))
+    await h.review(pod(inject("nope")))
+    async with h.session.get(url, ssl=h.client_ssl()) as r:
+        body = await r.text()
+    after = counts()
+    assert after["injected"] - before.get("injected", 0) == 1
+    assert after["unknown-gateway"] - before.get("unknown-gateway", 0) == 1
+    assert "llmgw_webhook_admission_duration_seconds_bucket" in body

@@ -1,0 +1,36 @@
+"""manifests/install.yaml is the chart rendered by `make manifests`; every object in it is valid."""
+
+from __future__ import annotations
+
+import yaml
+
+from llmgw_operator import render_manifests
+from tests.chart.helpers import REPO, validate
+
+INSTALL = REPO / "manifests" / "install.yaml"
+
+
+def test_install_yaml_is_in_sync_with_the_chart() -> None:
+    assert INSTALL.read_text() == render_manifests.render(), (
+        "manifests/install.yaml is out of date: run `make manifests` and commit the result")
+
+
+def test_install_yaml_objects_are_valid_and_ordered() -> None:
+    docs = [d for d in yaml.safe_load_all(INSTALL.read_text()) if d]
+    kinds = [d["kind"] for d in docs]
+    assert kinds[0] == "Namespace"
+    crds = [i for i, k in enumerate(kinds) if k == "CustomResourceDefinition"]
+    assert {d["metadata"]["name"] for d in docs if d["kind"] == "CustomResourceDefinition"} >= {
+        "llmgateways.llmgateway.dev", "clusterkopfpeerings.kopf.dev"}
+    assert max(crds) < kinds.index("Deployment") < kinds.index("MutatingWebhookConfiguration")
+    for d in docs:
+        if d["kind"] != "CustomResourceDefinition":
+            validate(d)
+    # kubectl cannot keep a Helm-generated key: the install manifest must carry no private key at all.
+    assert "PRIVATE KEY" not in INSTALL.read_text() and not [d for d in docs if d["kind"] == "Secret"]
+    assert "Job" in kinds, "certificates come from the certgen Jobs"
+
+
+def test_install_yaml_namespace_enforces_restricted_pod_security() -> None:
+    ns = next(yaml.safe_load_all(INSTALL.read_text()))
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
