@@ -1,0 +1,56 @@
+"""Through a real sidecar process: headers on every answer, streams settled with their real usage, GET /spend."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import aiohttp
+
+from tests.spend.procs import sidecar_config, start_sidecars, stop_all
+
+
+async def test_headers_stream_settlement_and_spend_endpoint(redis_standalone: str, tmp_path: Path) -> None:
+    cfg = sidecar_config({"url": redis_standalone})
+    cfg["models"][0]["limits"] = {"rpm": 50, "tpm": 5000}
+    cfg["budgets"] = [{"scope": "namespace", "period": "month", "max_usd": 10}]
+    cfg["cache"] = {"exact": {"enabled": True}}
+    [car] = start_sidecars(tmp_path, cfg)
+    try:
+        async with aiohttp.ClientSession() as s:
+            body = {"model": "m", "messages": [{"role": "user", "content": "stream me"}], "max_tokens": 1000,
+                    "stream": True}
+            async with s.post(car.url + "/v1/chat/completions", json=body) as r:
+                assert r.status == 200
+                reserved_left = int(r.headers["x-ratelimit-remaining-tokens"])
+                assert r.headers["x-llmgw-budget-remaining"] == "10.000000"
+                text = await r.text()
+            assert '"usage"' not in text  # the client did not ask: the usage chunk is stripped
+            assert reserved_left <= 5000 - 1000
+            plain = {"model": "m", "messages": [{"role": "user", "content": "plain"}], "max_tokens": 1000}
+            async with s.post(car.url + "/v1/chat/completions", json=plain) as r:
+                assert r.status == 200
+                usage = (await r.json())["usage"]
+                # the stream's ~1000-token reservation was replaced by its real usage (~25 tokens): without that
+                # settlement two reservations would leave < 3000
+                assert int(r.headers["x-ratelimit-remaining-tokens"]) > 5000 - 1000 - 100
+                assert r.headers["x-ratelimit-limit-requests"] == "50"
+            async with s.post(car.url + "/v1/chat/completions", json=plain) as r:  # exact hit: saved, cost 0
+                assert r.headers.get("x-llmgw-cache") == "hit-exact"
+            deadline = time.monotonic() + 15
+            while True:
+                async with s.get(car.url + "/spend") as r:
+                    assert r.status == 200
+                    out = await r.json()
+                if out["totals"].get("requests") == 3:
+                    break
+                assert time.monotonic() < deadline, out
+                await asyncio.sleep(0.1)
+        t = out["totals"]
+        assert t["hits"] == 1 and t["estimated"] == 0
+        assert t["saved_usd"] == round((usage["prompt_tokens"] * 1 + usage["completion_tokens"] * 3) / 1e6, 9)
+        assert t["cost_usd"] > t["saved_usd"]  # the stream and the plain miss
+        assert out["days"][0]["by_scope_model"][0]["model"] == "m"
+    finally:
+        stop_all([car])
