@@ -63,7 +63,7 @@ async def test_guard_rejects_near_miss_and_counts_it(redis_standalone: str, embe
     assert sample(m, "llmgw_semantic_lookups_total", {"result": "guard_rejected"}) == 1
     assert sample(m, "llmgw_semantic_guard_rejections_total", {"guard": "numbers"}) == 1
     # switched off, the same candidate is served: the guard is what stood in the way
-    sc2, cfg2, _ = layer(redis_standalone, embedder, guards={"numbers": False})
+    sc2, cfg2, _ = layer(redis_standalone, embedder, guards={"numbers": False, "substitution": False})
     await store_and_wait(sc2, make_ctx(cfg2, "What is 2+2?"), "4")
     assert await sc2.lookup(make_ctx(cfg2, "What is 2+3?")) is not None
     await sc.close()

@@ -69,36 +69,44 @@ for _canon, _names in {
 }.items():
     for _n in _names.split():
         _UNITS[_n] = _canon
-_NUMBER_RE = re.compile(r"(?<![\w.])[$€£¥]?\d+(?:[.,]\d+)*(?:st|nd|rd|th)?(?:\s*°?\s*[a-z%]+)?|[a-z]+|[+\-*/^=<>\u00d7÷]",
-                        re.IGNORECASE)
+# One token at a time: a number (optionally with currency sign, ordinal suffix or degree sign), a word, or an operator.
+_NUMBER_TOKEN = re.compile(r"[$\u20ac\u00a3\u00a5]|\d+(?:[.,]\d+)*(?:st|nd|rd|th)?|\u00b0?[a-z%]+|[+\-*/^=<>\u00d7\u00f7]")
 _OPS = {"+": "+", "plus": "+", "add": "+", "sum": "+", "-": "-", "minus": "-", "subtract": "-", "*": "*", "\u00d7": "*",
-        "times": "*", "multiplied": "*", "product": "*", "/": "/", "÷": "/", "divided": "/",
+        "times": "*", "multiplied": "*", "product": "*", "/": "/", "\u00f7": "/", "divided": "/",
         "^": "^", "power": "^", "squared": "^2", "cubed": "^3", "root": "root", "<": "<", ">": ">", "=": "="}
 _NON_COMMUTATIVE = {"-", "/", "^", "<", ">"}
+_CURRENCY = {"$", "\u20ac", "\u00a3", "\u00a5"}
+# Roman numerals as in "World War II" / "Henry VIII"; single letters (I, V, X) are too often words.
+_ROMAN = {r: str(i) for i, r in enumerate("- - ii iii iv - vi vii viii ix - xi xii".split()) if r != "-"}
 
 
 def _numbers(text: str) -> tuple[list[str], list[str]]:
-    """(numbers with their unit, in order), (math operators)."""
+    """(numbers, each with the unit that follows it, in order), (math operators)."""
     nums: list[str] = []
     ops: list[str] = []
-    for tok in _NUMBER_RE.findall(_norm(text).lower()):
-        if tok[0].isdigit() or tok[0] in "$€£¥":
-            m = re.match(r"([$€£¥]?)(\d+(?:[.,]\d+)*)(?:st|nd|rd|th)?\s*°?\s*([a-z%]*)", tok)
-            if not m:
-                continue
-            cur, digits, unit = m.groups()
-            # "1,000" and "1000" are the same number; "3.50" and "3.5" too.
-            value = digits.replace(",", "")
+    toks = _NUMBER_TOKEN.findall(_norm(text).lower())
+    currency = ""
+    for i, tok in enumerate(toks):
+        if tok in _CURRENCY:
+            currency = _UNITS.get(tok, "")
+            continue
+        if tok[0].isdigit():
+            value = re.sub(r"(st|nd|rd|th)$", "", tok).replace(",", "")  # "1,000" is 1000, "2nd" is 2
             if "." in value:
                 value = value.rstrip("0").rstrip(".")
-            unit = _UNITS.get(cur) or _UNITS.get(unit, "")
-            nums.append(f"{value}{unit and ' ' + unit}")
+            nxt = toks[i + 1].lstrip("\u00b0") if i + 1 < len(toks) else ""
+            unit = currency or _UNITS.get(nxt, "")
+            nums.append(f"{value} {unit}" if unit else value)
         elif tok in _NUM_WORDS:
-            nums.append(_NUM_WORDS[tok])
+            if tok != "one":  # "one cup" is "a cup": a lone "one" is an article more often than a count
+                nums.append(_NUM_WORDS[tok])
         elif tok in _ORDINALS:
             nums.append(_ORDINALS[tok])
+        elif tok in _ROMAN:
+            nums.append(_ROMAN[tok])
         elif tok in _OPS:
             ops.append(_OPS[tok])
+        currency = ""
     # Operator words only mean arithmetic next to numbers ("add a column" is not "+").
     return nums, ops if nums else []
 
@@ -180,7 +188,7 @@ for _cls, _names in {
     # tone and register
     "formal": "formal professional", "informal": "informal casual", "funny": "funny humorous humor joking",
     "pirate": "pirate", "shakespeare": "shakespeare shakespearean", "child": "child kid eli5 five-year-old",
-    "brief": "brief briefly concise concisely short tl;dr", "detailed": "detailed detail thorough thoroughly in-depth",
+    "brief": "brief briefly concise concisely tl;dr", "detailed": "detailed detail thorough thoroughly in-depth",
 }.items():
     for _n in _names.split():
         _LANG_FORMAT_CLASSES[_n] = _cls
@@ -232,7 +240,8 @@ def identifiers_differ(a: str, b: str) -> bool:
 # --- named entities ------------------------------------------------------------------------------------------------
 
 _CAP = re.compile(r"(?<![.!?:]\s)(?<!^)\b([A-Z][a-zA-Z0-9\-]*(?:'s)?)|\b([A-Z]{2,}[0-9]*)\b")
-_NOT_ENTITIES = frozenset("i i'm i've i'd i'll ok please thanks hi hello hey".split())
+# Capitalised by habit rather than names of different things ("on Earth" = "in the world").
+_NOT_ENTITIES = frozenset("i i'm i've i'd i'll ok please thanks hi hello hey earth".split())
 
 
 def _entities(text: str) -> set[str]:
@@ -240,7 +249,8 @@ def _entities(text: str) -> set[str]:
     found = set()
     for m in _CAP.finditer(t):
         w = (m.group(1) or m.group(2)).lower().removesuffix("'s")
-        if w not in _NOT_ENTITIES:
+        numeral = w in _ROMAN or w in _ORDINALS or w in _NUM_WORDS  # "World War II", "the Second": numbers guard
+        if len(w) > 1 and w not in _NOT_ENTITIES and not numeral:
             found.add(w)
     return found
 
@@ -268,7 +278,8 @@ _GROUPS: list[list[str]] = [
     ["compress compression", "decompress decompression"], ["add adding insert", "remove removing delete deleting"],
     ["enable enabling turn on", "disable disabling turn off"], ["install installing", "uninstall uninstalling"],
     ["push", "pull"], ["upload", "download"], ["north northern", "south southern"], ["east eastern", "west western"],
-    ["hot hotter warm", "cold colder cool"], ["fast faster quick quicker speed up", "slow slower"],
+    ["hot hotter hottest warm warmer warmest", "cold colder coldest cool cooler coolest"],
+    ["up rise rising rises", "down fall falling falls drop dropping"], ["fast faster quick quicker speed up", "slow slower"],
     ["cheap cheaper cheapest inexpensive", "expensive pricier costly"], ["safe safely", "unsafe dangerous harmful"],
     ["legal", "illegal"], ["true", "false"], ["start starting begin", "stop stopping end"], ["open", "close closing"],
     ["win winning", "lose losing"], ["love", "hate"], ["positive", "negative"], ["left", "right"],
@@ -279,7 +290,6 @@ _GROUPS: list[list[str]] = [
     ["latitude", "longitude"], ["stack", "queue"], ["tcp", "udp"], ["process", "thread"], ["list", "tuple"],
     ["union", "intersection"], ["http", "https"], ["ipv4", "ipv6"], ["sum", "product"], ["width", "height"],
     ["rows row", "columns column"], ["virus viral", "bacteria bacterial"], ["weather", "climate"],
-    ["who whom whose", "when what time what year", "where", "why", "how many how much"],
     ["boil boiling", "freeze freezing melt"], ["sunrise", "sunset"], ["husband", "wife"], ["male man", "female woman"],
     ["morning", "evening night"], ["summer", "winter"], ["spring", "autumn fall"], ["herbivore", "carnivore"],
     ["mitosis", "meiosis"], ["dna", "rna"], ["acid acidic", "base basic alkaline"],
@@ -314,14 +324,71 @@ _PHRASES = frozenset({"turn on", "turn off", "what time", "what year", "how many
 _GROUP_RES = _compile_groups()
 
 
-def _poles(text: str) -> list[frozenset[int]]:
+def _poles(text: str) -> list[tuple[int, ...]]:
+    """Per group: the poles used, in order of first appearance ("uppercase to lowercase" != "lowercase to uppercase")."""
     t = " ".join(_words(text))
-    return [frozenset(i for i, p in enumerate(poles) if p.search(t)) for poles in _GROUP_RES]
+    out = []
+    for poles in _GROUP_RES:
+        hits = sorted((m.start(), i) for i, p in enumerate(poles) if (m := p.search(t)))
+        out.append(tuple(i for _, i in hits))
+    return out
+
+
+_WH = {"who": "who", "whom": "who", "whose": "who", "when": "when", "where": "where", "why": "why"}
+
+
+def _wh(text: str) -> str | None:
+    """The question word a question starts with ("when was X born" vs "where was X born"). Only the first word: inside
+    a sentence "when" is usually a conjunction ("what makes you cry when cutting onions")."""
+    w = _words(text)
+    return _WH.get(w[0]) if w else None
 
 
 def opposites_differ(a: str, b: str) -> bool:
     # Only when BOTH questions use the group: "disadvantages of X" and "what is bad about X" stay a match.
-    return any(pa and pb and pa != pb for pa, pb in zip(_poles(a), _poles(b), strict=True))
+    if any(pa and pb and pa != pb for pa, pb in zip(_poles(a), _poles(b), strict=True)):
+        return True
+    wa, wb = _wh(a), _wh(b)
+    return wa is not None and wb is not None and wa != wb
+
+
+# --- one swapped content word --------------------------------------------------------------------------------------
+
+_STOPWORDS = frozenset("""a an the is are was were be been being do does did doing i me my you your we our it its this
+that these those there here what what's whats which who how why when where can could should would will shall may might
+must to of in on for with at by from about as into than then so and or but if please tell give show let know need want
+some any all way best good get make use some one ones thing things like just also very really much many more most
+explain describe""".split())
+
+
+_ARTICLES = frozenset({"a", "an", "the"})
+
+
+def _sequence(text: str) -> list[str]:
+    return [_stem(w) for w in _words(text) if w not in _ARTICLES]
+
+
+def _synonyms(x: str, y: str) -> bool:
+    """Both words in the same pole of an opposites group (largest/biggest): a swap that keeps the meaning."""
+    for poles in _GROUP_RES:
+        for p in poles:
+            if p.fullmatch(x) and p.fullmatch(y):
+                return True
+    return False
+
+
+def substitution_differs(a: str, b: str) -> bool:
+    # The very same sentence with exactly one content word swapped ("symbol for gold" / "symbol for silver", "train my
+    # dog" / "train my cat") is a different question: the embedding puts it at paraphrase distance because everything
+    # else is identical. Real paraphrases reword the frame too, so they are not caught by this.
+    sa, sb = _sequence(a), _sequence(b)
+    if len(sa) != len(sb) or len(sa) < 3:
+        return False
+    diffs = [(x, y) for x, y in zip(sa, sb, strict=True) if x != y]
+    if len(diffs) != 1:
+        return False
+    x, y = diffs[0]
+    return x not in _STOPWORDS and y not in _STOPWORDS and not _synonyms(x, y)
 
 
 GUARDS: dict[str, Callable[[str, str], bool]] = {
@@ -332,6 +399,7 @@ GUARDS: dict[str, Callable[[str, str], bool]] = {
     "identifiers": identifiers_differ,
     "entities": entities_differ,
     "opposites": opposites_differ,
+    "substitution": substitution_differs,
 }
 
 
