@@ -12,11 +12,13 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from llmgw_sidecar.cache.semantic import SemanticCache, build_semantic
 from llmgw_sidecar.config import Config, parse_config
 from llmgw_sidecar.context import CachedAnswer, Caller, RequestContext, Usage
 from llmgw_sidecar.embeddings.export import MANIFEST, default_source, export
 from llmgw_sidecar.embeddings.local import LocalEmbedder
 from llmgw_sidecar.metrics import Metrics
+from llmgw_sidecar.redis_topology import make_client
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL_DIR = REPO / ".cache" / "models" / "all-MiniLM-L6-v2-onnx"
@@ -75,3 +77,33 @@ def new_metrics() -> Metrics:
 
 def sample(metrics: Metrics, name: str, labels: dict[str, str] | None = None) -> float:
     return metrics.registry.get_sample_value(name, labels or {}) or 0.0
+
+
+class SharedEmbedder:
+    """The session embedder, but `close()` must not stop it for the other tests."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.provider, self.dims, self.index_tag = inner.provider, inner.dims, inner.index_tag
+
+    async def embed(self, text: str) -> Any:
+        return await self.inner.embed(text)
+
+    async def close(self) -> None:
+        return None
+
+
+async def build_layer(redis_cfg: dict[str, Any], embedder: Any, **semantic: Any) -> tuple[SemanticCache, Config, Metrics]:
+    """A semantic layer over the configured topology, built by the app's own factory and client constructor."""
+    cfg = make_config({**redis_cfg, "key_prefix": fresh_prefix(), "op_timeout_ms": 500}, **semantic)
+    m = new_metrics()
+    sc = await build_semantic(cfg, make_client(cfg.redis), m, embedder=SharedEmbedder(embedder))
+    assert sc is not None
+    return sc, cfg, m
+
+
+async def store_and_wait(sc: SemanticCache, ctx: RequestContext, text: str) -> None:
+    """Miss, then store the answer (in the background, like the app), then wait for the store to land."""
+    assert await sc.lookup(ctx) is None
+    sc.store(ctx, answer_for(text))
+    await sc.drain()

@@ -269,9 +269,10 @@ def _answer(cand: Candidate) -> CachedAnswer | None:
                         distance=round(cand.distance, 6))
 
 
-def build_semantic(config: Config, redis: Any, metrics: Metrics, *, embedder: Embedder | None = None
-                   ) -> SemanticCache | None:
-    """The app's factory: None when disabled. Model trouble does not stop the sidecar (lookups are misses)."""
+async def build_semantic(config: Config, redis: Any, metrics: Metrics, *, embedder: Embedder | None = None
+                         ) -> SemanticCache | None:
+    """The app's factory: None when disabled. Model trouble does not stop the sidecar (lookups are misses). The model
+    loads in a thread (about half a second): a config reload must not stall requests in flight."""
     cfg = config.cache.semantic
     if not cfg.enabled:
         return None
@@ -287,8 +288,10 @@ def build_semantic(config: Config, redis: Any, metrics: Metrics, *, embedder: Em
         def node_client(host: str, port: int) -> Redis:
             return Redis(host=host, port=port, max_connections=config.redis.max_connections, **kw)
 
+    if embedder is None:
+        embedder = await asyncio.to_thread(make_embedder, cfg.embedding, metrics)
     return SemanticCache(
-        cfg, embedder or make_embedder(cfg.embedding, metrics), metrics, redis=redis,
+        cfg, embedder, metrics, redis=redis,
         key_prefix=config.redis.key_prefix, node_client=node_client,
         # one KNN per shard, concurrently; a little more than one cache op, but still a hard bound
         search_timeout_s=max(config.redis.op_timeout_ms / 1000 * 2, 0.05),
