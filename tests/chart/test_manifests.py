@@ -34,3 +34,26 @@ def test_install_yaml_objects_are_valid_and_ordered() -> None:
 def test_install_yaml_namespace_enforces_restricted_pod_security() -> None:
     ns = next(yaml.safe_load_all(INSTALL.read_text()))
     assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def test_demo_app_is_valid_and_injectable() -> None:
+    """The demo app as the webhook would see it: its pod, patched for a mock gateway, is still a valid pod."""
+    import jsonpatch
+
+    from llmgw_operator import injection
+    from llmgw_operator.crd import defaulted_spec
+
+    demo = yaml.safe_load((REPO / "manifests" / "examples" / "demo-app.yaml").read_text())
+    validate(demo)
+    template = demo["spec"]["template"]
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {**template["metadata"], "generateName": "demo-app-"},
+           "spec": template["spec"]}
+    spec = defaulted_spec({"models": [{"name": "demo-mock", "provider": "mock"}]})
+    settings = injection.InjectionSettings(default_image="ghcr.io/llmgateway/sidecar:0.1.0",
+                                           native_sidecars_supported=True)
+    result = injection.build_patch(pod, "demo", spec, settings)
+    assert result.injected and not result.warnings
+    patched = jsonpatch.JsonPatch(result.patch).apply(pod)
+    validate(patched)
+    app = next(c for c in patched["spec"]["containers"] if c["name"] == "app")
+    assert {"OPENAI_BASE_URL", "OPENAI_API_KEY", "LLMGW_URL"} <= {e["name"] for e in app["env"]}
