@@ -46,7 +46,7 @@ def test_demo_app_is_valid_and_injectable() -> None:
     demo = yaml.safe_load((REPO / "manifests" / "examples" / "demo-app.yaml").read_text())
     validate(demo)
     template = demo["spec"]["template"]
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {**template["metadata"], "generateName": "demo-app-"},
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {**template["metadata"], "name": "demo-app-7c9d-x2k4p"},
            "spec": template["spec"]}
     spec = defaulted_spec({"models": [{"name": "demo-mock", "provider": "mock"}]})
     settings = injection.InjectionSettings(default_image="ghcr.io/llmgateway/sidecar:0.1.0",
