@@ -176,7 +176,9 @@ def test_operator_deployment() -> None:
     assert env["LLMGW_PEERING_NAME"] == one(docs, "ClusterKopfPeering")["metadata"]["name"]
     assert c["image"] == "ghcr.io/llmgateway/operator:0.1.0"
     assert c["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
-    assert c["ports"][0]["containerPort"] == int(env["LLMGW_WEBHOOK_PORT"])
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports["webhook"] == int(env["LLMGW_WEBHOOK_PORT"])
+    assert c["livenessProbe"]["httpGet"]["port"] == "liveness" and ports["liveness"] == int(env["LLMGW_LIVENESS_PORT"])
     assert one(docs, "ClusterRoleBinding")["subjects"][0]["name"] == one(docs, "ServiceAccount")["metadata"]["name"]
 
 

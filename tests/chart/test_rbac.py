@@ -7,10 +7,15 @@ import yaml
 from llmgw_operator import apply, webhook
 from tests.chart.helpers import CHART, one, render
 
-# Calls kopf itself makes (not visible in our code): resource discovery (CRDs appearing later, e.g. the peering CRD),
-# namespace observation when watchNamespaces holds patterns, peering keep-alives, and the events kopf posts about
-# handler progress and errors (core/v1).
+# Calls kopf itself makes (not visible in our code): the watched resource, resource discovery (CRDs appearing
+# later, e.g. the peering CRD), namespace observation when watchNamespaces holds patterns, peering keep-alives, and the
+# events kopf posts about handler progress and errors (core/v1).
 KOPF_CALLS = [
+    # The resource the handlers are registered for (handlers.py): kopf lists and watches it and patches finalizers
+    # and its progress annotations onto it.
+    ("llmgateway.dev", "llmgateways", "list"),
+    ("llmgateway.dev", "llmgateways", "watch"),
+    ("llmgateway.dev", "llmgateways", "patch"),
     ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
     ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
     ("", "namespaces", "list"),
