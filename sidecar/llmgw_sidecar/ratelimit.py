@@ -11,6 +11,7 @@ When Redis is down the decision falls back to an in-process limiter with the sam
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -31,6 +32,8 @@ from .spend.keys import caller_scope_key, rl_base
 
 log = logging.getLogger("llmgw.ratelimit")
 _KIND_SUFFIX = {"r": "rpm", "t": "tpm", "p": "par"}
+SETTLE_BATCH_S = 0.005  # how long settlements gather before one script call sends them
+SETTLE_BATCH_MAX = 200
 
 
 def _lua(name: str) -> str:
@@ -112,6 +115,12 @@ class LocalLimiter:
                     break
 
 
+def _pack(args: list[Any]) -> str:
+    """All ARGV in one string (the scripts split it on newlines): one bulk string to encode instead of dozens.
+    No value contains a newline: Kubernetes names, model names from the config, numbers, hex ids."""
+    return "\n".join(map(str, args))
+
+
 def format_reset(ms: float) -> str:
     """OpenAI's style: "120ms", "1s", "6m0s"."""
     if ms < 1000:
@@ -143,6 +152,11 @@ class RedisGovernor:
         self.timeout_s = max(config.redis.op_timeout_ms / 1000, 0.001)
         self.local = LocalLimiter(config.limits.window_s, config.limits.parallel_lease_s)
         self.breaker = CircuitBreaker(config.redis.circuit_breaker)
+        self._spec_cache: dict[tuple[str, Any], list[LimitSpec]] = {}
+        self._budget_cache: dict[Any, tuple[float, list[BudgetCheck]]] = {}
+        self._children: dict[tuple[str, ...], Any] = {}
+        self._pending: list[tuple[list[str], list[Any]]] = []
+        self._settler: asyncio.Task[None] | None = None
         self.warn = RateLimitedLog(log)
         self._admit = redis.register_script(_lua("admit.lua"))
         self._settle = redis.register_script(_lua("settle.lua"))
@@ -154,6 +168,17 @@ class RedisGovernor:
         return LimitSpec(name, kind, keys, limit, cost, upstream)
 
     def specs(self, ctx: RequestContext, tokens: int) -> list[LimitSpec]:
+        """The limits of this model and caller; key strings are built once per (model, caller) and cached."""
+        ck = (ctx.model.name, ctx.caller)
+        base = self._spec_cache.get(ck)
+        if base is None:
+            if len(self._spec_cache) > 10_000:  # bounded: pods come and go
+                self._spec_cache.clear()
+            base = self._spec_cache[ck] = self._build_specs(ctx)
+        return [LimitSpec(b.name, b.kind, b.keys, b.limit, tokens, b.upstream) if b.kind == "t" else b for b in base]
+
+    def _build_specs(self, ctx: RequestContext) -> list[LimitSpec]:
+        tokens = 0
         out: list[LimitSpec] = []
         ml = ctx.model.limits
         subj = f"model:{ctx.model.name}"
@@ -170,13 +195,37 @@ class RedisGovernor:
                                           tokens if kind == "t" else 1, False))
         return out
 
+    def _budgets(self, ctx: RequestContext) -> list[BudgetCheck]:
+        # Keys change at most at midnight UTC: recompute once a second per caller, not per request.
+        now = time.monotonic()
+        hit = self._budget_cache.get(ctx.caller)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        if len(self._budget_cache) > 10_000:
+            self._budget_cache.clear()
+        g = self.cfg.gateway
+        checks = budget_checks(self.cfg.budgets, ctx.caller, self.cfg.redis.key_prefix, g.namespace, g.name)
+        self._budget_cache[ctx.caller] = (now + 1.0, checks)
+        return checks
+
+    def _count(self, limit: str, result: str) -> None:
+        child = self._children.get(("d", limit, result))
+        if child is None:
+            child = self._children[("d", limit, result)] = self.metrics.ratelimit_decisions.labels(limit, result)
+        child.inc()
+
+    def _remaining(self, limit: str, value: float) -> None:
+        child = self._children.get(("r", limit))
+        if child is None:
+            child = self._children[("r", limit)] = self.metrics.ratelimit_remaining.labels(limit)
+        child.set(value)
+
     # --- admit ---
     async def admit(self, ctx: RequestContext) -> None:
         tokens = estimate_prompt_tokens(ctx.body) + estimate_completion_tokens(
             ctx.body, ctx.endpoint, self.limits.default_max_tokens)
         specs = self.specs(ctx, tokens)
-        g = self.cfg.gateway
-        budgets = budget_checks(self.cfg.budgets, ctx.caller, self.cfg.redis.key_prefix, g.namespace, g.name)
+        budgets = self._budgets(ctx) if self.cfg.budgets else []
         if not specs and not budgets:
             return
         member = uuid.uuid4().hex
@@ -194,7 +243,7 @@ class RedisGovernor:
         if decision.blocked:
             self._reject(ctx, specs, budgets, decision)
         for s in specs:
-            self.metrics.ratelimit_decisions.labels(s.name, "admitted").inc()
+            self._count(s.name, "admitted")
         ctx.state["ratelimit"] = Reservation(member, specs, tokens, local)
 
     async def _redis_admit(self, specs: list[LimitSpec], budgets: list[BudgetCheck], member: str) -> _Decision | None:
@@ -206,7 +255,7 @@ class RedisGovernor:
             args += [b.field, b.max_nusd]
         try:
             async with asyncio.timeout(self.timeout_s):
-                res = await self._admit(keys=keys, args=args)
+                res = await self._admit(keys=keys, args=[_pack(args)])
         except Exception as e:  # noqa: BLE001 - any Redis trouble: decide locally
             self.breaker.failure()
             self.metrics.redis_errors.labels("ratelimit").inc()
@@ -226,7 +275,7 @@ class RedisGovernor:
                     continue
                 used, reset = d.used[i] if d.used else (0, 0.0)
                 rem = max(0, s.limit - used)
-                self.metrics.ratelimit_remaining.labels(s.name).set(rem)
+                self._remaining(s.name, rem)
                 if best is None or rem < best[0]:
                     best = (rem, s.limit, reset)
             if best is not None:
@@ -270,20 +319,44 @@ class RedisGovernor:
         if res.local:
             self.local.settle(res.specs, res.member, tokens, hit)
             return
+        if not any(s.kind != "r" or (hit and s.upstream) for s in res.specs):
+            return  # only request counts that stay counted: nothing to change in Redis
         keys = [k for s in res.specs for k in s.keys]
-        args: list[Any] = [res.member, self.window_ms, len(res.specs)]
+        args: list[Any] = [res.member, len(res.specs)]
         for s in res.specs:
             action = tokens if s.kind == "t" else (1 if s.kind == "r" and hit and s.upstream else 0)
             args += [s.kind, action, s.cost]
-        try:
-            async with asyncio.timeout(self.timeout_s * 4):
-                await self._settle(keys=keys, args=args)
-        except Exception as e:  # noqa: BLE001 - leases expire by themselves; never fail the answer
-            self.metrics.redis_errors.labels("ratelimit_settle").inc()
-            self.warn.warning("settle", f"rate limit settle failed: {type(e).__name__}: {e}")
+        # Batched: the answer is already out; one script call per few ms settles every request of that interval.
+        self._pending.append((keys, args))
+        if self._settler is None or self._settler.done():
+            self._settler = asyncio.create_task(self._settle_loop())
+
+    async def _settle_loop(self) -> None:
+        while self._pending:
+            await asyncio.sleep(SETTLE_BATCH_S)
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Send the pending settlements now (also used by close and by tests)."""
+        while self._pending:
+            batch, self._pending = self._pending[:SETTLE_BATCH_MAX], self._pending[SETTLE_BATCH_MAX:]
+            keys = [k for ks, _ in batch for k in ks]
+            args: list[Any] = [self.window_ms, len(batch)]
+            for _, a in batch:
+                args += a
+            try:
+                async with asyncio.timeout(self.timeout_s * 4):
+                    await self._settle(keys=keys, args=[_pack(args)])
+            except Exception as e:  # noqa: BLE001 - leases expire by themselves; never fail an answer
+                self.metrics.redis_errors.labels("ratelimit_settle").inc()
+                self.warn.warning("settle", f"rate limit settle failed: {type(e).__name__}: {e}")
 
     async def close(self) -> None:
-        return None
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(2):
+                await self.flush()
+        if self._settler is not None:
+            self._settler.cancel()
 
 
 def build_governor(config: Config, redis: Any, metrics: Metrics) -> RedisGovernor | None:

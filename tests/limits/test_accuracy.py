@@ -1,6 +1,7 @@
 """Accuracy across replicas: 4 real sidecar processes share one Redis and are driven concurrently above the limit.
-Guarantee (Redis healthy): the cluster admits EXACTLY min(limit, offered) requests per window (tolerance 0), and the
-tokens actually used by admitted requests never exceed tpm."""
+Guarantee (Redis healthy): the cluster admits EXACTLY min(limit, offered) requests per window (tolerance 0). For tokens
+the reserved amounts never exceed tpm at admission; real usage can exceed it only by what the estimates missed
+(sum over admitted requests of max(0, real - estimate))."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 import aiohttp
 
+from llmgw_sidecar.ratelimit import estimate_prompt_tokens
 from tests.spend.procs import metric_value, sidecar_config, start_sidecars, stop_all
 
 
@@ -17,7 +19,8 @@ async def _fire(session: aiohttp.ClientSession, url: str, i: int, max_tokens: in
     body = {"model": "m", "messages": [{"role": "user", "content": f"question number {i}"}], "max_tokens": max_tokens}
     async with session.post(url + "/v1/chat/completions", json=body) as r:
         data = await r.json()
-        return r.status, {"headers": dict(r.headers), "body": data}
+        return r.status, {"headers": dict(r.headers), "body": data,
+                          "estimate": estimate_prompt_tokens(body) + max_tokens}
 
 
 async def _drive(urls: list[str], per_sidecar: int) -> list[tuple[int, dict[str, Any]]]:
@@ -62,7 +65,9 @@ async def test_tpm_and_scope_rpm_across_four_sidecars(redis_standalone: str, tmp
         ok = [r for r in results if r[0] == 200]
         assert any(r[0] == 429 for r in results)
         used = sum(r[1]["body"]["usage"]["total_tokens"] for r in ok)
-        assert 0 < used <= tpm, used
+        missed = sum(max(0, r[1]["body"]["usage"]["total_tokens"] - r[1]["estimate"]) for r in ok)
+        assert missed < 5 * len(ok)  # the estimate is close (mock counts JSON chars / 4)
+        assert 0 < used <= tpm + missed, (used, missed)
         assert len(ok) <= 30
         assert all("x-ratelimit-remaining-tokens" in r[1]["headers"] for r in results)
     finally:

@@ -36,6 +36,7 @@ async def test_tokens_reserved_then_settled_to_real_usage(redis_standalone: str)
     assert e.value.headers["x-ratelimit-limit-tokens"] == "1000"
     c1.usage = Usage(12, 30)
     await g.settle(c1)  # the reservation shrinks to the real 42 tokens
+    await g.flush()  # settlements are batched for a few ms; make it land now
     c3 = ctx(cfg, "x" * 40, max_tokens=500)
     await g.admit(c3)
     assert c3.headers["x-ratelimit-remaining-tokens"] == str(1000 - 42 - 515)
@@ -52,6 +53,7 @@ async def test_cache_hit_refunds_model_limits_but_not_scope_rpm(redis_standalone
         c.cache_result = "hit-exact"
         c.usage = Usage(10, 10)
         await g.settle(c)
+        await g.flush()
     c = ctx(cfg)
     await g.admit(c)  # model rpm refunded twice: still room upstream
     with pytest.raises(ApiError) as e:
@@ -70,7 +72,25 @@ async def test_max_parallel_slot_released_on_settle(redis_standalone: str) -> No
         await g.admit(ctx(cfg))
     a.usage = Usage(1, 1)
     await g.settle(a)
+    await g.flush()
     await g.admit(ctx(cfg))
+
+
+async def test_settlements_are_batched_into_one_call(redis_standalone: str) -> None:
+    cfg = config({"url": redis_standalone}, {"max_parallel": 50})
+    g = build_governor(cfg, client(cfg), metrics())
+    assert g is not None
+    ctxs = [ctx(cfg) for _ in range(50)]
+    for c in ctxs:
+        await g.admit(c)
+    for c in ctxs:
+        c.usage = Usage(1, 1)
+        await g.settle(c)
+    assert len(g._pending) == 50  # queued, not yet sent
+    await asyncio.sleep(0.1)  # the background settler sends them within a few ms
+    assert g._pending == []
+    for _ in range(50):
+        await g.admit(ctx(cfg))  # all 50 slots are free again
 
 
 async def test_sliding_window_frees_capacity_after_window(redis_standalone: str) -> None:

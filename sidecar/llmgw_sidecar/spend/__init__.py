@@ -80,6 +80,7 @@ class SpendService:
             sinks = [PostgresSink(self.cfg.database_url, f"{g.namespace}/{g.name}")] if self.cfg.database_url else []
         self.flusher = Flusher(redis, base, self.prefix, g.namespace, g.name, metrics,
                                lock_ttl_s=self.cfg.lock_ttl_s, sinks=sinks)
+        self._children: dict[tuple[Any, ...], Any] = {}
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -106,15 +107,24 @@ class SpendService:
     def add(self, rec: SpendRecord) -> None:
         m = self.metrics
         if rec.cost_nusd:
-            m.spend.labels(rec.model, rec.scope).inc(rec.cost_nusd / NANO)
+            self._child(m.spend, rec.model, rec.scope).inc(rec.cost_nusd / NANO)
         if rec.saved_nusd:
-            m.spend_saved.labels(rec.model, rec.scope).inc(rec.saved_nusd / NANO)
-            m.cost_saved.labels(rec.model).inc(rec.saved_nusd / NANO)
+            self._child(m.spend_saved, rec.model, rec.scope).inc(rec.saved_nusd / NANO)
+            self._child(m.cost_saved, rec.model).inc(rec.saved_nusd / NANO)
         if rec.estimated:
-            m.spend_records.labels("estimated").inc()
+            self._child(m.spend_records, "estimated").inc()
         if not rec.priced:
-            m.spend_records.labels("unpriced").inc()
+            self._child(m.spend_records, "unpriced").inc()
         self.buffer.add(rec)
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            if len(self._children) > 10_000:
+                self._children.clear()
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     async def _handoff_loop(self) -> None:
         while not self._stop.is_set():

@@ -43,6 +43,8 @@ class SpendBuffer:
         self._aof: bool | None = None
         self._lock = asyncio.Lock()
         self.warn = RateLimitedLog(log)
+        self._buffered = metrics.spend_records.labels("buffered")  # per-request path: resolve the children once
+        self._memory = metrics.spend_buffer_depth.labels("memory")
 
     @property
     def depth(self) -> int:
@@ -56,8 +58,8 @@ class SpendBuffer:
                               f"({self.dropped} so far); Redis has not taken records for a while")
             return
         self.records.append(rec)
-        self.metrics.spend_records.labels("buffered").inc()
-        self.metrics.spend_buffer_depth.labels("memory").set(self.depth)
+        self._buffered.inc()
+        self._memory.set(self.depth)
 
     def _next_batch(self) -> tuple[str, bytes, int] | None:
         if self.pending is None and self.records:
