@@ -48,10 +48,10 @@ def test_demo_app_is_valid_and_injectable() -> None:
     template = demo["spec"]["template"]
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {**template["metadata"], "name": "demo-app-7c9d-x2k4p"},
            "spec": template["spec"]}
-    spec = defaulted_spec({"models": [{"name": "demo-mock", "provider": "mock"}]})
+    spec = defaulted_spec({"models": [{"name": "demo", "provider": "mock"}]})
     settings = injection.InjectionSettings(default_image="ghcr.io/llmgateway/sidecar:0.1.0",
                                            native_sidecars_supported=True)
-    result = injection.build_patch(pod, "demo", spec, settings)
+    result = injection.build_patch(pod, "chat", spec, settings)
     assert result.injected and not result.warnings
     patched = jsonpatch.JsonPatch(result.patch).apply(pod)
     validate(patched)

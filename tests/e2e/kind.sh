@@ -22,7 +22,7 @@ RELEASE="llmgateway"
 SYSTEM_NS="llmgateway-system"
 SIDECAR_REPO="ghcr.io/llmgateway/sidecar"
 OPERATOR_REPO="ghcr.io/llmgateway/operator"
-GATEWAY="demo"
+GATEWAY="chat"  # the gateway name manifests/examples/demo-app.yaml asks for
 CREATED_CLUSTER=0
 HAVE_CLUSTER=0
 CURRENT_NS=""
@@ -124,7 +124,7 @@ spec:
   redis:
     mode: $mode
   models:
-    - name: demo-mock
+    - name: demo
       provider: mock
 EOF
 }
@@ -134,7 +134,7 @@ EOF
 ASK_TWICE='
 import json, os, urllib.request
 base = os.environ["OPENAI_BASE_URL"]
-body = json.dumps({"model": "demo-mock", "messages": [{"role": "user", "content": "e2e: what is 6 x 7?"}]}).encode()
+body = json.dumps({"model": "demo", "messages": [{"role": "user", "content": "e2e: what is 6 x 7?"}]}).encode()
 def ask():
     req = urllib.request.Request(base + "/chat/completions", data=body, headers={
         "Content-Type": "application/json", "Authorization": "Bearer " + os.environ["OPENAI_API_KEY"]})

@@ -49,7 +49,7 @@ def test_kind_config_and_demo_app() -> None:
     assert all(":v1." in i and int(i.split(":v1.")[1].split(".")[0]) >= 29 for i in images), "native sidecars on"
     assert any(n["role"] == "worker" for n in cfg["nodes"])
     demo = yaml.safe_load((REPO / "manifests" / "examples" / "demo-app.yaml").read_text())
-    assert demo["spec"]["template"]["metadata"]["annotations"]["llmgateway.dev/inject"] == "demo"
+    assert demo["spec"]["template"]["metadata"]["annotations"]["llmgateway.dev/inject"] == "chat"
     assert "kubectl apply -n" in (REPO / "manifests" / "examples" / "demo-app.yaml").read_text()
     text = SCRIPT.read_text()
     assert "manifests/examples/demo-app.yaml" in text and "hit-exact" in text
