@@ -55,3 +55,36 @@ async def test_headers_stream_settlement_and_spend_endpoint(redis_standalone: st
         assert out["days"][0]["by_scope_model"][0]["model"] == "m"
     finally:
         stop_all([car])
+
+
+async def test_upstream_without_usage_is_estimated_never_zero(redis_standalone: str, tmp_path: Path) -> None:
+    from tests.fake_upstream import FakeUpstream
+    from tests.servers import ThreadServer
+
+    fu = FakeUpstream()
+    srv = ThreadServer(fu.app).start()
+    cfg = sidecar_config({"url": redis_standalone})
+    cfg["models"] = [{"name": "no-usage", "provider": "openai", "base_url": srv.url + "/v1", "api_key": "x",
+                      "pricing": {"input_per_1m": 1.0, "output_per_1m": 3.0}}]
+    [car] = start_sidecars(tmp_path, cfg)
+    try:
+        async with aiohttp.ClientSession() as s:
+            for stream in (False, True):
+                body = {"model": "no-usage", "messages": [{"role": "user", "content": "count yourself"}],
+                        "stream": stream}
+                async with s.post(car.url + "/v1/chat/completions", json=body) as r:
+                    assert r.status == 200
+                    await r.read()
+            deadline = time.monotonic() + 15
+            while True:
+                async with s.get(car.url + "/spend") as r:
+                    out = await r.json()
+                if out["totals"].get("requests") == 2:
+                    break
+                assert time.monotonic() < deadline, out
+                await asyncio.sleep(0.1)
+        t = out["totals"]
+        assert t["estimated"] == 2 and t["cost_usd"] > 0 and t["prompt_tokens"] > 0
+    finally:
+        stop_all([car])
+        srv.stop()
