@@ -98,6 +98,20 @@ class LocalLimiter:
                 self.sums[key] = self.sums.get(key, 0) + s.cost
         return 0, 0.0
 
+    def usage(self, specs: list[LimitSpec]) -> list[tuple[int, float]]:
+        """(used, reset ms) per limit, for the x-ratelimit-* headers of a local decision."""
+        now = time.monotonic()
+        out = []
+        for s in specs:
+            key = s.keys[0]
+            if s.kind == "p":
+                out.append((len(self.inflight.get(key, {})), 0.0))
+                continue
+            q = self.logs.get(key) or deque()
+            used = len(q) if s.kind == "r" else self.sums.get(key, 0)
+            out.append((used, (q[0][0] + self.window - now) * 1000 if q else 0.0))
+        return out
+
     def settle(self, specs: list[LimitSpec], member: str, tokens: int, hit: bool) -> None:
         for s in specs:
             key = s.keys[0]
@@ -237,7 +251,7 @@ class RedisGovernor:
                 raise ApiError(503, "Rate limiter unavailable (Redis is down) and limits.fail_open is false.",
                                code="rate_limiter_unavailable", headers={"Retry-After": "1"})
             blocked, retry = self.local.admit(specs, member)
-            decision = _Decision(blocked, retry)
+            decision = _Decision(blocked, retry, self.local.usage(specs))
             self.metrics.ratelimit_decisions.labels("redis", "fail_open" if not blocked else "local_rejected").inc()
         self._headers(ctx, specs, budgets, decision)
         if decision.blocked:

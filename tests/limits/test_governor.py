@@ -163,7 +163,9 @@ async def test_redis_down_fail_open_uses_local_limiter(redis_own) -> None:
     await g.admit(ctx(cfg))
     redis_own.kill()
     await g.admit(ctx(cfg))  # local limiter: its own window, 2 per window per process
-    await g.admit(ctx(cfg))
+    c = ctx(cfg)
+    await g.admit(c)
+    assert c.headers["x-ratelimit-remaining-requests"] == "0" and c.headers["x-ratelimit-limit-requests"] == "2"
     with pytest.raises(ApiError) as e:
         await g.admit(ctx(cfg))
     assert e.value.code == "rate_limit_exceeded"
