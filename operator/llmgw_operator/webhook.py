@@ -346,7 +346,9 @@ def event_body(namespace: str, pod: Mapping[str, Any], reason: str, message: str
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {
         "apiVersion": "v1", "kind": "Event",
-        "metadata": {"generateName": "llmgw-injection-", "namespace": namespace},
+        # Named like client-go's recorder does (<object>.<hex nanoseconds>): unique, and sorted by time.
+        "metadata": {"name": f"{(involved['name'].rstrip('-.') or 'pod')[:200]}.{time.time_ns():x}",
+                     "namespace": namespace},
         "involvedObject": involved, "reason": reason, "message": message[:1024], "type": "Warning",
         "source": {"component": "llmgateway-webhook"}, "reportingComponent": "llmgateway.dev/webhook",
         "reportingInstance": instance, "firstTimestamp": now, "lastTimestamp": now, "count": 1,
