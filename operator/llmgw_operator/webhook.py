@@ -2,8 +2,8 @@
 
 Why our own aiohttp server and not kopf's @kopf.on.mutate: kopf derives the patch by diffing a mutated body (we want
 explicit ops), pauses its resource watches on a standby peer (its indexes would go stale, so we read gateways from the
-API), manages URL-based webhook configurations (we ship our own in the chart), and loads its
-certificate once. Both operator replicas serve this; only the peering leader reconciles.
+API), manages URL-based webhook configurations (we ship our own in the chart), and loads its certificate once. Both
+operator replicas serve this; only the peering leader reconciles.
 
 The server never rejects a pod: every problem becomes "allowed, uninjected, with a warning" (and an Event), because a
 failing injector must not stop a cluster from starting pods (istio#30139).
@@ -30,10 +30,10 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 from llmgw_operator import injection
+from llmgw_operator.crd import GROUP, PLURAL, VERSION
 
 log = logging.getLogger("llmgw_operator.webhook")
 
-GROUP, VERSION, PLURAL = "llmgateway.dev", "v1alpha1", "llmgateways"
 MUTATE_PATH = "/mutate-pods"
 # Every API call this module makes (the RBAC test compares these with the chart's ClusterRole).
 API_CALLS = [
