@@ -20,6 +20,7 @@ import orjson
 
 from ..metrics import Metrics
 from ..redis_guard import RateLimitedLog
+from .keys import daily_totals_key
 from .records import aggregate, record_from_dict
 
 log = logging.getLogger("llmgw.spend.flusher")
@@ -125,8 +126,9 @@ class Flusher:
         k = self.keys
         keys = [k["lock"], k["processing"], k["committed"], k["days"], *incr]
         args: list[Any] = [self.token, element, batch["id"], len(incr)]
+        display = {daily_totals_key(self.prefix, self.ns, self.name, d) for d in days}
         for key, fields in incr.items():
-            args += ["1" if key.endswith(tuple(sorted(days))) else "0", len(fields)]
+            args += ["1" if key in display else "0", len(fields)]
             for f, v in fields.items():
                 args += [f, v]
         args += sorted(days)
