@@ -1,0 +1,115 @@
+"""`llmgw-operator [run]`: the LLMGateway operator (kopf) with production settings.
+
+Configuration comes from flags or the environment the Helm chart sets:
+  LLMGW_WATCH_NAMESPACES   comma list; empty = all namespaces
+  LLMGW_PEERING_NAME       kopf peering object (HA: only one replica reconciles); empty = standalone
+  LLMGW_LIVENESS_PORT      port of kopf's liveness endpoint /healthz (default 8081; 0 disables)
+  LLMGW_STATUS_INTERVAL_S  status/heal/spend timer interval (default 30)
+  LLMGW_CLUSTER_DOMAIN     cluster DNS domain for the stable Redis names (default cluster.local)
+  LLMGW_WEBHOOK_ENABLED    "false" to run without the sidecar-injection webhook
+  LLMGW_LOG_LEVEL          DEBUG | INFO | WARNING
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import kopf
+
+from .crd import CRDNotFound, load_crd
+from .handlers import HandlerSettings, register
+from .reconcile import Settings
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+
+log = logging.getLogger("llmgw_operator")
+
+
+def api_client() -> ApiClient:
+    from kubernetes import client, config
+
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()
+
+
+def operator_settings(peering: str) -> kopf.OperatorSettings:
+    s = kopf.OperatorSettings()
+    # Watches end server-side before the client gives up, so a silently dropped connection is noticed and resumed.
+    s.watching.server_timeout = 300
+    s.watching.client_timeout = 330
+    s.watching.connect_timeout = 10
+    s.networking.request_timeout = 60
+    s.posting.level = logging.INFO  # k8s Events for our reasons and kopf's handler failures
+    s.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="llmgateway.dev")
+    s.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="llmgateway.dev",
+                                                                      key="last-handled-configuration")
+    s.execution.max_workers = 8  # sync handlers; cluster heals block one worker for up to the heal timeout
+    s.peering.mandatory = bool(peering)  # with a peering name, refuse to run without the peering CRD
+    s.peering.clusterwide = True
+    s.batching.error_delays = (1, 5, 15, 30)
+    return s
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="llmgw-operator", description="LLMGateway operator (kopf).")
+    sub = p.add_subparsers(dest="command")
+    run = sub.add_parser("run", help="run the operator (the default)")
+    env = os.environ.get
+    for parser in (p, run):
+        parser.add_argument("--namespaces", default=env("LLMGW_WATCH_NAMESPACES", ""),
+                            help="comma list of namespaces to watch; empty = all")
+        parser.add_argument("--peering", default=env("LLMGW_PEERING_NAME", ""),
+                            help="kopf peering name for HA (empty = standalone)")
+        parser.add_argument("--liveness-port", type=int, default=int(env("LLMGW_LIVENESS_PORT", "8081")))
+        parser.add_argument("--status-interval", type=float, default=float(env("LLMGW_STATUS_INTERVAL_S", "30")))
+        parser.add_argument("--cluster-domain", default=env("LLMGW_CLUSTER_DOMAIN", "cluster.local"))
+        parser.add_argument("--no-webhook", action="store_true",
+                            default=env("LLMGW_WEBHOOK_ENABLED", "true").lower() in ("false", "0", "no"))
+        parser.add_argument("--log-level", default=env("LLMGW_LOG_LEVEL", "INFO"))
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        load_crd()  # the operator's defaults come from the CRD: fail now, with the paths tried, not per object
+    except CRDNotFound as e:
+        print(f"llmgw-operator: {e}", file=sys.stderr)
+        return 2
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.login(registry=registry)
+    def login(**kw: object) -> kopf.ConnectionInfo | None:
+        return kopf.login_via_client(**kw)  # type: ignore[arg-type]
+
+    settings = HandlerSettings(status_interval_s=args.status_interval,
+                               reconcile=Settings(cluster_domain=args.cluster_domain), webhook=not args.no_webhook)
+    register(registry, api_client, settings)
+    namespaces = [n.strip() for n in args.namespaces.split(",") if n.strip()]
+    liveness = f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None
+    log.info("starting: namespaces=%s peering=%s liveness=%s webhook=%s", namespaces or "all",
+             args.peering or "standalone", liveness, settings.webhook)
+    kopf.run(
+        registry=registry,
+        settings=operator_settings(args.peering),
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        standalone=not args.peering,
+        peering_name=args.peering or None,
+        liveness_endpoint=liveness,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,60 @@
+"""kopf registrations only: every handler hands the object to `reconcile.Reconciler` and writes what it returns.
+
+No handlers on pods (a cluster has far more pods than gateways; watching them would cost memory and API load).
+Sync handlers: kopf runs them in its thread pool, and the kubernetes and redis-py clients they use are blocking.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+from kubernetes import client
+
+from . import webhook
+from .apply import Applier
+from .crd import GROUP, PLURAL, VERSION
+from .reconcile import Reconciler, Result, Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HandlerSettings:
+    status_interval_s: float = 30.0  # timer: readiness, cluster heal, reachability, spend
+    reconcile: Settings = field(default_factory=Settings)
+    webhook: bool = True
+
+
+def register(registry: kopf.OperatorRegistry, api_client_factory: Callable[[], client.ApiClient],
+             settings: HandlerSettings | None = None) -> None:
+    settings = settings or HandlerSettings()
+    reconciler = Reconciler(Applier(api_client_factory()), settings.reconcile)
+
+    def write(body: kopf.Body, result: Result) -> None:
+        reconciler.applier.patch_status(body["metadata"]["namespace"], body["metadata"]["name"], result.status)
+        for kind, reason, message in result.events:
+            kopf.event(body, type=kind, reason=reason, message=message)
+
+    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry, field="spec")
+    def reconcile_gateway(body: kopf.Body, **_: Any) -> None:
+        # Spend is left to the timer: create/update must stay quick even when Redis is still starting.
+        write(body, reconciler.reconcile(_plain(body), read_spend=False))
+
+    @kopf.timer(GROUP, VERSION, PLURAL, registry=registry, interval=settings.status_interval_s,
+                initial_delay=min(5.0, settings.status_interval_s), sharp=False)
+    def refresh_gateway(body: kopf.Body, **_: Any) -> None:
+        write(body, reconciler.reconcile(_plain(body), read_spend=True))
+
+    if settings.webhook:
+        webhook.register(registry)
+
+
+def _plain(body: kopf.Body) -> dict[str, Any]:
+    return {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"), "metadata": dict(body.metadata),
+            "spec": dict(body.spec), "status": dict(body.status)}

@@ -1,0 +1,232 @@
+"""One reconcile pass of one LLMGateway: render (pure builders), check referenced Secrets, apply, prune, observe Redis,
+read spend, compute the status. API access goes through `apply.Applier`; Redis access through `redis_access`.
+
+A spec that passes the schema but cannot work (missing Secret, invalid rendered config, immutable field changed)
+never raises out of here: it becomes Ready=False with a precise reason, plus an Event when the reason changes, and the
+timer retries later. Nothing crash-loops.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from . import cluster_bootstrap, redis_access, spend_reader
+from .apply import Applier, ApplyError, owner_reference
+from .builders import Gateway, SpecError, build_all
+from .builders.cluster import node_count
+from .builders.common import DEFAULT_CLUSTER_DOMAIN
+from .builders.sidecar_config import KEY_PREFIX, redis_endpoints, referenced_secrets, sidecar_configmap_name
+from .status import Check, Observation, build_status, ready_condition
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Settings:
+    cluster_domain: str = DEFAULT_CLUSTER_DOMAIN
+    redis_timeout_s: float = 1.0
+    cluster_timeout_s: float = 20.0
+
+
+@dataclass
+class Result:
+    status: dict[str, Any]
+    events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
+    applied: dict[str, str] = field(default_factory=dict)  # "Kind/name" -> created|patched|unchanged
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _rfc3339(t: dt.datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Reconciler:
+    def __init__(self, applier: Applier, settings: Settings | None = None,
+                 clock: Callable[[], dt.datetime] = _utcnow) -> None:
+        self.applier = applier
+        self.settings = settings or Settings()
+        self.clock = clock
+
+    # -- entry point ----------------------------------------------------------------------------------------------
+    def reconcile(self, body: dict[str, Any], *, read_spend: bool = True) -> Result:
+        md = body["metadata"]
+        name, ns = md["name"], md["namespace"]
+        generation = int(md.get("generation") or 1)
+        previous = body.get("status") or {}
+        now = self.clock()
+        applied: dict[str, str] = {}
+        try:
+            gw = Gateway.from_spec(name, ns, body.get("spec") or {}, cluster_domain=self.settings.cluster_domain)
+        except SpecError as e:
+            obs = Observation(generation, Check(False, e.reason, e.message),
+                              Check(None, "NotReconciled", "the spec cannot be rendered"))
+            return self._result(obs, previous, now, applied)
+
+        config = Check(True, "Rendered", f"sidecar configuration in ConfigMap {sidecar_configmap_name(name)}")
+        redis_check: Check | None = None
+        manifests: list[dict[str, Any]] = []
+        try:
+            manifests = build_all(gw, secrets.token_urlsafe(32))
+        except SpecError as e:
+            config = Check(False, e.reason, e.message)
+        if config.ok and (missing := self._missing_secrets(gw)):
+            config = Check(False, missing[0], missing[1])
+        if not manifests:
+            # The sidecar config cannot be rendered: still provision Redis (it does not depend on it).
+            manifests = self._redis_only(gw)
+
+        owner = owner_reference(body)
+        try:
+            for m in manifests:
+                applied[f"{m['kind']}/{m['metadata']['name']}"] = self.applier.ensure(m, owner)
+            keep = {(m["kind"], m["metadata"]["name"]) for m in manifests}
+            if config.ok:
+                self.applier.prune(ns, name, md["uid"], keep)
+        except ApplyError as e:
+            redis_check = Check(False, e.reason, e.message)
+
+        cm = next((m for m in manifests if m["metadata"]["name"] == sidecar_configmap_name(name)
+                   and m["kind"] == "ConfigMap"), None)
+        obs = Observation(
+            generation, config, redis_check or Check(None, "Pending", ""),
+            endpoints=redis_endpoints(gw),
+            config_map=cm["metadata"]["name"] if cm else None,
+            config_hash=cm["metadata"]["annotations"]["llmgateway.dev/config-hash"] if cm else None,
+            spend=previous.get("spend"),
+        )
+        if redis_check is None:
+            self._observe_redis(gw, obs, read_spend, now)
+        return self._result(obs, previous, now, applied)
+
+    # -- pieces ---------------------------------------------------------------------------------------------------
+    def _redis_only(self, gw: Gateway) -> list[dict[str, Any]]:
+        from .builders import BUILDERS
+        from .builders.common import auth_secret
+
+        secret = auth_secret(gw, secrets.token_urlsafe(32)) if gw.mode != "external" else None
+        return [*([secret] if secret else []), *BUILDERS[gw.mode](gw)]
+
+    def _missing_secrets(self, gw: Gateway) -> tuple[str, str] | None:
+        pairs = referenced_secrets(gw)
+        if gw.mode != "external" and gw.auth and not gw.auth_secret_generated:
+            pairs.insert(0, (gw.auth_secret_name, gw.auth_secret_key))
+        checked: dict[str, bool] = {}
+        for secret_name, key in pairs:
+            exists, value = self.applier.secret_value(gw.namespace, secret_name, key)
+            checked[secret_name] = exists
+            if not exists:
+                return "SecretNotFound", f"Secret {gw.namespace}/{secret_name} does not exist (needed for key {key!r})"
+            if value is None:
+                return "SecretKeyNotFound", f"Secret {gw.namespace}/{secret_name} has no key {key!r}"
+        return None
+
+    def _password(self, gw: Gateway) -> str | None:
+        if gw.mode == "external":
+            ref = gw.redis["external"].get("passwordSecretRef")
+            return self.applier.secret_value(gw.namespace, ref["name"], ref["key"])[1] if ref else None
+        if not gw.auth:
+            return None
+        return self.applier.secret_value(gw.namespace, gw.auth_secret_name, gw.auth_secret_key)[1]
+
+    def _target(self, gw: Gateway) -> redis_access.Target:
+        ep = redis_endpoints(gw)
+        password = self._password(gw)
+        ca = None
+        tls = gw.tls
+        url = ep.get("url")
+        if gw.mode == "external":
+            ext = gw.redis["external"]
+            if ext.get("urlSecretRef"):
+                url = self.applier.secret_value(gw.namespace, ext["urlSecretRef"]["name"],
+                                                ext["urlSecretRef"]["key"])[1]
+            tls = bool(ext["tls"]) or str(url or "").startswith("rediss://")
+        elif gw.tls:
+            ca = self.applier.secret_value(gw.namespace, gw.redis["tls"]["secretName"], "ca.crt")[1]
+        if url and url.startswith("rediss://"):
+            tls = False  # the scheme already says TLS; redis-py takes it from the URL
+        return redis_access.Target(
+            mode=ep["mode"], url=url, sentinels=tuple(ep.get("sentinels", ())), master_name=ep.get("masterName", ""),
+            nodes=tuple(ep.get("nodes", ())), password=password, tls=tls, ca_pem=ca,
+            timeout_s=self.settings.redis_timeout_s,
+        )
+
+    def _observe_redis(self, gw: Gateway, obs: Observation, read_spend: bool, now: dt.datetime) -> None:
+        if gw.mode == "external":
+            target = self._target(gw)
+            ok, msg = self._ping(target)
+            obs.redis = Check(True, "Reachable", f"external {target.mode} Redis answers PING") if ok \
+                else Check(False, "Unreachable", f"external Redis: {msg}")
+        else:
+            sets = [gw.redis_name] + ([gw.sentinel_name] if gw.mode == "sentinel" else [])
+            ready = desired = 0
+            for sts in sets:
+                r = self.applier.statefulset_readiness(gw.namespace, sts)
+                got, want = r if r is not None else (0, 0)
+                ready, desired = ready + got, desired + want
+            obs.members = (ready, desired)
+            if desired == 0 or ready < desired:
+                obs.redis = Check(False, "PodsNotReady", f"{ready}/{desired} Redis pods ready")
+            elif gw.mode == "cluster":
+                report = self._cluster_pass(gw)
+                obs.cluster_state = report.state
+                obs.redis = Check(report.healthy, "ClusterHealthy" if report.healthy else "ClusterNotHealthy",
+                                  report.state)
+            else:
+                obs.redis = Check(True, "PodsReady", f"{ready}/{desired} Redis pods ready")
+        if obs.redis.ok and read_spend:
+            obs.spend = self._spend(gw, now) or obs.spend
+
+    def _ping(self, target: redis_access.Target) -> tuple[bool, str]:
+        try:
+            c = redis_access.client(target)
+            try:
+                c.ping()
+            finally:
+                c.close()
+            return True, "ok"
+        except (redis.RedisError, OSError, ValueError) as e:
+            return False, f"{type(e).__name__}: {e}"
+
+    def _cluster_pass(self, gw: Gateway) -> cluster_bootstrap.Report:
+        target = self._target(gw)
+        hosts = gw.redis_pod_hosts(node_count(gw))
+        return cluster_bootstrap.reconcile_cluster(
+            [f"{h}:6379" for h in hosts], gw.redis["replicasPerShard"],
+            lambda host, port: redis_access.node_client(target, host, port),
+            password=target.password, timeout_s=self.settings.cluster_timeout_s,
+        )
+
+    def _spend(self, gw: Gateway, now: dt.datetime) -> dict[str, Any] | None:
+        try:
+            c = redis_access.client(self._target(gw))
+            try:
+                figures = spend_reader.read_spend(c, gw.namespace, gw.name, now.date(), prefix=KEY_PREFIX)
+            finally:
+                c.close()
+        except (redis.RedisError, OSError, ValueError) as e:
+            log.info("spend of %s/%s not read: %s", gw.namespace, gw.name, e)
+            return None
+        figures["updatedAt"] = _rfc3339(now)
+        return figures
+
+    def _result(self, obs: Observation, previous: dict[str, Any], now: dt.datetime,
+                applied: dict[str, str]) -> Result:
+        status = build_status(obs, previous, _rfc3339(now))
+        events = []
+        old, new = ready_condition(previous), ready_condition(status)
+        assert new is not None
+        if old is None or (old.get("status"), old.get("reason")) != (new["status"], new["reason"]):
+            # One event per change of the Ready verdict: precise, and no event storm from the timer.
+            kind = "Normal" if new["status"] == "True" else "Warning"
+            events.append((kind, new["reason"], new["message"]))
+        return Result(status, events, applied)
