@@ -157,8 +157,9 @@ def _python_http_check(port: int, path: str, wait_s: int = 0) -> list[str]:
     return ["python3", "-c", code]
 
 
-def build_sidecar(pod: Mapping[str, Any], gateway_name: str, gateway_spec: Mapping[str, Any],
-                  settings: InjectionSettings, native: bool) -> dict[str, Any]:
+def build_sidecar(gateway_name: str, gateway_spec: Mapping[str, Any], settings: InjectionSettings,
+                  native: bool) -> dict[str, Any]:
+    """The sidecar container: same for every pod of a gateway (pod identity comes from the downward API)."""
     sidecar_spec = gateway_spec.get("sidecar") or {}
     port = int(sidecar_spec.get("port") or DEFAULT_PORT)
     env: list[dict[str, Any]] = [
@@ -304,7 +305,7 @@ def build_patch(pod: Mapping[str, Any], gateway_name: str, gateway_spec: Mapping
 
     native = _want_native(pod, gateway_spec, settings, res.warnings)
     port = int((gateway_spec.get("sidecar") or {}).get("port") or DEFAULT_PORT)
-    sidecar = build_sidecar(pod, gateway_name, gateway_spec, settings, native)
+    sidecar = build_sidecar(gateway_name, gateway_spec, settings, native)
     if not native and spec.get("restartPolicy") in {"Never", "OnFailure"}:
         res.warnings.append("llmgateway: plain-container sidecar in a run-to-completion pod (Job): the pod will not "
                             "complete while the sidecar runs; use a native sidecar (Kubernetes >= 1.29)")
