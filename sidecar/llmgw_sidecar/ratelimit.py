@@ -56,6 +56,7 @@ class Reservation:
     specs: list[LimitSpec]
     estimate: int
     local: bool
+    at_ms: int = 0  # Redis TIME of the admission (0 = decided locally): one clock for every replica
 
 
 class LocalLimiter:
@@ -152,6 +153,7 @@ class _Decision:
     retry_s: float
     used: list[tuple[int, float]] = field(default_factory=list)  # (used, reset_ms) per limit
     budget_left: list[int] = field(default_factory=list)  # nano-USD per budget
+    at_ms: int = 0
 
 
 class RedisGovernor:
@@ -258,7 +260,7 @@ class RedisGovernor:
             self._reject(ctx, specs, budgets, decision)
         for s in specs:
             self._count(s.name, "admitted")
-        ctx.state["ratelimit"] = Reservation(member, specs, tokens, local)
+        ctx.state["ratelimit"] = Reservation(member, specs, tokens, local, decision.at_ms)
 
     async def _redis_admit(self, specs: list[LimitSpec], budgets: list[BudgetCheck], member: str) -> _Decision | None:
         keys: list[str] = [k for s in specs for k in s.keys] + [b.key for b in budgets]
@@ -279,7 +281,7 @@ class RedisGovernor:
         n = len(specs)
         used = [(int(res[4 + 2 * i]), float(res[5 + 2 * i])) for i in range(n)]
         left = [int(float(x)) for x in res[4 + 2 * n:]]
-        return _Decision(int(res[1]), int(res[2]) / 1000, used, left)
+        return _Decision(int(res[1]), int(res[2]) / 1000, used, left, int(res[3]))
 
     def _headers(self, ctx: RequestContext, specs: list[LimitSpec], budgets: list[BudgetCheck], d: _Decision) -> None:
         for kind, word in (("r", "requests"), ("t", "tokens")):
