@@ -96,6 +96,7 @@ async def main() -> dict[str, Any]:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=3000)
     ap.add_argument("--concurrency", type=int, default=1)
+    ap.add_argument("--repeat", type=int, default=3, help="runs per case; the run with the median CPU is reported")
     args = ap.parse_args()
     try:
         import uvloop
@@ -106,11 +107,16 @@ async def main() -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="llmgw-bench-"))
     r = standalone(free_port(), tmp / "redis").start()
     try:
-        out: dict[str, Any] = {"n": args.n, "concurrency": args.concurrency, "target_cpu_ms_hit": 0.3}
+        out: dict[str, Any] = {"n": args.n, "concurrency": args.concurrency, "repeat": args.repeat,
+                               "target_cpu_ms_hit": 0.3}
         for name, profile in PROFILES.items():
-            cfg = make_config(r.url, profile)
-            out[name] = {"hit": await run_case(cfg, args.n, True, args.concurrency),
-                         "miss": await run_case(cfg, args.n, False, args.concurrency)}
+            out[name] = {}
+            for case, hit in (("hit", True), ("miss", False)):
+                # A fresh gateway (key prefix) per run; the machine is shared, so report the median run.
+                runs = [await run_case(make_config(r.url, profile), args.n, hit, args.concurrency)
+                        for _ in range(args.repeat)]
+                runs.sort(key=lambda x: x["cpu_ms_per_request"])
+                out[name][case] = runs[len(runs) // 2]
         return out
     finally:
         r.kill()
