@@ -303,8 +303,16 @@ def build_patch(pod: Mapping[str, Any], gateway_name: str, gateway_spec: Mapping
         res.warnings.append(f"llmgateway: pod {who} already has volume(s) {', '.join(sorted(clash))}; not injected")
         return res
 
-    native = _want_native(pod, gateway_spec, settings, res.warnings)
     port = int((gateway_spec.get("sidecar") or {}).get("port") or DEFAULT_PORT)
+    declared = {p.get("containerPort") for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
+                for p in c.get("ports") or []}
+    if port in declared:
+        # Containers share the pod's network: the sidecar could not bind, and a native one would hold the app back.
+        res.reason = "port-clash"
+        res.warnings.append(f"llmgateway: pod {who} already declares port {port}; not injected "
+                            f"(set spec.sidecar.port of gateway {gateway_name!r} to a free port)")
+        return res
+    native = _want_native(pod, gateway_spec, settings, res.warnings)
     sidecar = build_sidecar(gateway_name, gateway_spec, settings, native)
     if not native and spec.get("restartPolicy") in {"Never", "OnFailure"}:
         res.warnings.append("llmgateway: plain-container sidecar in a run-to-completion pod (Job): the pod will not "

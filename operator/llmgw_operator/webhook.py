@@ -142,7 +142,7 @@ async def review(body: Mapping[str, Any], source: GatewaySource, sink: EventSink
         if not dry_run:
             await sink.warn(namespace, pod, "InjectionFailed", msg)
         return _response(uid, [msg]), "error"
-    if result.reason in {"unknown-gateway", "injection-disabled", "volume-clash"} and not dry_run:
+    if result.reason in {"unknown-gateway", "injection-disabled", "volume-clash", "port-clash"} and not dry_run:
         event_reason = "GatewayNotFound" if result.reason == "unknown-gateway" else "InjectionSkipped"
         await sink.warn(namespace, pod, event_reason, "; ".join(result.warnings))
     if result.injected:

@@ -282,3 +282,14 @@ async def test_metrics_count_outcomes(h: Harness) -> None:
     assert after["injected"] - before.get("injected", 0) == 1
     assert after["unknown-gateway"] - before.get("unknown-gateway", 0) == 1
     assert "llmgw_webhook_admission_duration_seconds_bucket" in body
+
+
+async def test_port_clash_is_not_injected(h: Harness) -> None:
+    h.gateways.specs[(NS, GW)] = gateway_spec()
+    containers = [{"name": "app", "image": "app:1", "ports": [{"containerPort": 4000}]}]
+    resp = await h.review(pod(inject(), containers=containers))
+    assert patch_of(resp) == [] and "port 4000" in resp["warnings"][0]
+    assert h.events.events[0][2] == "InjectionSkipped"
+    h.gateways.specs[(NS, GW)] = gateway_spec(sidecar={"port": 4001})
+    out = mutate(pod(inject(), containers=containers), await h.review(pod(inject(), containers=containers)))
+    assert sidecar_of(out)["ports"][0]["containerPort"] == 4001
