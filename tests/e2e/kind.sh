@@ -187,7 +187,7 @@ test_mode() {
   kubectl -n "$ns" delete llmgateway "$GATEWAY" --wait --timeout "${TIMEOUT}s"
   wait_for "[$mode] objects of the gateway to be garbage-collected" \
     bash -c "[[ -z \"\$(kubectl -n '$ns' get statefulsets,services,configmaps,secrets,poddisruptionbudgets \
-      -l app.kubernetes.io/instance=$GATEWAY -o name)\" ]]"
+      -l llmgateway.dev/gateway=$GATEWAY -o name)\" ]]"
   kubectl delete namespace "$ns" --wait=false >/dev/null
   CURRENT_NS=""
 }
