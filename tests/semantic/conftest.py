@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from llmgw_sidecar.cache.semantic import SemanticCache, build_semantic
 from llmgw_sidecar.config import Config, parse_config
 from llmgw_sidecar.context import CachedAnswer, Caller, RequestContext, Usage
-from llmgw_sidecar.embeddings.export import MANIFEST, default_source, export
+from llmgw_sidecar.embeddings.export import FORMAT, MANIFEST, default_source, export
 from llmgw_sidecar.embeddings.local import LocalEmbedder
 from llmgw_sidecar.metrics import Metrics
 from llmgw_sidecar.redis_topology import make_client
@@ -29,7 +30,8 @@ _ids = itertools.count()
 def model_dir() -> Path:
     """The exported ONNX model; the first session on a machine exports it (about 15 s), later ones reuse it."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if not (MODEL_DIR / MANIFEST).exists() or not (MODEL_DIR / "model.int8.onnx").exists():
+    manifest = MODEL_DIR / MANIFEST
+    if not manifest.exists() or json.loads(manifest.read_text()).get("format") != FORMAT:
         export(default_source(), MODEL_DIR, int8=True, force=True)
     return MODEL_DIR
 
@@ -42,7 +44,9 @@ async def embedder(model_dir: Path) -> AsyncIterator[LocalEmbedder]:
 
 
 def make_config(redis: dict[str, Any], **semantic: Any) -> Config:
-    sem = {"enabled": True, "embedding": {"model_dir": str(MODEL_DIR)}, **semantic}
+    # A generous embedding deadline: two shared cores under a parallel test load must not turn hits into misses.
+    # The deadline itself is tested with its own settings (test_failures).
+    sem = {"enabled": True, "embedding": {"model_dir": str(MODEL_DIR), "timeout_ms": 5000}, **semantic}
     return parse_config({
         "models": [{"name": "gpt-test", "provider": "mock"}, {"name": "other-model", "provider": "mock"}],
         "redis": redis, "cache": {"semantic": sem},

@@ -32,6 +32,7 @@ PINNED: dict[str, dict[str, str]] = {
 }
 DEFAULT_NAME = "all-MiniLM-L6-v2"
 MANIFEST = "llmgw-model.json"
+FORMAT = 2  # 2: fused attention graph. Bump when the exported graph changes, so cached exports are redone.
 OPSET = 17
 CHECK_SENTENCES = [
     "What's the capital of France?",
@@ -75,11 +76,14 @@ def verify_hashes(source: Path, name: str, allow_unpinned: bool) -> dict[str, st
 
 
 def _export_onnx(source: Path, out_file: Path) -> tuple[int, int]:
-    """Export transformer + mean pooling + L2 norm; return (dims, max_tokens)."""
+    """Export transformer + mean pooling + L2 norm into `out_file` (fused) and raw.onnx next to it (unfused, the input
+    of int8 quantisation); return (dims, max_tokens)."""
     import torch
     from sentence_transformers import SentenceTransformer
 
-    st = SentenceTransformer(str(source), device="cpu")
+    # Eager attention exports as plain MatMul/Softmax that onnxruntime fuses into one Attention op; the SDPA path
+    # does not fuse and runs ~2x slower on CPU.
+    st = SentenceTransformer(str(source), device="cpu", model_kwargs={"attn_implementation": "eager"})
     transformer = st[0].auto_model.eval()
     max_tokens = int(st.max_seq_length)
 
@@ -98,18 +102,29 @@ def _export_onnx(source: Path, out_file: Path) -> tuple[int, int]:
             return torch.nn.functional.normalize(mean, p=2, dim=1)
 
     tok = st.tokenizer(CHECK_SENTENCES, padding=True, truncation=True, return_tensors="pt")
+    raw = out_file.with_name("raw.onnx")
     with torch.no_grad():
         torch.onnx.export(
-            Pooled(), (tok["input_ids"], tok["attention_mask"]), str(out_file),
+            Pooled(), (tok["input_ids"], tok["attention_mask"]), str(raw),
             input_names=["input_ids", "attention_mask"], output_names=["sentence_embedding"],
             dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
                           "sentence_embedding": {0: "batch"}},
             opset_version=OPSET, dynamo=False,
         )
+    _fuse(raw, out_file, heads=int(transformer.config.num_attention_heads), hidden=int(transformer.config.hidden_size))
     reference = st.encode(CHECK_SENTENCES, normalize_embeddings=True, convert_to_numpy=True)
     dims = int(reference.shape[1])
     _check_against(out_file, source / "tokenizer.json", max_tokens, reference)
     return dims, max_tokens
+
+
+def _fuse(raw: Path, out_file: Path, *, heads: int, hidden: int) -> None:
+    """Fuse attention, LayerNorm and GELU into onnxruntime's BERT kernels: ~30% faster on CPU, same vectors (the
+    check below compares the fused graph with sentence-transformers)."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    optimize_model(str(raw), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=1).save_model_to_file(
+        str(out_file))
 
 
 def _check_against(onnx_file: Path, tokenizer_file: Path, max_tokens: int, reference: object) -> None:
@@ -146,10 +161,13 @@ def export(source: Path, out: Path, *, name: str = DEFAULT_NAME, int8: bool = Fa
         dims, max_tokens = _export_onnx(source, tmp / "model.onnx")
         files = {"fp32": "model.onnx"}
         if int8:
-            _quantize(tmp / "model.onnx", tmp / "model.int8.onnx")
+            # from the unfused graph: the quantiser cannot infer types through the fused contrib ops
+            _quantize(tmp / "raw.onnx", tmp / "model.int8.onnx")
             files["int8"] = "model.int8.onnx"
+        (tmp / "raw.onnx").unlink()
         shutil.copyfile(source / "tokenizer.json", tmp / "tokenizer.json")
-        manifest = {"name": name, "dims": dims, "max_tokens": max_tokens, "pooling": "mean+l2 (in graph)",
+        manifest = {"format": FORMAT, "name": name, "dims": dims, "max_tokens": max_tokens,
+                    "pooling": "mean+l2 (in graph)", "graph": "onnxruntime bert fusion (fp32), dynamic int8 from unfused",
                     "opset": OPSET, "source_sha256": hashes, "files": files}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         if out.exists():

@@ -42,6 +42,8 @@ class OnnxSentenceEncoder:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(onnx_file), sess_options=opts, providers=["CPUExecutionProvider"])
         self.dims = int(self.session.get_outputs()[0].shape[-1])
+        # The first run allocates and plans (tens of ms): pay it at load, not on the first request's deadline.
+        self.dims = int(self.encode(["warm up"]).shape[-1])
 
     def encode(self, texts: list[str]) -> np.ndarray:
         encs = self.tokenizer.encode_batch(texts)
