@@ -12,7 +12,7 @@ from llmgw_sidecar.errors import ApiError
 from llmgw_sidecar.ratelimit import build_governor
 from llmgw_sidecar.spend import SpendService, daily_totals_key
 from tests.limits.helpers import client, config, ctx, metrics
-from tests.redis_servers import start_sentinel
+from tests.redis_servers import start_cluster, start_sentinel
 from tests.spend.helpers import day_totals, expected, make_records, today
 
 
@@ -88,17 +88,32 @@ async def test_sentinel_failover_during_load_loses_and_doubles_nothing(tmp_path:
         topo.stop()
 
 
-async def test_cluster_spend_and_totals(redis_cluster) -> None:
-    cfg = config({"mode": "cluster", "nodes": redis_cluster.startup_nodes}, spend={"batch_size": 30})
-    r = client(cfg)
-    svc = SpendService(cfg, r, metrics())
-    recs = make_records(100)
-    for rec in recs:
-        svc.add(rec)
-    assert await svc.buffer.handoff() == 100
-    assert await svc.flusher.acquire()
-    assert await svc.flusher.drain() == 4
-    out = await svc.totals()
-    assert out["totals"]["requests"] == 100
-    assert out["totals"]["cost_usd"] == round(expected(recs)["cost_nusd"] / 1e9, 9)
-    await r.aclose()
+async def test_cluster_spend_and_totals(tmp_path: Path) -> None:
+    """Own cluster with AOF switched on: hand-offs are fsync-confirmed (WAITAOF on the queue node's connection)."""
+    topo = start_cluster(tmp_path)
+    try:
+        for n in topo.nodes:
+            c = redis_sync.Redis(port=n.port)
+            c.config_set("appendonly", "yes")
+            c.close()
+        cfg = config({"mode": "cluster", "nodes": topo.startup_nodes}, spend={"batch_size": 30})
+        r = client(cfg)
+        svc = SpendService(cfg, r, metrics())
+        recs = make_records(100)
+        for rec in recs:
+            svc.add(rec)
+        deadline = time.monotonic() + 10
+        handed = 0
+        while svc.buffer.depth:  # an unconfirmed batch (AOF just switched on) stays and is retried
+            handed += await svc.buffer.handoff()
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        assert handed == 100 and svc.buffer._aof is True
+        assert await svc.flusher.acquire()
+        assert await svc.flusher.drain() == 4
+        out = await svc.totals()
+        assert out["totals"]["requests"] == 100
+        assert out["totals"]["cost_usd"] == round(expected(recs)["cost_nusd"] / 1e9, 9)
+        await r.aclose()
+    finally:
+        topo.stop()

@@ -1,8 +1,9 @@
 """Per-process memory buffer and the hand-off of batches to Redis.
 
-A batch leaves memory only once Redis confirmed it: RPUSH, then (same connection) WAITAOF so the batch is on disk when
-AOF is on, and/or on `spend.wait_replicas` replicas. A batch whose confirmation failed is retried with the SAME batch
-id, so a hand-off whose reply was lost but which did land is committed once (the commit is idempotent by batch id).
+A batch leaves memory only once Redis confirmed it: RPUSH, then (same connection, on every topology) WAITAOF so the
+batch is on disk when AOF is on, and/or on `spend.wait_replicas` replicas. A batch whose confirmation failed is
+retried with the SAME batch id, so a hand-off whose reply was lost but which did land is committed once (the commit is
+idempotent by batch id).
 At the memory bound (`spend.max_buffered_records`) new records are dropped and counted (event "dropped"): memory stays
 bounded during a long Redis outage and the loss is visible, never silent.
 """
@@ -10,6 +11,7 @@ bounded during a long Redis outage and the loss is visible, never silent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections import deque
@@ -34,7 +36,7 @@ class SpendBuffer:
         self.batch_size = batch_size
         self.max_records = max_records
         self.wait_replicas = wait_replicas
-        # Cluster pipelines cannot route a keyless WAITAOF to the queue's node: there the write's reply is the ack.
+        # Cluster pipelines cannot route a keyless WAITAOF: there we talk to the queue's node on one connection.
         self.cluster = cluster
         self.timeout_s = timeout_s
         self.records: deque[SpendRecord] = deque()
@@ -69,18 +71,43 @@ class SpendBuffer:
             self.pending = (bid, orjson.dumps({"id": bid, "records": recs}), n)
         return self.pending
 
+    async def _one_connection(self, cmds: list[tuple[Any, ...]]) -> list[Any]:
+        """Send commands back to back on ONE connection (WAITAOF/WAIT wait for that connection's writes).
+        Errors come back in the list. Cluster: on a connection of the node that owns the queue's slot."""
+        if not self.cluster:
+            pipe = self.redis.pipeline(transaction=False)
+            for c in cmds:
+                pipe.execute_command(*c)
+            return await pipe.execute(raise_on_error=False)
+        await self.redis.initialize()
+        node = self.redis.get_node_from_key(self.queue_key)
+        conn = node.acquire_connection()
+        try:
+            await conn.send_packed_command(conn.pack_commands(cmds))
+            out: list[Any] = []
+            for _ in cmds:
+                try:
+                    out.append(await conn.read_response())
+                except ResponseError as e:
+                    out.append(e)
+            return out
+        except BaseException:
+            # Unread replies would poison the next user of this connection: drop it.
+            with contextlib.suppress(Exception):
+                await conn.disconnect()
+            raise
+        finally:
+            node.release(conn)
+
     async def _confirm_mode(self) -> None:
         """Once: is AOF on (then WAITAOF can confirm the write is on disk)?"""
-        if self._aof is not None or self.cluster:
+        if self._aof is not None:
             return
-        try:
-            await self.redis.execute_command("WAITAOF", 0, 0, 1)
-            self._aof = True
-            await self.redis.execute_command("WAITAOF", 1, 0, 1)
-        except ResponseError as e:
-            # "appendonly is disabled": nothing to wait for locally. Other errors: WAITAOF unknown (Redis < 7.2).
-            self._aof = False
-            log.info("spend hand-off without local fsync confirmation: %s", e)
+        [res] = await self._one_connection([("WAITAOF", 1, 0, 1)])
+        # A ResponseError: "appendonly is disabled" (nothing to fsync-wait for) or WAITAOF unknown (Redis < 7.2).
+        self._aof = not isinstance(res, Exception)
+        if not self._aof:
+            log.info("spend hand-off without local fsync confirmation: %s", res)
 
     async def handoff(self) -> int:
         """Hand every buffered record to Redis, batch by batch. Returns records handed; stops at the first failure."""
@@ -106,17 +133,16 @@ class SpendBuffer:
         return handed
 
     async def _push(self, payload: bytes) -> bool:
-        if self.cluster:
-            await self.redis.rpush(self.queue_key, payload)
-            return True
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.rpush(self.queue_key, payload)
         wait_ms = max(1, int(self.timeout_s * 500))
+        cmds: list[tuple[Any, ...]] = [("RPUSH", self.queue_key, payload)]
         if self._aof:
-            pipe.execute_command("WAITAOF", 1, self.wait_replicas, wait_ms)
+            cmds.append(("WAITAOF", 1, self.wait_replicas, wait_ms))
         elif self.wait_replicas:
-            pipe.execute_command("WAIT", self.wait_replicas, wait_ms)
-        res = await pipe.execute()
+            cmds.append(("WAIT", self.wait_replicas, wait_ms))
+        res = await self._one_connection(cmds)
+        for r in res:
+            if isinstance(r, Exception):
+                raise r
         if self._aof:
             local, replicas = res[1]
             return int(local) >= 1 and int(replicas) >= self.wait_replicas
