@@ -257,6 +257,12 @@ class ScopeLimit(_Model):
     tpm: int | None = Field(None, ge=1, description="Tokens per minute per caller of this scope.")
     max_parallel: int | None = Field(None, ge=1, description="Requests in flight per caller of this scope.")
 
+    @model_validator(mode="after")
+    def _some_limit(self) -> ScopeLimit:
+        if self.rpm is None and self.tpm is None and self.max_parallel is None:
+            raise ValueError("set at least one of rpm, tpm, max_parallel")
+        return self
+
 
 class LimitsConfig(_Model):
     scopes: list[ScopeLimit] = Field(default_factory=list, description="Per-caller limits.")

@@ -24,6 +24,8 @@ BAD = [
      "limits.scopes[0].scope"),
     ({"models": [{"name": "m", "provider": "mock"}], "limits": {"scopes": [{"scope": "pod", "max_parallel": -2}]}},
      "limits.scopes[0].max_parallel"),
+    ({"models": [{"name": "m", "provider": "mock"}], "limits": {"scopes": [{"scope": "pod"}]}},
+     "limits.scopes[0]: set at least one of rpm, tpm, max_parallel"),
     ({"models": [{"name": "m", "provider": "mock"}], "budgets": [{"scope": "namespace", "max_usd": 0}]},
      "budgets[0].max_usd"),
     ({"models": [{"name": "m", "provider": "mock"}], "budgets": [{"scope": "namespace", "period": "week",
