@@ -93,6 +93,12 @@ async def run_load(s: aiohttp.ClientSession, base: str, questions: list[str], n:
     return {"p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "req_per_s": round(n / wall, 1), "results": kinds}
 
 
+def cpu_s(pid: int) -> float:
+    """utime + stime of a process, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -151,7 +157,10 @@ async def main(n: int) -> dict:
                     if kind == "hit-semantic":
                         hits.append(p["b"])
                 await run_load(s, on, hits, 50, 1)  # warm-up
+                cpu0 = cpu_s(procs[0].pid)
                 c1 = await run_load(s, on, hits, n, 1)
+                # CPU per hit: less sensitive than wall time to other processes on a shared machine
+                c1["sidecar_cpu_ms_per_request"] = round((cpu_s(procs[0].pid) - cpu0) / n * 1000, 2)
                 batches_before = (await scrape(s, on, "llmgw_embedding_batch_size_sum"),
                                   await scrape(s, on, "llmgw_embedding_batch_size_count"))
                 c16 = await run_load(s, on, hits, n * 2, 16)
@@ -173,6 +182,7 @@ async def main(n: int) -> dict:
             redis.kill()
     return {
         "machine_cpus": os.cpu_count(),
+        "load_average_1m_at_end": os.getloadavg()[0],
         "model": "all-MiniLM-L6-v2 fp32 (onnxruntime, 1 intra-op thread)",
         "paraphrases_stored": len(paraphrases), "paraphrase_queries_hitting": len(hits),
         "semantic_hit_http_c1": c1,

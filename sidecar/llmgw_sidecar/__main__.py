@@ -82,7 +82,12 @@ def main(argv: list[str] | None = None) -> int:
                        add_help=False)
     e.add_argument("rest", nargs=argparse.REMAINDER)
     e.set_defaults(fn=export_model)
-    args = p.parse_args(argv)
+    args, extra = p.parse_known_args(argv)
+    if args.cmd == "export-model":
+        # argparse does not put leading options ("--out X") of a subcommand into REMAINDER: hand them over here.
+        args.rest = [*extra, *args.rest]
+    elif extra:
+        p.error(f"unrecognized arguments: {' '.join(extra)}")
     _setup_logging(args.log_level)
     return args.fn(args)
 

@@ -196,6 +196,7 @@ _CASED = {"C": "c", "R": "r", "Go": "golang", "C++": "c++", "C#": "c#"}
 _LANG_TOKEN = re.compile(r"[A-Za-z][A-Za-z0-9+#;\-]*")
 
 
+@lru_cache(maxsize=4096)
 def _lang_format(text: str) -> frozenset[str]:
     found = set()
     for tok in _LANG_TOKEN.findall(_norm(text)):
@@ -324,6 +325,7 @@ _PHRASES = frozenset({"turn on", "turn off", "what time", "what year", "how many
 _GROUP_RES = _compile_groups()
 
 
+@lru_cache(maxsize=4096)
 def _poles(text: str) -> list[tuple[int, ...]]:
     """Per group: the poles used, in order of first appearance ("uppercase to lowercase" != "lowercase to uppercase")."""
     t = " ".join(_words(text))
