@@ -14,13 +14,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import datetime as dt
 import hashlib
 import json
 import logging
 import os
 import ssl
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,15 +29,20 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 
 from llmgw_operator import injection
 from llmgw_operator.crd import GROUP, PLURAL, VERSION
+from llmgw_operator.webhook_kube import (
+    API_CALLS,
+    KubeBackend,
+    detect_native_support,
+    list_pods,
+    uninjected_message,
+    uninjected_report,
+)
+
+__all__ = ["API_CALLS", "WebhookConfig", "WebhookServer", "register", "review"]
 
 log = logging.getLogger("llmgw_operator.webhook")
 
 MUTATE_PATH = "/mutate-pods"
-# Every API call this module makes (the RBAC test compares these with the chart's ClusterRole).
-API_CALLS = [
-    (GROUP, PLURAL, "get"),
-    ("", "events", "create"),
-]
 
 
 class WebhookMetrics:
@@ -89,14 +92,6 @@ def settings_from_env(native_supported: bool, env: Mapping[str, str] | None = No
         native_sidecars_supported=native,
         image_pull_policy=e.get("LLMGW_SIDECAR_PULL_POLICY", "IfNotPresent"),
     )
-
-
-def native_sidecars_supported(major: str, minor: str) -> bool:
-    """restartPolicy: Always on init containers is on by default from 1.29 (beta); GKE/EKS minors look like '29+'."""
-    try:
-        return (int(major), int("".join(ch for ch in minor if ch.isdigit()) or "0")) >= (1, 29)
-    except ValueError:
-        return False
 
 
 # ---------------------------------------------------------------------------------------------------- the review
@@ -265,113 +260,13 @@ class WebhookServer:
             await self._runner.cleanup()
 
 
-# ---------------------------------------------------------------------------------------------------- Kubernetes
-
-
-class KubeBackend:
-    """GatewaySource + EventSink over the kubernetes client (sync, so calls run in threads).
-
-    Gateways are cached for a few seconds (a Deployment scaled to 100 pods costs one GET, not 100); misses are not
-    cached, so a gateway created a moment before its pods is found. Events are de-duplicated per owner and reason.
-    """
-
-    def __init__(self, api_client: Any, ttl_s: float = 5.0, event_every_s: float = 300.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        from kubernetes import client  # imported here: the module stays importable for pure tests
-
-        self._custom = client.CustomObjectsApi(api_client)
-        self._core = client.CoreV1Api(api_client)
-        self._exc = client.ApiException
-        self._ttl = ttl_s
-        self._event_every = event_every_s
-        self._clock = clock
-        self._cache: dict[tuple[str, str], tuple[float, Mapping[str, Any]]] = {}
-        self._sent: dict[tuple[str, str, str, str], float] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.instance = os.environ.get("POD_NAME", "llmgw-operator")
-
-    async def get(self, namespace: str, name: str) -> Mapping[str, Any] | None:
-        now = self._clock()
-        hit = self._cache.get((namespace, name))
-        if hit and now - hit[0] < self._ttl:
-            return hit[1]
-        try:
-            obj = await asyncio.to_thread(self._custom.get_namespaced_custom_object, GROUP, VERSION, namespace,
-                                          PLURAL, name)
-        except self._exc as e:
-            if e.status == 404:
-                self._cache.pop((namespace, name), None)
-                return None
-            raise
-        spec = obj.get("spec") or {}
-        if len(self._cache) > 4096:  # bounded: namespaces come and go
-            self._cache.clear()
-        self._cache[(namespace, name)] = (now, spec)
-        return spec
-
-    async def warn(self, namespace: str, pod: Mapping[str, Any], reason: str, message: str) -> None:
-        body = event_body(namespace, pod, reason, message, self.instance)
-        obj = body["involvedObject"]
-        key = (namespace, obj["kind"], obj["name"], reason)
-        now = self._clock()
-        if now - self._sent.get(key, -1e18) < self._event_every:
-            return
-        if len(self._sent) > 4096:
-            self._sent.clear()
-        self._sent[key] = now
-        # Fire and forget: the admission answer must not wait on the event.
-        task = asyncio.create_task(self._post(namespace, body))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _post(self, namespace: str, body: dict[str, Any]) -> None:
-        try:
-            await asyncio.to_thread(self._core.create_namespaced_event, namespace, body)
-        except Exception as e:  # noqa: BLE001 -- an event is best effort, never worth a crash
-            log.warning("event not recorded in %s: %s", namespace, e)
-
-
-def event_body(namespace: str, pod: Mapping[str, Any], reason: str, message: str,
-               instance: str) -> dict[str, Any]:
-    """A core/v1 Warning Event. The pod has no uid during admission: point at its controller when it has one, so
-    `kubectl describe deployment/replicaset` shows it; a bare pod is referenced by name."""
-    meta = pod.get("metadata") or {}
-    owner = next((o for o in meta.get("ownerReferences") or [] if o.get("controller")), None)
-    if owner:
-        involved = {"apiVersion": owner.get("apiVersion", ""), "kind": owner.get("kind", ""),
-                    "name": owner.get("name", ""), "uid": owner.get("uid", ""), "namespace": namespace}
-    else:
-        involved = {"apiVersion": "v1", "kind": "Pod", "name": meta.get("name") or meta.get("generateName", ""),
-                    "namespace": namespace}
-    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return {
-        "apiVersion": "v1", "kind": "Event",
-        # Named like client-go's recorder does (<object>.<hex nanoseconds>): unique, and sorted by time.
-        "metadata": {"name": f"{(involved['name'].rstrip('-.') or 'pod')[:200]}.{time.time_ns():x}",
-                     "namespace": namespace},
-        "involvedObject": involved, "reason": reason, "message": message[:1024], "type": "Warning",
-        "source": {"component": "llmgateway-webhook"}, "reportingComponent": "llmgateway.dev/webhook",
-        "reportingInstance": instance, "firstTimestamp": now, "lastTimestamp": now, "count": 1,
-    }
-
-
-def detect_native_support(api_client: Any) -> bool:
-    """Ask the API server for its version (/version is readable by every authenticated client)."""
-    from kubernetes import client
-
-    try:
-        info = client.VersionApi(api_client).get_code()
-    except Exception as e:  # noqa: BLE001 -- unknown version: plain containers work on every version
-        log.warning("cannot read the server version (%s); injecting plain-container sidecars", e)
-        return False
-    return native_sidecars_supported(info.major, info.minor)
-
-
 def register(registry: Any, api_client_factory: Callable[[], Any] | None = None,
-             config: WebhookConfig | None = None) -> None:
-    """Start the admission server when the operator starts and stop it on exit (kopf startup/cleanup handlers).
+             config: WebhookConfig | None = None, uninjected_interval_s: float = 60.0) -> None:
+    """Start the admission server when the operator starts and stop it on exit (kopf startup/cleanup handlers), and
+    report pods that ask for a gateway but run without its sidecar (a kopf timer on each gateway).
 
-    Startup handlers run in every replica, peering leader or not, so both replicas serve admission requests.
+    Startup handlers run in every replica, peering leader or not, so both replicas serve admission requests. Timers
+    run only on the peering leader, so the report is written once.
     """
     import kopf
 
@@ -395,6 +290,7 @@ def register(registry: Any, api_client_factory: Callable[[], Any] | None = None,
         server = WebhookServer(config or WebhookConfig.from_env(), backend, backend, settings_from_env(native))
         await server.start()
         memo["llmgw_webhook"] = server
+        memo["llmgw_webhook_api"] = api
 
     @kopf.on.cleanup(registry=registry, id="llmgw-webhook-stop")
     async def stop_webhook(memo: Any, **_: Any) -> None:
@@ -402,3 +298,19 @@ def register(registry: Any, api_client_factory: Callable[[], Any] | None = None,
         if server is not None:
             await server.stop()
 
+    last_reported: dict[tuple[str, str], tuple[str, ...]] = {}
+
+    @kopf.timer(GROUP, VERSION, PLURAL, registry=registry, id="llmgw-uninjected-pods", interval=uninjected_interval_s,
+                initial_delay=min(10.0, uninjected_interval_s), sharp=False)
+    def report_uninjected(name: str, namespace: str, spec: Any, body: Any, patch: Any, memo: Any, **_: Any) -> None:
+        api = memo.get("llmgw_webhook_api")
+        if api is None:  # the server has not started (yet): nothing to compare against
+            return
+        status, names = uninjected_report(list_pods(api, namespace), name, spec)
+        if (body.get("status") or {}).get("injection") != status:
+            patch.status["injection"] = status
+        key = (namespace, name)
+        # One Event per change of the set, not one per interval: the list is also in status.injection.
+        if names and tuple(names) != last_reported.get(key):
+            kopf.event(body, type="Warning", reason="UninjectedPods", message=uninjected_message(names))
+        last_reported[key] = tuple(names)

@@ -16,11 +16,11 @@ import pytest
 import trustme
 from kubernetes import client
 
-from llmgw_operator import webhook
+from llmgw_operator import webhook, webhook_kube
 from tests.webhook.conftest import write_pair
 from tests.webhook.pods import GW, NS, inject, pod
 
-GW_PATH = f"/apis/{webhook.GROUP}/{webhook.VERSION}/namespaces/{NS}/{webhook.PLURAL}"
+GW_PATH = f"/apis/{webhook_kube.GROUP}/{webhook_kube.VERSION}/namespaces/{NS}/{webhook_kube.PLURAL}"
 
 
 class Clock:
@@ -34,7 +34,7 @@ class Clock:
 @pytest.fixture
 async def k8s() -> AsyncIterator[tuple[kmock.KubernetesEmulator, client.ApiClient]]:
     async with kmock.KubernetesEmulator() as emu, kmock.Server(emu):
-        emu.resources[f"{webhook.GROUP}/{webhook.VERSION}/{webhook.PLURAL}"] = kmock.ResourceInfo(
+        emu.resources[f"{webhook_kube.GROUP}/{webhook_kube.VERSION}/{webhook_kube.PLURAL}"] = kmock.ResourceInfo(
             kind="LLMGateway", namespaced=True, verbs={"get", "list", "watch", "create", "patch"})
         emu.resources["v1/events"] = kmock.ResourceInfo(kind="Event", namespaced=True,
                                                         verbs={"get", "list", "create"})
@@ -57,9 +57,9 @@ async def wait_until(cond: Any, timeout: float = 5.0) -> None:
 async def test_gateway_lookup_cached_and_misses_not_cached(k8s: tuple[kmock.KubernetesEmulator, Any]) -> None:
     emu, api = k8s
     clock = Clock()
-    backend = webhook.KubeBackend(api, ttl_s=5, clock=clock)
+    backend = webhook_kube.KubeBackend(api, ttl_s=5, clock=clock)
     assert await backend.get(NS, GW) is None
-    body = {"apiVersion": f"{webhook.GROUP}/{webhook.VERSION}", "kind": "LLMGateway",
+    body = {"apiVersion": f"{webhook_kube.GROUP}/{webhook_kube.VERSION}", "kind": "LLMGateway",
             "metadata": {"name": GW, "namespace": NS}, "spec": {"sidecar": {"port": 4100}}}
     async with emu.post(GW_PATH, json=body) as r:
         assert r.status < 300
@@ -75,7 +75,7 @@ async def test_gateway_lookup_cached_and_misses_not_cached(k8s: tuple[kmock.Kube
 async def test_events_are_posted_once_per_window(k8s: tuple[kmock.KubernetesEmulator, Any]) -> None:
     emu, api = k8s
     clock = Clock()
-    backend = webhook.KubeBackend(api, event_every_s=300, clock=clock)
+    backend = webhook_kube.KubeBackend(api, event_every_s=300, clock=clock)
     p = pod(inject("nope"))
     await backend.warn(NS, p, "GatewayNotFound", "gateway 'nope' not found")
     await wait_until(lambda: len(events(emu)) == 1)
@@ -101,13 +101,13 @@ async def test_server_version_decides_native_sidecars(k8s: tuple[kmock.Kubernete
         return version
 
     emu["get /version/"] << serve_version  # the kubernetes client asks for /version/
-    assert await asyncio.to_thread(webhook.detect_native_support, api) is False
+    assert await asyncio.to_thread(webhook_kube.detect_native_support, api) is False
     version.update(minor="31+", gitVersion="v1.31.2-eks-1")
-    assert await asyncio.to_thread(webhook.detect_native_support, api) is True
+    assert await asyncio.to_thread(webhook_kube.detect_native_support, api) is True
     assert "cannot read the server version" not in caplog.text, "both answers were read, not guessed"
     unreachable = client.ApiClient(client.Configuration(host="http://127.0.0.1:9"))
     try:
-        assert await asyncio.to_thread(webhook.detect_native_support, unreachable) is False
+        assert await asyncio.to_thread(webhook_kube.detect_native_support, unreachable) is False
     finally:
         unreachable.close()
 

@@ -10,7 +10,7 @@ import kubernetes_validate
 import pytest
 import trustme
 
-from llmgw_operator import injection, webhook
+from llmgw_operator import injection, webhook, webhook_kube
 from tests.webhook.conftest import NEWEST, OLDEST, SETTINGS, MemoryGateways, RecordedEvents, write_pair
 from tests.webhook.pods import GW, NS, inject, pod
 
@@ -75,7 +75,7 @@ def test_event_body_is_a_valid_event(owned: bool) -> None:
     if not owned:
         del p["metadata"]["ownerReferences"]
         p["metadata"]["name"] = "solo"
-    body = webhook.event_body(NS, p, "GatewayNotFound", "x" * 5000, "op-0")
+    body = webhook_kube.event_body(NS, p, "GatewayNotFound", "x" * 5000, "op-0")
     for version in (OLDEST, NEWEST):
         kubernetes_validate.validate(body, version, strict=True)
     involved = body["involvedObject"]
@@ -87,7 +87,7 @@ def test_event_body_is_a_valid_event(owned: bool) -> None:
     ("1", "28", False), ("1", "29", True), ("1", "33+", True), ("1", "", False), ("x", "30", False), ("2", "0", True),
 ])
 def test_native_support_from_server_version(major: str, minor: str, native: bool) -> None:
-    assert webhook.native_sidecars_supported(major, minor) is native
+    assert webhook_kube.native_sidecars_supported(major, minor) is native
 
 
 def test_settings_from_env() -> None:
