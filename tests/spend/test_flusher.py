@@ -141,3 +141,22 @@ def test_records_from_requests() -> None:
     unknown = f.from_ctx(c3)
     assert not unknown.priced and unknown.cost_nusd == 0
     assert orjson.loads(orjson.dumps(unknown.to_dict()))["priced"] is False
+
+
+async def test_version_skew_tolerated_and_unreadable_batch_parked(redis_standalone: str) -> None:
+    cfg = config({"url": redis_standalone})
+    svc = _service(cfg)
+    q = svc.flusher.keys["queue"]
+    rec = next(r for r in make_records(20) if r.cost_nusd).to_dict()
+    newer = {**rec, "some_future_field": 1}  # a newer sidecar's record
+    older = {k: v for k, v in rec.items() if k not in ("priced", "status")}  # an older one's
+    await svc.redis.rpush(q, b"not json at all")
+    await svc.redis.rpush(q, orjson.dumps({"id": "b1", "records": [newer]}))
+    await svc.redis.rpush(q, orjson.dumps({"id": "b2", "records": [older]}))
+    await svc.flusher.acquire()
+    assert await svc.flusher.drain() == 3  # the unreadable one does not block the queue
+    tot = await day_totals(svc.redis, daily_totals_key(cfg.redis.key_prefix, "team-a", "gw", today()))
+    assert tot["requests"] == 2 and tot["cost_nusd"] == 2 * rec["cost_nusd"]
+    assert await svc.redis.lrange(svc.flusher.keys["dead"], 0, -1) == [b"not json at all"]
+    assert svc.metrics.spend_flushes.labels("dead_letter")._value.get() == 1
+    assert await svc.redis.llen(svc.flusher.keys["processing"]) == 0

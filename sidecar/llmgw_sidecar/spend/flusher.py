@@ -42,6 +42,13 @@ if e then return e end
 return redis.call('LMOVE', KEYS[2], KEYS[3], 'LEFT', 'RIGHT')"""
 
 
+_DEAD = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('LREM', KEYS[2], 1, ARGV[2])
+redis.call('RPUSH', KEYS[3], ARGV[2])
+return 1"""
+
+
 class Sink(Protocol):
     async def write(self, records: list[Any]) -> None: ...
     async def close(self) -> None: ...
@@ -55,7 +62,7 @@ class Flusher:
     def __init__(self, redis: Any, base: str, prefix: str, ns: str, name: str, metrics: Metrics, *,
                  lock_ttl_s: float, sinks: list[Sink] | None = None, timeout_s: float = 5.0) -> None:
         self.redis = redis
-        self.keys = {k: f"{base}:{k}" for k in ("lock", "fence", "queue", "processing", "committed", "days")}
+        self.keys = {k: f"{base}:{k}" for k in ("lock", "fence", "queue", "processing", "committed", "days", "dead")}
         self.prefix, self.ns, self.name = prefix, ns, name
         self.metrics = metrics
         self.ttl_ms = int(lock_ttl_s * 1000)
@@ -69,6 +76,7 @@ class Flusher:
         self._renew = redis.register_script(_RENEW)
         self._release = redis.register_script(_RELEASE)
         self._move = redis.register_script(_MOVE)
+        self._dead = redis.register_script(_DEAD)
         self._commit = redis.register_script(resources.files("llmgw_sidecar").joinpath("lua", "commit.lua").read_text())
 
     @property
@@ -115,17 +123,27 @@ class Flusher:
         return await self._move(keys=[k["lock"], k["queue"], k["processing"]], args=[self.token])
 
     async def commit(self, element: bytes) -> str:
-        """Steps 2-3: sinks, then totals + acknowledge atomically. Returns ok | duplicate; raises Fenced."""
+        """Steps 2-3: sinks, then totals + acknowledge atomically. Returns ok | duplicate | dead_letter; raises Fenced."""
         if self.token is None:
             raise Fenced
-        batch = orjson.loads(element)
-        records = [record_from_dict(r) for r in batch["records"]]
+        try:
+            batch = orjson.loads(element)
+            records = [record_from_dict(r) for r in batch["records"]]
+            batch_id = str(batch["id"])
+        except (ValueError, KeyError, TypeError) as e:
+            # A batch no flusher can read would block the queue forever: park it, keep it, count it.
+            if not await self._dead(keys=[self.keys["lock"], self.keys["processing"], self.keys["dead"]],
+                                    args=[self.token, element]):
+                self._lost()
+                raise Fenced from e
+            log.error("unreadable spend batch moved to %s: %s: %s", self.keys["dead"], type(e).__name__, e)
+            return "dead_letter"
         for sink in self.sinks:
             await sink.write(records)  # idempotent by record id: a retried batch inserts nothing twice
         incr, days = aggregate(records, self.prefix, self.ns, self.name)
         k = self.keys
         keys = [k["lock"], k["processing"], k["committed"], k["days"], *incr]
-        args: list[Any] = [self.token, element, batch["id"], len(incr)]
+        args: list[Any] = [self.token, element, batch_id, len(incr)]
         display = {daily_totals_key(self.prefix, self.ns, self.name, d) for d in days}
         for key, fields in incr.items():
             args += ["1" if key in display else "0", len(fields)]

@@ -81,8 +81,14 @@ class RecordFactory:
 _FIELDS = tuple(f.name for f in fields(SpendRecord))
 
 
+_DEFAULTS: dict[str, Any] = {"api_key_hash": None, "cached_tokens": 0, "saved_nusd": 0, "status": 200,
+                             "estimated": False, "priced": True}
+
+
 def record_from_dict(d: dict[str, Any]) -> SpendRecord:
-    return SpendRecord(**d)
+    """Tolerant of version skew during a rolling upgrade: unknown fields are ignored, newer optional ones defaulted.
+    Raises KeyError/TypeError only when a required field is missing (the batch then goes to the dead-letter list)."""
+    return SpendRecord(**{f: d[f] if f in d else _DEFAULTS[f] for f in _FIELDS})
 
 
 def _values(r: SpendRecord) -> dict[str, int]:
