@@ -129,7 +129,8 @@ class Metrics:
             "llmgw_spend_handoffs", "Batches handed from memory to Redis, by result (ok, error).", ["result"], registry=r,
         )
         self.spend_flushes = Counter(
-            "llmgw_spend_flushes", "Batches committed to the durable totals, by result (ok, duplicate, error, fenced).",
+            "llmgw_spend_flushes",
+            "Batches committed to the durable totals, by result (ok, duplicate, error, fenced, dead_letter).",
             ["result"], registry=r,
         )
         self.spend_flush_latency = Histogram(
