@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -291,6 +292,16 @@ def register(registry: Any, api_client_factory: Callable[[], Any] | None = None,
         await server.start()
         memo["llmgw_webhook"] = server
         memo["llmgw_webhook_api"] = api
+
+    @kopf.on.startup(registry=registry, id="llmgw-peering-priority")
+    def peering_priority(settings: Any, logger: Any, **_: Any) -> None:
+        # kopf peering is not an election: replicas of EQUAL priority pause each other ("Pausing all operators,
+        # including self"), and the chart runs two identical replicas. A random priority per process makes exactly
+        # one of them the active reconciler; when it dies, its keep-alive expires and the other resumes. Startup
+        # handlers run before peering starts, and kopf documents them as the place to adjust settings.
+        if settings.peering.name and not settings.peering.standalone and settings.peering.priority == 0:
+            settings.peering.priority = secrets.randbelow(2**31 - 2) + 1
+            logger.info("peering %r: priority %d", settings.peering.name, settings.peering.priority)
 
     @kopf.on.cleanup(registry=registry, id="llmgw-webhook-stop")
     async def stop_webhook(memo: Any, **_: Any) -> None:
