@@ -117,7 +117,11 @@ def to_json_schema(schema: dict[str, Any]) -> dict[str, Any]:
         if schema.get(excl) is True and bound in schema:
             out[excl] = schema[bound]
             out.pop(bound, None)
-    # metadata is validated by the API server, not the CRD schema; ObjectMeta fields are free-form here.
+    # Unknown fields: the API server prunes them, and `kubectl apply` (strict field validation, the default since
+    # 1.27) refuses them. Refuse them here too, so a typo in an example is caught by the tests.
+    if "properties" in schema and not schema.get("x-kubernetes-preserve-unknown-fields") \
+            and "additionalProperties" not in schema:
+        out["additionalProperties"] = False
     return out
 
 
