@@ -29,6 +29,7 @@ from .metrics import Metrics
 from .pricing import NANO, estimate_completion_tokens, estimate_prompt_tokens
 from .redis_guard import CircuitBreaker, RateLimitedLog
 from .spend.keys import caller_scope_key, rl_base
+from .spend.redis_init import ensure_initialized
 
 log = logging.getLogger("llmgw.ratelimit")
 _KIND_SUFFIX = {"r": "rpm", "t": "tpm", "p": "par"}
@@ -271,6 +272,7 @@ class RedisGovernor:
             args += [b.field, b.max_nusd]
         try:
             async with asyncio.timeout(self.timeout_s):
+                await ensure_initialized(self.redis)
                 res = await self._admit(keys=keys, args=[_pack(args)])
         except Exception as e:  # noqa: BLE001 - any Redis trouble: decide locally
             self.breaker.failure()

@@ -23,6 +23,7 @@ from redis.exceptions import ResponseError
 from ..metrics import Metrics
 from ..redis_guard import RateLimitedLog
 from .records import SpendRecord
+from .redis_init import ensure_initialized
 
 log = logging.getLogger("llmgw.spend")
 
@@ -79,7 +80,7 @@ class SpendBuffer:
             for c in cmds:
                 pipe.execute_command(*c)
             return await pipe.execute(raise_on_error=False)
-        await self.redis.initialize()
+        await ensure_initialized(self.redis)
         node = self.redis.get_node_from_key(self.queue_key)
         conn = node.acquire_connection()
         try:

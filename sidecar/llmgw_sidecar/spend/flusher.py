@@ -22,6 +22,7 @@ from ..metrics import Metrics
 from ..redis_guard import RateLimitedLog
 from .keys import daily_totals_key
 from .records import aggregate, record_from_dict
+from .redis_init import ensure_initialized
 
 log = logging.getLogger("llmgw.spend.flusher")
 
@@ -84,6 +85,7 @@ class Flusher:
         return self.token is not None
 
     async def acquire(self) -> bool:
+        await ensure_initialized(self.redis)
         token = uuid.uuid4().hex
         fence = int(await self._acquire(keys=[self.keys["lock"], self.keys["fence"]], args=[token, self.ttl_ms]))
         if fence:
