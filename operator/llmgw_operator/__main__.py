@@ -55,7 +55,7 @@ def operator_settings(peering: str) -> kopf.OperatorSettings:
     s.execution.max_workers = 8  # sync handlers; cluster heals block one worker for up to the heal timeout
     s.peering.mandatory = bool(peering)  # with a peering name, refuse to run without the peering CRD
     s.peering.clusterwide = True
-    s.batching.error_delays = (1, 5, 15, 30)
+    s.queueing.error_delays = (1, 5, 15, 30)
     return s
 
 
