@@ -93,3 +93,22 @@ def test_cli_export_model_reuses_a_complete_export(model_dir: Path) -> None:
                        capture_output=True, text=True, timeout=60, cwd=REPO)
     assert r.returncode == 0, r.stderr
     assert "exported all-MiniLM-L6-v2" in r.stdout
+
+
+async def test_reload_shares_the_loaded_model(model_dir: Path) -> None:
+    from llmgw_sidecar.config import EmbeddingConfig
+    from llmgw_sidecar.embeddings.factory import SharedLocal, make_embedder
+
+    m = new_metrics()
+    cfg = EmbeddingConfig(model_dir=str(model_dir))
+    old, new = make_embedder(cfg, m), make_embedder(cfg, m)  # the runtime after a reload, before the old one closes
+    assert isinstance(old, SharedLocal) and isinstance(new, SharedLocal)
+    assert old.inner is new.inner, "one model in memory"
+    other = make_embedder(EmbeddingConfig(model_dir=str(model_dir), precision="int8"), m)
+    assert other.inner is not old.inner and other.index_tag != old.index_tag  # type: ignore[attr-defined]
+    await old.close()
+    assert (await new.embed("still works")).shape == (384,)
+    await new.close()
+    with pytest.raises(Exception, match="closed"):
+        await new.inner.embed("closed now")
+    await other.close()

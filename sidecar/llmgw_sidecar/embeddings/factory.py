@@ -5,6 +5,7 @@ now and then, so exporting the model later heals a running sidecar."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
 
@@ -69,13 +70,57 @@ def _load(cfg: EmbeddingConfig, metrics: Metrics | None) -> LocalEmbedder:
                          metrics=metrics)
 
 
+class SharedLocal(Embedder):
+    """A reference to a loaded local model. A config reload builds the new runtime before closing the old one: with
+    an unchanged embedding config both share one model (no second load, no second ~170 MB)."""
+
+    provider = "local"
+
+    def __init__(self, key: tuple, inner: LocalEmbedder) -> None:
+        self.key = key
+        self.inner = inner
+        self.dims = inner.dims
+        self._closed = False
+
+    @property
+    def index_tag(self) -> str:
+        return self.inner.index_tag
+
+    async def embed(self, text: str) -> np.ndarray:
+        return await self.inner.embed(text)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with _lock:
+            inner, refs = _shared[self.key]
+            if refs > 1:
+                _shared[self.key] = (inner, refs - 1)
+                return
+            del _shared[self.key]
+        await inner.close()
+
+
+_lock = threading.Lock()  # make_embedder runs in worker threads (build_semantic)
+_shared: dict[tuple, tuple[LocalEmbedder, int]] = {}
+
+
 def make_embedder(cfg: EmbeddingConfig, metrics: Metrics | None = None) -> Embedder:
     if cfg.provider == EmbeddingProvider.openai:
         if not cfg.base_url or not cfg.model or not cfg.dims:
             raise ValueError("cache.semantic.embedding: provider openai needs base_url, model and dims")
         return OpenAIEmbedder(cfg.base_url, cfg.model, cfg.dims, api_key=cfg.api_key, timeout_ms=cfg.timeout_ms,
                               metrics=metrics)
-    try:
-        return _load(cfg, metrics)
-    except EmbeddingError as e:
-        return ReloadingLocalEmbedder(cfg, metrics, e)
+    key = (str(Path(cfg.model_dir).resolve()), cfg.precision, cfg.max_batch, cfg.threads, id(metrics))
+    with _lock:
+        if key in _shared:
+            inner, refs = _shared[key]
+            _shared[key] = (inner, refs + 1)
+            return SharedLocal(key, inner)
+        try:
+            inner = _load(cfg, metrics)
+        except EmbeddingError as e:
+            return ReloadingLocalEmbedder(cfg, metrics, e)
+        _shared[key] = (inner, 1)
+        return SharedLocal(key, inner)

@@ -118,6 +118,7 @@ class LocalEmbedder(Embedder):
         while True:
             first = self._q.get()
             if first is _STOP:
+                self._fail_queued()
                 return
             batch = [first]
             # Take whatever queued up while the previous batch ran; never wait for more (no added latency).
@@ -144,6 +145,18 @@ class LocalEmbedder(Embedder):
             return
         for i, (_, fut, loop) in enumerate(batch):
             loop.call_soon_threadsafe(_set_result, fut, vecs[i])
+
+    def _fail_queued(self) -> None:
+        """Whoever is still waiting after close() gets an error now instead of waiting for a deadline."""
+        err = EmbeddingError("unavailable", "embedder is closed")
+        while True:
+            try:
+                item = self._q.get_nowait()
+            except queue.Empty:
+                return
+            if item is not _STOP:
+                _, fut, loop = item
+                loop.call_soon_threadsafe(_set_exception, fut, err)
 
     async def close(self) -> None:
         if not self._closed:
