@@ -61,3 +61,32 @@ def test_paraphrase_answered_from_semantic_cache(make_gateway, redis_standalone:
     assert gw.sample("llmgw_semantic_lookups_total", result="hit") >= 2
     assert gw.sample("llmgw_semantic_guard_rejections_total") >= 1
     assert gw.sample("llmgw_embedding_duration_seconds_count", provider="local") >= 4
+
+
+def test_examples_local_yaml_answers_a_paraphrase(make_gateway, redis_standalone: str,  # noqa: F811
+                                                   model_dir: Path) -> None:
+    """What `make run` serves: examples/local.yaml as shipped (mock model, semantic cache on with the local model)."""
+    import uuid
+
+    import yaml
+
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[2] / "examples" / "local.yaml").read_text())
+    assert cfg["cache"]["semantic"]["enabled"] is True
+    assert Path(cfg["cache"]["semantic"]["embedding"]["model_dir"]).resolve() == model_dir.resolve()
+    cfg["redis"] = {"url": redis_standalone, "key_prefix": f"t{uuid.uuid4().hex[:8]}"}
+    cfg["models"][0]["mock"]["latency_ms"] = 20
+    gw = make_gateway(cfg)
+    c = gw.client()
+    model = cfg["models"][0]["name"]
+    first = c.chat.completions.with_raw_response.create(
+        model=model, messages=[{"role": "user", "content": "How do I reverse a list in Python?"}])
+    assert first.headers["x-llmgw-cache"] == "miss"
+    deadline = time.monotonic() + 10
+    while True:
+        r = c.chat.completions.with_raw_response.create(
+            model=model, messages=[{"role": "user", "content": "What's the way to reverse a Python list?"}])
+        if r.headers["x-llmgw-cache"] == "hit-semantic" or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert r.headers["x-llmgw-cache"] == "hit-semantic"
+    assert r.parse().choices[0].message.content == first.parse().choices[0].message.content
