@@ -44,6 +44,7 @@ __all__ = ["API_CALLS", "WebhookConfig", "WebhookServer", "register", "review"]
 log = logging.getLogger("llmgw_operator.webhook")
 
 MUTATE_PATH = "/mutate-pods"
+MAX_WARNING = 256
 
 
 class WebhookMetrics:
@@ -98,13 +99,20 @@ def settings_from_env(native_supported: bool, env: Mapping[str, str] | None = No
 # ---------------------------------------------------------------------------------------------------- the review
 
 
+def _short(warning: str) -> str:
+    line = " ".join(warning.split())
+    return line if len(line) <= MAX_WARNING else line[:MAX_WARNING - 1] + "…"
+
+
 def _response(uid: str, warnings: list[str], patch: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     resp: dict[str, Any] = {"uid": uid, "allowed": True}
     if patch:
         resp["patchType"] = "JSONPatch"
         resp["patch"] = base64.b64encode(json.dumps(patch).encode()).decode()
     if warnings:
-        resp["warnings"] = warnings
+        # The API server may truncate warnings past 256 characters (and clients print them on one line): the
+        # Event carries the full text.
+        resp["warnings"] = [_short(w) for w in warnings]
     return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": resp}
 
 

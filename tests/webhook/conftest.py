@@ -82,6 +82,7 @@ class Harness:
         assert out["apiVersion"] == "admission.k8s.io/v1" and out["kind"] == "AdmissionReview"
         assert out["response"]["uid"] == uid
         assert out["response"]["allowed"] is True  # never a rejected pod
+        assert all(len(w) <= 256 and "\n" not in w for w in out["response"].get("warnings", []))
         return out["response"]
 
 
