@@ -145,6 +145,28 @@ assert a1 == a2, f"answers differ: {a1!r} != {a2!r}"
 print(h1, h2)
 '
 
+# With no operator running, a pod that asks for the gateway is admitted without the sidecar (failurePolicy Ignore);
+# once the operator is back, it reports the pod (Event UninjectedPods on the gateway).
+test_webhook_down() {
+  local ns="$1"
+  log "webhook down: pods start uninjected and are reported"
+  kubectl -n "$SYSTEM_NS" scale deploy/"$RELEASE" --replicas=0
+  wait_for "operator pods to stop" bash -c \
+    "[[ -z \"\$(kubectl -n '$SYSTEM_NS' get pods -l app.kubernetes.io/component=operator -o name)\" ]]"
+  kubectl -n "$ns" run uninjected-probe --image=python:3.12.8-slim-bookworm --restart=Never \
+    --annotations="llmgateway.dev/inject=$GATEWAY" --command -- sleep 3600 ||
+    fail "a pod was refused while the webhook was down (failurePolicy must be Ignore)"
+  local containers
+  containers="$(kubectl -n "$ns" get pod uninjected-probe -o jsonpath='{.spec.initContainers[*].name} {.spec.containers[*].name}')"
+  [[ " $containers " != *" llmgw-sidecar "* ]] || fail "uninjected-probe got a sidecar although no webhook was up"
+  kubectl -n "$SYSTEM_NS" scale deploy/"$RELEASE" --replicas=2
+  kubectl -n "$SYSTEM_NS" rollout status deploy/"$RELEASE" --timeout "${TIMEOUT}s"
+  wait_for "an UninjectedPods event naming uninjected-probe" bash -c \
+    "kubectl -n '$ns' get events --field-selector reason=UninjectedPods -o jsonpath='{.items[*].message}' \
+      | grep -q uninjected-probe"
+  kubectl -n "$ns" delete pod uninjected-probe --wait=false
+}
+
 test_mode() {
   local mode="$1" ns="e2e-$1"
   CURRENT_NS="$ns"
@@ -181,6 +203,10 @@ test_mode() {
   grep -q '^llmgw_requests_total' <<<"$metrics" || fail "[$mode] llmgw_requests_total missing from /metrics"
   grep -q '^llmgw_cache_lookups_total{.*result="hit"' <<<"$metrics" ||
     fail "[$mode] no cache hit counted in /metrics"
+
+  if [[ "$mode" == "${MODES%% *}" ]]; then
+    test_webhook_down "$ns"
+  fi
 
   log "[$mode] delete and clean up"
   kubectl -n "$ns" delete deploy/demo-app --wait --timeout "${TIMEOUT}s"
