@@ -271,7 +271,8 @@ def build_patch(pod: Mapping[str, Any], gateway_name: str, gateway_spec: Mapping
                 settings: InjectionSettings) -> InjectionResult:
     """The whole decision for one admission request. gateway_spec None means no such gateway in the namespace.
 
-    Never raises for odd pods: anything surprising becomes "admitted uninjected with a warning".
+    Odd pods never raise: they are admitted uninjected with a warning. A gateway spec the operator itself would refuse
+    (e.g. two models mapping to one key variable) raises SpecError; the webhook turns that into a warning too.
     """
     res = InjectionResult()
     wanted, reason = skip_reason(pod)
