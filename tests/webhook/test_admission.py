@@ -293,3 +293,12 @@ async def test_port_clash_is_not_injected(h: Harness) -> None:
     h.gateways.specs[(NS, GW)] = gateway_spec(sidecar={"port": 4001})
     out = mutate(pod(inject(), containers=containers), await h.review(pod(inject(), containers=containers)))
     assert sidecar_of(out)["ports"][0]["containerPort"] == 4001
+
+
+async def test_gateway_spec_the_operator_refuses_admits_uninjected(h: Harness) -> None:
+    clash = [{"name": n, "provider": "openai", "baseUrl": "https://x.example/v1",
+              "apiKeySecretRef": {"name": "k", "key": n}} for n in ("gpt-4o", "gpt.4o")]
+    h.gateways.specs[(NS, GW)] = gateway_spec(models=clash)  # both map to one key variable
+    resp = await h.review(pod(inject()))
+    assert patch_of(resp) == [] and "injection failed" in resp["warnings"][0]
+    assert h.events.events[0][2] == "InjectionFailed"
