@@ -13,7 +13,14 @@ from typing import Any
 
 import yaml
 
-CHART_DIR = Path(__file__).resolve().parents[2] / "charts" / "llmgateway"
+
+def _chart_dir() -> Path:
+    # Source checkout / editable install first; from an installed package, the checkout we are run in.
+    here = Path(__file__).resolve().parents[2] / "charts" / "llmgateway"
+    return here if (here / "Chart.yaml").is_file() else Path.cwd() / "charts" / "llmgateway"
+
+
+CHART_DIR = _chart_dir()
 RELEASE = "llmgateway"
 NAMESPACE = "llmgateway-system"
 INSTALL_VALUES: dict[str, Any] = {"webhook": {"certgenJob": {"enabled": True}}}
