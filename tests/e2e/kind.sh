@@ -97,8 +97,9 @@ create_cluster() {
 
 build_images() {
   log "building images ($TAG)"
-  docker build -f "$ROOT/sidecar/Dockerfile" -t "$SIDECAR_REPO:$TAG" "$ROOT"
-  docker build -f "$ROOT/operator/Dockerfile" -t "$OPERATOR_REPO:$TAG" "$ROOT"
+  # BuildKit skips stages the target does not need (the embedding-model export with torch).
+  DOCKER_BUILDKIT=1 docker build -f "$ROOT/sidecar/Dockerfile" --target sidecar -t "$SIDECAR_REPO:$TAG" "$ROOT"
+  DOCKER_BUILDKIT=1 docker build -f "$ROOT/operator/Dockerfile" -t "$OPERATOR_REPO:$TAG" "$ROOT"
   kind load docker-image --name "$CLUSTER" "$SIDECAR_REPO:$TAG" "$OPERATOR_REPO:$TAG"
 }
 
