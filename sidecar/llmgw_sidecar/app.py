@@ -313,6 +313,17 @@ async def _never_a_traceback(request: web.Request, handler: Any) -> web.StreamRe
                               _rid(request))
 
 
+async def _start_metrics_listener(config: Config, h: Handlers) -> web.AppRunner:
+    """A second listener that serves only /metrics, so Prometheus can scrape the pod without reaching the API
+    (which holds the upstream keys and stays on 127.0.0.1)."""
+    app = web.Application()
+    app.router.add_get("/metrics", h.metrics)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, config.metrics.host, config.metrics.port).start()
+    return runner
+
+
 def create_app(config: Config, *, config_path: Path | None = None, metrics: Metrics | None = None,
                reload_interval_s: float = 2.0) -> web.Application:
     app = web.Application(client_max_size=config.listen.max_body_bytes, middlewares=[_never_a_traceback])
@@ -327,7 +338,8 @@ def create_app(config: Config, *, config_path: Path | None = None, metrics: Metr
     app.router.add_get("/spend", h.spend)
     app.router.add_get("/healthz", h.healthz)
     app.router.add_get("/readyz", h.readyz)
-    app.router.add_get("/metrics", h.metrics)
+    if config.metrics.enabled:
+        app.router.add_get("/metrics", h.metrics)
 
     async def lifecycle(app: web.Application) -> Any:
         session = aiohttp.ClientSession(
@@ -335,6 +347,7 @@ def create_app(config: Config, *, config_path: Path | None = None, metrics: Metr
             json_serialize=lambda o: orjson.dumps(o).decode(),
         )
         slot.current = await build_runtime(config, app[METRICS], session)
+        metrics_runner = await _start_metrics_listener(config, h) if config.metrics.port else None
         watcher_task = None
         if config_path is not None:
             async def swap(new: Config) -> None:
@@ -347,6 +360,8 @@ def create_app(config: Config, *, config_path: Path | None = None, metrics: Metr
         yield
         if watcher_task is not None:
             watcher_task.cancel()
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
         await slot.current.close()
         await session.close()
 

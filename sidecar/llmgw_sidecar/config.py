@@ -292,7 +292,10 @@ class SpendConfig(_Model):
 
 
 class MetricsConfig(_Model):
-    enabled: bool = Field(True, description="Serve Prometheus metrics on /metrics.")
+    enabled: bool = Field(True, description="Serve Prometheus metrics on /metrics of the API port.")
+    port: int | None = Field(None, ge=1, le=65535, description="Also serve /metrics (and nothing else) on this port, "
+                             "for Prometheus to scrape from outside the pod. Read at start-up only.")
+    host: str = Field("0.0.0.0", description="Address of the metrics-only listener (the API stays on listen.host).")
 
 
 class Config(_Model):

@@ -46,9 +46,6 @@ class Metrics:
             "llmgw_cache_tokens_saved", "Tokens not sent upstream thanks to cache hits, by model and kind.",
             ["model", "kind"], registry=r,
         )
-        self.cost_saved = Counter(
-            "llmgw_cache_cost_saved_usd", "USD not spent thanks to cache hits.", ["model"], registry=r,
-        )
 
         # --- exact cache (core) ---
         self.cache_lookups = Counter(

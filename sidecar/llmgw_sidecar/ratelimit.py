@@ -28,8 +28,8 @@ from .errors import ApiError
 from .metrics import Metrics
 from .pricing import NANO, estimate_completion_tokens, estimate_prompt_tokens
 from .redis_guard import CircuitBreaker, RateLimitedLog
+from .redis_topology import ensure_initialized
 from .spend.keys import caller_scope_key, rl_base
-from .spend.redis_init import ensure_initialized
 
 log = logging.getLogger("llmgw.ratelimit")
 _KIND_SUFFIX = {"r": "rpm", "t": "tpm", "p": "par"}

@@ -5,7 +5,9 @@ Every stage (cache, limits, spend) shares the same pooled client per process: no
 
 from __future__ import annotations
 
+import asyncio
 import ssl
+import weakref
 from typing import Any
 
 from redis.asyncio import Redis
@@ -75,3 +77,23 @@ def redis_url(cfg: RedisConfig) -> str:
     if cfg.mode == RedisMode.sentinel:
         return f"redis+sentinel://{','.join(cfg.sentinels)}/{cfg.master_name}"
     return cfg.url
+
+
+_init_locks: weakref.WeakKeyDictionary[Any, asyncio.Lock] = weakref.WeakKeyDictionary()
+_initialized: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+async def ensure_initialized(client: Any) -> None:
+    """Initialise a shared cluster client once, under a lock, before concurrent use.
+
+    redis-py's async RedisCluster initialises lazily on the first command; when several tasks send their first command
+    at once (a burst right after start-up) some fail ("'NoneType' object has no attribute 'writelines'") and its
+    internal retry can run a script twice. No-op for standalone/sentinel clients and once initialised.
+    """
+    if client in _initialized or not isinstance(client, RedisCluster):
+        return
+    lock = _init_locks.setdefault(client, asyncio.Lock())
+    async with lock:
+        if client not in _initialized:
+            await client.initialize()
+            _initialized.add(client)

@@ -25,7 +25,7 @@ from .metrics import Metrics
 from .pipeline import Governor, SemanticLayer, SpendRecorder
 from .ratelimit import build_governor
 from .redis_guard import RedisGuard
-from .redis_topology import AnyRedis, make_client
+from .redis_topology import AnyRedis, ensure_initialized, make_client
 from .spend import build_spend
 from .upstream import UpstreamProvider, make_provider
 
@@ -90,6 +90,10 @@ async def build_runtime(config: Config, metrics: Metrics, session: aiohttp.Clien
         providers={m.name: make_provider(m, session, metrics) for m in config.models},
         caller=caller_from_env(config),
     )
+    # Cluster clients initialise lazily and race on a burst of first commands: do it once now (Redis may be down:
+    # then the stages initialise on first use).
+    await guard.call("initialize", lambda: ensure_initialized(redis), default=None,
+                     timeout_s=config.redis.connect_timeout_ms / 1000 * 4)
     if config.cache.exact.enabled:
         rt.exact = ExactCache(redis, guard, metrics, config.cache.exact.ttl_s, config.cache.exact.max_entry_bytes)
     await _build_stages(rt)

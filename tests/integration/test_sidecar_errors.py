@@ -106,3 +106,19 @@ def test_models_health_ready_metrics(gateway: Gateway) -> None:
             assert r.status == 200
     with urllib.request.urlopen(gateway.url + "/metrics", timeout=5) as r:
         assert b"llmgw_requests_total" in r.read()
+
+
+def test_metrics_only_listener(make_gateway, redis_standalone: str, fake_upstream: FakeUpstream) -> None:
+    from llmgw_sidecar.devredis import free_port
+
+    port = free_port()
+    gw = make_gateway(gateway_config({"url": redis_standalone}, fake_upstream.url,
+                                     metrics={"port": port, "host": "127.0.0.1"}))
+    gw.client().chat.completions.create(model="ok", messages=[{"role": "user", "content": "scrape me"}])
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        assert b'llmgw_requests_total{cache="miss"' in r.read()
+    code, _ = post(gw, "/v1/chat/completions", b"{}")  # the API is still on its own port
+    assert code == 400
+    with pytest.raises(urllib.error.HTTPError) as e:  # and the metrics port serves nothing else
+        urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/v1/models"), timeout=5)
+    assert e.value.code == 404

@@ -191,7 +191,7 @@ async def test_cluster_decision_is_atomic_on_one_slot(redis_cluster) -> None:
     m = metrics()
     g = build_governor(cfg, r, m)
     assert g is not None
-    # A burst as the very first use of a fresh cluster client (redis-py initialises lazily: see spend/redis_init.py)
+    # A burst as the very first use of a fresh cluster client (see redis_topology.ensure_initialized)
     results = await asyncio.gather(*[g.admit(ctx(cfg)) for _ in range(8)], return_exceptions=True)
     assert sum(1 for x in results if x is None) == 4
     assert m.ratelimit_decisions.labels("redis", "fail_open")._value.get() == 0

@@ -110,7 +110,6 @@ class SpendService:
             self._child(m.spend, rec.model, rec.scope).inc(rec.cost_nusd / NANO)
         if rec.saved_nusd:
             self._child(m.spend_saved, rec.model, rec.scope).inc(rec.saved_nusd / NANO)
-            self._child(m.cost_saved, rec.model).inc(rec.saved_nusd / NANO)
         if rec.estimated:
             self._child(m.spend_records, "estimated").inc()
         if not rec.priced:

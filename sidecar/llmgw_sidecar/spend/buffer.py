@@ -22,8 +22,8 @@ from redis.exceptions import ResponseError
 
 from ..metrics import Metrics
 from ..redis_guard import RateLimitedLog
+from ..redis_topology import ensure_initialized
 from .records import SpendRecord
-from .redis_init import ensure_initialized
 
 log = logging.getLogger("llmgw.spend")
 

@@ -20,9 +20,9 @@ import orjson
 
 from ..metrics import Metrics
 from ..redis_guard import RateLimitedLog
+from ..redis_topology import ensure_initialized
 from .keys import daily_totals_key
 from .records import aggregate, record_from_dict
-from .redis_init import ensure_initialized
 
 log = logging.getLogger("llmgw.spend.flusher")
 
