@@ -16,6 +16,7 @@ from collections.abc import Callable
 from functools import lru_cache
 
 from ..config import GuardsConfig
+from .guard_words import OPPOSITE_GROUPS as _GROUPS
 
 _APOS = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"', "\u00a0": " "})
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
@@ -266,39 +267,7 @@ def entities_differ(a: str, b: str) -> bool:
 
 # --- opposites and easily confused terms ---------------------------------------------------------------------------
 
-# Each group lists poles; a pole is a set of words (or phrases) meaning the same thing. Two questions that both use the
-# group but on different poles ask different things ("largest" vs "smallest", "when" vs "where", "TCP" vs "UDP").
-_GROUPS: list[list[str]] = [
-    ["max maximum largest biggest highest most greatest tallest longest", "min minimum smallest lowest least "
-     "shortest tiniest"],
-    ["more", "less fewer"], ["increase increases raise raising grow", "decrease decreases reduce lower lowering shrink"],
-    ["advantage pro benefit upside", "disadvantage con drawback downside"], ["before prior", "after"],
-    ["first earliest beginning", "last latest final"], ["best", "worst"], ["above over", "below under"],
-    ["buy buying purchase", "sell selling"], ["import importing", "export exporting"],
-    ["encrypt encryption", "decrypt decryption"], ["encode encoding", "decode decoding"],
-    ["compress compression", "decompress decompression"], ["add adding insert", "remove removing delete deleting"],
-    ["enable enabling turn on", "disable disabling turn off"], ["install installing", "uninstall uninstalling"],
-    ["push", "pull"], ["upload", "download"], ["north northern", "south southern"], ["east eastern", "west western"],
-    ["hot hotter hottest warm warmer warmest", "cold colder coldest cool cooler coolest"],
-    ["up rise rising rises", "down fall falling falls drop dropping"], ["fast faster quick quicker speed up", "slow slower"],
-    ["cheap cheaper cheapest inexpensive", "expensive pricier costly"], ["safe safely", "unsafe dangerous harmful"],
-    ["legal", "illegal"], ["true", "false"], ["start starting begin", "stop stopping end"], ["open", "close closing"],
-    ["win winning", "lose losing"], ["love", "hate"], ["positive", "negative"], ["left", "right"],
-    ["inside inner internal", "outside outer external"], ["ascending", "descending"],
-    ["oldest older", "newest newer youngest younger"], ["input", "output"],
-    ["client", "server"], ["private", "public"], ["synchronous sync", "asynchronous async"],
-    ["mean average", "median", "mode"], ["mass", "weight"], ["speed", "velocity"], ["affect", "effect"],
-    ["latitude", "longitude"], ["stack", "queue"], ["tcp", "udp"], ["process", "thread"], ["list", "tuple"],
-    ["union", "intersection"], ["http", "https"], ["ipv4", "ipv6"], ["sum", "product"], ["width", "height"],
-    ["rows row", "columns column"], ["virus viral", "bacteria bacterial"], ["weather", "climate"],
-    ["boil boiling", "freeze freezing melt"], ["sunrise", "sunset"], ["husband", "wife"], ["male man", "female woman"],
-    ["morning", "evening night"], ["summer", "winter"], ["spring", "autumn fall"], ["herbivore", "carnivore"],
-    ["mitosis", "meiosis"], ["dna", "rna"], ["acid acidic", "base basic alkaline"],
-    ["vertical vertically", "horizontal horizontally"], ["uppercase upper case", "lowercase lower case"],
-    ["singular", "plural"], ["past", "future"], ["lend lending", "borrow borrowing"], ["debit", "credit"],
-]
-
-
+# The groups live in guard_words.py: "largest" vs "smallest", "encrypt" vs "decrypt", "TCP" vs "UDP", ...
 def _compile_groups() -> list[list[re.Pattern[str]]]:
     out = []
     for group in _GROUPS:
