@@ -82,13 +82,20 @@ async def test_dimension_mismatch_is_a_miss(redis_standalone: str) -> None:
     await sc.close()
 
 
-async def test_redis_down_is_a_miss(embedder: LocalEmbedder) -> None:
-    sc, cfg, m = await build_layer({"url": "redis://127.0.0.1:1/0", "connect_timeout_ms": 50}, embedder)
+async def test_redis_down_is_a_miss_and_opens_the_breaker(embedder: LocalEmbedder) -> None:
+    sc, cfg, m = await build_layer({"url": "redis://127.0.0.1:1/0", "connect_timeout_ms": 50,
+                                    "circuit_breaker": {"failure_threshold": 2, "reset_after_s": 60}}, embedder)
     assert await sc.lookup(make_ctx(cfg, "What is the speed of light?")) is None
     assert sample(m, "llmgw_semantic_lookups_total", {"result": "error"}) == 1
     sc.store(make_ctx(cfg, "What is the speed of light?"), answer_for("c"))
     await sc.drain()
     assert sample(m, "llmgw_cache_stores_total", {"cache": "semantic", "result": "error"}) == 1
+    assert await sc.lookup(make_ctx(cfg, "What is the speed of light?")) is None  # second failure: breaker opens
+    # open: no more waiting on a dead Redis, lookups and stores are skipped and counted
+    assert await sc.lookup(make_ctx(cfg, "What is the speed of light?")) is None
+    assert sample(m, "llmgw_redis_fail_open_total", {"op": "semantic_search"}) == 1
+    sc.store(make_ctx(cfg, "What is the speed of light?"), answer_for("c"))
+    assert sample(m, "llmgw_cache_stores_total", {"cache": "semantic", "result": "skipped"}) == 1
     await sc.close()
 
 

@@ -22,12 +22,12 @@ from typing import Any
 import numpy as np
 import orjson
 
-from ..config import Config, RedisMode, SemanticCacheConfig
+from ..config import CircuitBreakerConfig, Config, RedisMode, SemanticCacheConfig
 from ..context import CachedAnswer, RequestContext, Usage
 from ..embeddings.base import Embedder, EmbeddingError
 from ..embeddings.factory import make_embedder
 from ..metrics import Metrics
-from ..redis_guard import RateLimitedLog
+from ..redis_guard import CircuitBreaker, RateLimitedLog
 from .guards import first_rejecting
 from .keys import canonical
 from .semantic_index import Candidate, ShardIndex, VectorStore
@@ -78,7 +78,8 @@ def scope_hash(scope: str, namespace: str | None) -> str:
 
 class SemanticCache:
     def __init__(self, cfg: SemanticCacheConfig, embedder: Embedder, metrics: Metrics, *, redis: Any, key_prefix: str,
-                 node_client: Any = None, search_timeout_s: float = 0.1) -> None:
+                 node_client: Any = None, search_timeout_s: float = 0.1,
+                 breaker: CircuitBreakerConfig | None = None) -> None:
         self.cfg = cfg
         self.embedder = embedder
         self.metrics = metrics
@@ -90,6 +91,9 @@ class SemanticCache:
         self._stores: dict[str, VectorStore] = {}
         self._pending: set[asyncio.Task] = set()
         self._log = RateLimitedLog(log, every_s=30.0)
+        # While Redis is down, do not pay the search deadline on every request: skip the lookup (and stores) until
+        # the breaker lets one probe through.
+        self.breaker = CircuitBreaker(breaker or CircuitBreakerConfig())
 
     # --- lookup --------------------------------------------------------------------------------------------------
 
@@ -117,17 +121,28 @@ class SemanticCache:
         if vec is None:
             self._count("error")
             return None
+        if not self.breaker.allow():
+            self.metrics.redis_fail_open.labels("semantic_search").inc()
+            self._count("error")
+            return None
         store = self._store()
         try:
             async with asyncio.timeout(self.search_timeout_s):
                 found, failed = await store.search(vec, ctx.model.name, ctx_h, scope_h, CANDIDATES_PER_SHARD,
                                                    self._shard_error)
-        except TimeoutError:
+        except Exception as e:  # noqa: BLE001 - timeout, cluster layout unreadable, ...: a miss, and the breaker knows
+            self.breaker.failure()
+            self.metrics.redis_errors.labels("semantic_search").inc()
             self._count("error")
-            self._log.warning("search_timeout", f"semantic search exceeded {self.search_timeout_s * 1000:.0f} ms")
+            self._log.warning("search", f"semantic search failed: {type(e).__name__}: {e}")
             return None
+        if failed and failed == len(store.shards):
+            self.breaker.failure()
+            self._count("error")
+            return None
+        self.breaker.success()
         if not found:
-            self._count("error" if failed and failed == len(store.shards) else "miss")
+            self._count("miss")
             return None
         self.metrics.semantic_distance.observe(found[0].distance)
         rejected = False
@@ -184,6 +199,9 @@ class SemanticCache:
     def store(self, ctx: RequestContext, answer: CachedAnswer) -> None:
         try:
             if ctx.directives.no_store or not answer.body:
+                return
+            if self.breaker.is_open:
+                self.metrics.cache_stores.labels("semantic", "skipped").inc()
                 return
             if len(self._pending) >= MAX_PENDING_STORES:
                 self.metrics.cache_stores.labels("semantic", "skipped").inc()
@@ -295,4 +313,5 @@ async def build_semantic(config: Config, redis: Any, metrics: Metrics, *, embedd
         key_prefix=config.redis.key_prefix, node_client=node_client,
         # one KNN per shard, concurrently; a little more than one cache op, but still a hard bound
         search_timeout_s=max(config.redis.op_timeout_ms / 1000 * 2, 0.05),
+        breaker=config.redis.circuit_breaker,
     )
