@@ -99,7 +99,7 @@ class SharedEmbedder:
 
 async def build_layer(redis_cfg: dict[str, Any], embedder: Any, **semantic: Any) -> tuple[SemanticCache, Config, Metrics]:
     """A semantic layer over the configured topology, built by the app's own factory and client constructor."""
-    cfg = make_config({**redis_cfg, "key_prefix": fresh_prefix(), "op_timeout_ms": 500}, **semantic)
+    cfg = make_config({"op_timeout_ms": 500, **redis_cfg, "key_prefix": fresh_prefix()}, **semantic)
     m = new_metrics()
     sc = await build_semantic(cfg, make_client(cfg.redis), m, embedder=SharedEmbedder(embedder))
     assert sc is not None

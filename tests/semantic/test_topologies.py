@@ -93,6 +93,39 @@ async def test_cluster_spreads_entries_and_hits_on_every_shard(redis_cluster: Cl
     await sc.close()
 
 
+def _prompts_by_node(topo: ClusterTopology, prefix: str) -> dict[str, int]:
+    """Stored question -> port of the master holding it, read from the nodes themselves."""
+    out = {}
+    for n in topo.nodes:
+        c = syncredis.Redis(port=n.port, decode_responses=True)
+        for key in c.scan_iter(match=f"{prefix}:sem:*", count=1000):
+            out[c.hget(key, "prompt")] = n.port
+        c.close()
+    return out
+
+
+async def test_cluster_slow_shard_costs_only_its_own_entries(redis_cluster: ClusterTopology,
+                                                             embedder: LocalEmbedder) -> None:
+    sc, cfg, m = await build_layer({"mode": "cluster", "nodes": redis_cluster.startup_nodes, "op_timeout_ms": 100},
+                                   embedder)
+    await fill_and_check(sc, cfg, QA[:6])
+    where = _prompts_by_node(redis_cluster, cfg.redis.key_prefix)
+    paused = where[QA[0][0]]
+    c = syncredis.Redis(port=paused)
+    c.execute_command("CLIENT", "PAUSE", 2000, "ALL")  # the node stops answering clients (the cluster bus goes on)
+    c.close()
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    for i, (q, p) in enumerate(QA[:6]):
+        hit = await sc.lookup(make_ctx(cfg, p, system=f"conversation {i}"))
+        assert (hit is None) == (where[q] == paused), (q, where[q], paused)
+    assert loop.time() - t0 < 1.9, "each lookup waited for the slow shard's deadline only, not for the shard"
+    assert sample(m, "llmgw_semantic_lookups_total", {"result": "error"}) == 0, "other shards answered: a miss"
+    await asyncio.sleep(max(0.0, 2.1 - (loop.time() - t0)))
+    assert await sc.lookup(make_ctx(cfg, QA[0][1], system="conversation 0")) is not None
+    await sc.close()
+
+
 async def _move_slot(topo: ClusterTopology, slot: int, src_port: int, dst_port: int) -> None:
     """Reshard one slot with its keys, the way redis-cli --cluster reshard does it."""
     def run() -> None:

@@ -127,9 +127,10 @@ class SemanticCache:
             return None
         store = self._store()
         try:
-            async with asyncio.timeout(self.search_timeout_s):
+            # the outer bound also covers a cluster re-discovery; each shard gets the plain search deadline
+            async with asyncio.timeout(self.search_timeout_s * 2):
                 found, failed = await store.search(vec, ctx.model.name, ctx_h, scope_h, CANDIDATES_PER_SHARD,
-                                                   self._shard_error)
+                                                   self._shard_error, timeout_s=self.search_timeout_s)
         except Exception as e:  # noqa: BLE001 - timeout, cluster layout unreadable, ...: a miss, and the breaker knows
             self.breaker.failure()
             self.metrics.redis_errors.labels("semantic_search").inc()
@@ -187,7 +188,8 @@ class SemanticCache:
         msg = str(err).lower()
         if "no such index" in msg or "unknown index" in msg or "not found" in msg:
             shard.forget()  # recreated on the next call
-        self._store().mark_stale()  # a moved slot or a dead node: re-read the cluster layout on the next call
+        if not isinstance(err, TimeoutError):
+            self._store().mark_stale()  # a moved slot or a dead node: re-read the cluster layout (in the background)
         self._log.warning(f"search_{type(err).__name__}", f"semantic search on {shard.name} failed: {err}")
 
     def _count(self, result: str) -> None:

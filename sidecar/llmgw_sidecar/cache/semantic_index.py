@@ -127,6 +127,7 @@ class VectorStore:
         self._clients: dict[tuple[str, int], Redis] = {}
         self._known_tags: set[str] = set()
         self._discovered_at = 0.0
+        self._refresh: asyncio.Task | None = None
         self._lock = asyncio.Lock()
         if not self.cluster:
             shard = ShardIndex(client, key_prefix, index_tag, dims, None)
@@ -137,9 +138,24 @@ class VectorStore:
         return list(self._shards)
 
     async def _topology(self) -> list[ShardIndex]:
-        if self.cluster and (not self._shards or time.monotonic() - self._discovered_at > self.refresh_s):
-            await self.rediscover()
+        if not self.cluster:
+            return self._shards
+        if not self._shards:
+            await self.rediscover()  # the first time there is nothing to search yet
+        elif time.monotonic() - self._discovered_at > self.refresh_s and self._refresh is None:
+            # Later refreshes run in the background: a lookup never waits for a layout read (a node that hangs would
+            # otherwise stall every request); it searches the layout it knows meanwhile.
+            self._refresh = asyncio.get_running_loop().create_task(self._background_refresh())
         return self._shards
+
+    async def _background_refresh(self) -> None:
+        try:
+            async with asyncio.timeout(10.0):
+                await self.rediscover()
+        except Exception:  # noqa: BLE001 - a lookup one second from now tries again (not in a tight loop)
+            self._discovered_at = time.monotonic() - self.refresh_s + 1.0
+        finally:
+            self._refresh = None
 
     async def rediscover(self) -> None:
         """Re-read slot owners; rebuild the shard list (cheap: one CLUSTER SLOTS, indexes are reused by name)."""
@@ -177,10 +193,13 @@ class VectorStore:
         return self._clients[addr]
 
     async def search(self, vec: np.ndarray, model: str, ctx: str, scope: str, k: int,
-                     on_error: Callable[[ShardIndex, BaseException], None]) -> tuple[list[Candidate], int]:
-        """KNN on every shard at once; returns (candidates sorted by distance, number of shards that failed)."""
+                     on_error: Callable[[ShardIndex, BaseException], None],
+                     timeout_s: float | None = None) -> tuple[list[Candidate], int]:
+        """KNN on every shard at once; returns (candidates sorted by distance, number of shards that failed). Each
+        shard has its own deadline: a slow or dead shard costs its own entries, not the answers of the others."""
         shards = await self._topology()
-        results = await asyncio.gather(*(s.search(vec, model, ctx, scope, k) for s in shards), return_exceptions=True)
+        results = await asyncio.gather(*(asyncio.wait_for(s.search(vec, model, ctx, scope, k), timeout_s)
+                                         for s in shards), return_exceptions=True)
         found: list[Candidate] = []
         failed = 0
         for shard, res in zip(shards, results, strict=True):
@@ -205,6 +224,8 @@ class VectorStore:
         self._discovered_at = 0.0
 
     async def close(self) -> None:
+        if self._refresh is not None:
+            self._refresh.cancel()
         for c in self._clients.values():
             await c.aclose()
         self._clients.clear()
