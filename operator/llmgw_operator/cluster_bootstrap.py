@@ -332,7 +332,7 @@ class ClusterReconciler:
             target = empty[0]
             for a, b in _ranges(unowned):
                 self._act(target, "CLUSTER", "ADDSLOTSRANGE", a, b)
-        self._wait("slot ownership to spread", lambda: len(self._owners()) == SLOTS)
+        self._wait("every member to see every slot owned", self._all_see_all_slots)
 
     def _rebalance(self, masters: dict[int, Member]) -> None:
         ordered = [masters[s] for s in sorted(masters)]
@@ -394,6 +394,12 @@ class ClusterReconciler:
             if m.me.is_master and m not in (src, dst):
                 self._pipe(m, [("CLUSTER", "SETSLOT", s, "NODE", dst.id) for s in slots])
 
+    def _all_see_all_slots(self) -> bool:
+        """Each member's OWN view covers all slots (cluster_state:ok alone is not enough: with
+        cluster-require-full-coverage no, a node reports ok while it still misses another shard's slots)."""
+        return all(sum(n.slot_count for n in m.view.values() if n.is_master and not n.failed) == SLOTS
+                   for m in self.members)
+
     def _all_ok(self) -> bool:
         return all("cluster_state:ok" in _text(self._cmd(m, "CLUSTER", "INFO")) for m in self.members)
 
@@ -405,6 +411,8 @@ class ClusterReconciler:
                 problems.append(f"{m.addr} cluster_state not ok")
         if len(self._owners()) != SLOTS:
             problems.append(f"{SLOTS - len(self._owners())} slots unowned")
+        elif not self._all_see_all_slots():
+            problems.append("slot map still propagating")
         for shard, master in masters.items():
             reps = [m for m in self.members if m.shard == shard and m.me.master_id == master.id]
             if len(reps) != self.r:

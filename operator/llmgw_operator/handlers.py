@@ -39,14 +39,14 @@ def register(registry: kopf.OperatorRegistry, api_client_factory: Callable[[], c
         for kind, reason, message in result.events:
             kopf.event(body, type=kind, reason=reason, message=message)
 
-    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
-    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
-    @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry, field="spec")
+    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry, id="reconcile")
+    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry, id="reconcile")
+    @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry, field="spec", id="reconcile")
     def reconcile_gateway(body: kopf.Body, **_: Any) -> None:
         # Spend is left to the timer: create/update must stay quick even when Redis is still starting.
         write(body, reconciler.reconcile(_plain(body), read_spend=False))
 
-    @kopf.timer(GROUP, VERSION, PLURAL, registry=registry, interval=settings.status_interval_s,
+    @kopf.timer(GROUP, VERSION, PLURAL, registry=registry, id="refresh", interval=settings.status_interval_s,
                 initial_delay=min(5.0, settings.status_interval_s), sharp=False)
     def refresh_gateway(body: kopf.Body, **_: Any) -> None:
         write(body, reconciler.reconcile(_plain(body), read_spend=True))

@@ -179,8 +179,10 @@ async def test_ready_when_statefulset_reports_ready(operator: Cluster) -> None:
                              and c["status"] == "True" and operator.gateway("chat"))
     assert condition(gw, "RedisReady")["reason"] == "PodsReady"
     assert gw["status"]["redis"]["readyMembers"] == 1
-    events = [e for e in operator.objects("events").values() if e.get("reason") == "Ready"]
-    assert events and events[0]["type"] == "Normal"
+    # kopf posts events in the background: wait for it.
+    events = await operator.wait("Ready event", lambda: [e for e in operator.objects("events").values()
+                                                         if e.get("reason") == "Ready"])
+    assert events[0]["type"] == "Normal" and events[0]["involvedObject"]["name"] == "chat"
 
 
 async def test_external_mode_reports_reachability_and_spend(operator: Cluster, redis_standalone: str) -> None:
@@ -265,3 +267,35 @@ async def _sleep(s: float) -> None:
     import asyncio
 
     await asyncio.sleep(s)
+
+
+async def _ready(cluster: Cluster, sts: str, n: int) -> None:
+    await cluster.wait(sts, lambda: cluster.objects("statefulsets", "apps/v1").get(sts))
+    await cluster.patch(f"/apis/apps/v1/namespaces/{NS}/statefulsets/{sts}/status",
+                        {"status": {"replicas": n, "readyReplicas": n}})
+
+
+async def test_sentinel_counts_data_and_sentinel_pods(operator: Cluster) -> None:
+    body = example("sentinel")
+    await secrets_for(operator, body)
+    await operator.create_gateway(body)
+    await _ready(operator, "support-redis", 3)
+    gw = await operator.wait("members", lambda: (g := operator.gateway("support")) and
+                             (g.get("status") or {}).get("redis", {}).get("readyMembers") == 3 and g)
+    assert gw["status"]["redis"]["desiredMembers"] == 6
+    assert condition(gw, "RedisReady")["message"] == "3/6 Redis pods ready"
+    await _ready(operator, "support-sentinel", 3)
+    await operator.wait("Ready", lambda: condition(operator.gateway("support"), "Ready")["status"] == "True")
+
+
+async def test_cluster_with_ready_pods_runs_the_bootstrap_and_reports_its_state(operator: Cluster) -> None:
+    body = example("cluster")
+    await secrets_for(operator, body)
+    await operator.create_gateway(body)
+    await _ready(operator, "batch-redis", 6)
+    # The pods' DNS names do not exist here: the bootstrap pass must report that, change nothing, and not crash.
+    c = await operator.wait("cluster state", lambda: (c := condition(operator.gateway("batch"), "RedisReady"))
+                            and c["reason"] == "ClusterNotHealthy" and c)
+    assert c["status"] == "False" and c["message"].startswith("pending: members not reachable")
+    assert "batch-redis-0.batch-redis-headless.team-a.svc.cluster.local:6379" in c["message"]
+    assert operator.gateway("batch")["status"]["redis"]["clusterState"] == c["message"]
