@@ -33,6 +33,9 @@ OPPOSITE_GROUPS: list[list[str]] = [
     ["morning", "evening night"], ["summer", "winter"], ["spring", "autumn fall"], ["herbivore", "carnivore"],
     ["mitosis", "meiosis"], ["dna", "rna"], ["acid acidic", "base basic alkaline"],
     ["vertical vertically", "horizontal horizontally"], ["uppercase upper case", "lowercase lower case"],
-    ["singular", "plural"], ["past", "future"], ["lend lending", "borrow borrowing"], ["debit", "credit"],
+    ["singular", "plural"], ["past", "future"], ["yesterday", "today tonight", "tomorrow"],
+    ["last week", "this week", "next week"], ["last month", "this month", "next month"],
+    ["last year", "this year", "next year"], ["synonym", "antonym"], ["beginner novice", "expert advanced"],
+    ["kid child children", "adult grown-up"], ["in into", "out"], ["lend lending", "borrow borrowing"], ["debit", "credit"],
 ]
 

@@ -52,8 +52,10 @@ _NUM_WORDS.update({"thirty": "30", "forty": "40", "fifty": "50", "sixty": "60", 
                    "ninety": "90", "hundred": "100", "thousand": "1000", "million": "1000000",
                    "billion": "1000000000", "dozen": "12", "half": "0.5", "quarter": "0.25", "twice": "2",
                    "triple": "3"})
+# "first" and "second" are left out: far more often "initial" / "second-hand" / a time unit than a count; a swap of
+# them in the same sentence is the substitution guard's job, first/last the opposites guard's.
 _ORDINALS = {w: str(i) for i, w in enumerate(
-    "zeroth first second third fourth fifth sixth seventh eighth ninth tenth".split())}
+    "zeroth - - third fourth fifth sixth seventh eighth ninth tenth".split()) if w != "-"}
 _UNITS = {}
 for _canon, _names in {
     "km": "km kms kilometer kilometers kilometre kilometres", "mile": "mi mile miles", "m": "m meter meters metre metres",
@@ -66,7 +68,8 @@ for _canon, _names in {
     "day": "day days", "week": "week weeks", "month": "month months", "year": "year years yr yrs",
     "kb": "kb kilobyte kilobytes", "mb": "mb megabyte megabytes", "gb": "gb gigabyte gigabytes",
     "tb": "tb terabyte terabytes", "byte": "byte bytes", "bit": "bit bits", "%": "% percent percentage",
-    "mph": "mph", "kmh": "kph kmh", "cal": "calorie calories kcal",
+    "mph": "mph", "kmh": "kph kmh", "cal": "calorie calories kcal", "cup": "cup cups",
+    "tbsp": "tbsp tablespoon tablespoons", "tsp": "tsp teaspoon teaspoons",
 }.items():
     for _n in _names.split():
         _UNITS[_n] = _canon
@@ -85,7 +88,9 @@ def _numbers(text: str) -> tuple[list[str], list[str]]:
     """(numbers, each with the unit that follows it, in order), (math operators)."""
     nums: list[str] = []
     ops: list[str] = []
-    toks = _NUMBER_TOKEN.findall(_norm(text).lower())
+    # Inside a sentence, capitalised First/Second are ordinals of a name ("the Second World War" = "World War II").
+    text = re.sub(r"(?<=\w )(First|Second)\b", lambda m: "1st" if m.group(1) == "First" else "2nd", _norm(text))
+    toks = _NUMBER_TOKEN.findall(text.lower())
     currency = ""
     for i, tok in enumerate(toks):
         if tok in _CURRENCY:
@@ -112,10 +117,31 @@ def _numbers(text: str) -> tuple[list[str], list[str]]:
     return nums, ops if nums else []
 
 
+# Measurement units that name a direction when they appear without a number ("convert Celsius to Fahrenheit").
+# Time units are left out: "what day" or "this year" are not conversions.
+_DIRECTION_UNITS = {n: c for n, c in _UNITS.items()
+                    if len(n) > 2 and c not in {"s", "min", "h", "day", "week", "month", "year", "%"}}
+
+
+@lru_cache(maxsize=4096)
+def _bare_units(text: str) -> tuple[str, ...]:
+    """Units not right after a number, in order of appearance."""
+    toks = _NUMBER_TOKEN.findall(_norm(text).lower())
+    out = []
+    for i, tok in enumerate(toks):
+        unit = _DIRECTION_UNITS.get(tok)
+        if unit and not (i > 0 and toks[i - 1][0].isdigit()) and unit not in out:
+            out.append(unit)
+    return tuple(out)
+
+
 def numbers_differ(a: str, b: str) -> bool:
     na, oa = _numbers(a)
     nb, ob = _numbers(b)
     if Counter(oa) != Counter(ob):
+        return True
+    ua, ub = _bare_units(a), _bare_units(b)
+    if len(ua) >= 2 and len(ub) >= 2 and ua != ub:  # Celsius -> Fahrenheit is not Fahrenheit -> Celsius
         return True
     # A unit only counts when both sides give it: "5 miles" and "5" may be the same question, "5 miles" and
     # "5 km" are not.
@@ -188,7 +214,7 @@ for _cls, _names in {
     "diagram": "diagram chart", "regex": "regex regexp", "emoji": "emoji",
     # tone and register
     "formal": "formal professional", "informal": "informal casual", "funny": "funny humorous humor joking",
-    "pirate": "pirate", "shakespeare": "shakespeare shakespearean", "child": "child kid eli5 five-year-old",
+    "pirate": "pirate", "shakespeare": "shakespeare shakespearean", "child": "child children kid eli5 five-year-old",
     "brief": "brief briefly concise concisely tl;dr", "detailed": "detailed detail thorough thoroughly in-depth",
 }.items():
     for _n in _names.split():
@@ -198,21 +224,22 @@ _LANG_TOKEN = re.compile(r"[A-Za-z][A-Za-z0-9+#;\-]*")
 
 
 @lru_cache(maxsize=4096)
-def _lang_format(text: str) -> frozenset[str]:
-    found = set()
+def _lang_format(text: str) -> tuple[str, ...]:
+    """Language/format classes in order of first appearance."""
+    found: list[str] = []
     for tok in _LANG_TOKEN.findall(_norm(text)):
-        if tok in _CASED:
-            found.add(_CASED[tok])
-            continue
-        w = _stem(tok.lower())
-        cls = _LANG_FORMAT_CLASSES.get(w) or _LANG_FORMAT_CLASSES.get(tok.lower())
-        if cls:
-            found.add(cls)
-    return frozenset(found)
+        cls = _CASED.get(tok)
+        if cls is None:
+            cls = _LANG_FORMAT_CLASSES.get(_stem(tok.lower())) or _LANG_FORMAT_CLASSES.get(tok.lower())
+        if cls and cls not in found:
+            found.append(cls)
+    return tuple(found)
 
 
 def language_format_differs(a: str, b: str) -> bool:
-    return _lang_format(a) != _lang_format(b)
+    la, lb = _lang_format(a), _lang_format(b)
+    # the same languages in another order is another direction: from French to English is not from English to French
+    return set(la) != set(lb) or (len(la) >= 2 and la != lb)
 
 
 # --- code identifiers ----------------------------------------------------------------------------------------------
@@ -251,7 +278,8 @@ def _entities(text: str) -> set[str]:
     found = set()
     for m in _CAP.finditer(t):
         w = (m.group(1) or m.group(2)).lower().removesuffix("'s")
-        numeral = w in _ROMAN or w in _ORDINALS or w in _NUM_WORDS  # "World War II", "the Second": numbers guard
+        # "World War II", "the Second World War": the numbers guard compares those
+        numeral = w in _ROMAN or w in _ORDINALS or w in _NUM_WORDS or w in ("first", "second")
         if len(w) > 1 and w not in _NOT_ENTITIES and not numeral:
             found.add(w)
     return found
@@ -262,7 +290,12 @@ def entities_differ(a: str, b: str) -> bool:
     # question, capitalised or not (the other may start a sentence with it). "Paris" vs "Rome" differ.
     wa = {_stem(w) for w in _words(a)}
     wb = {_stem(w) for w in _words(b)}
-    return any(_stem(e) not in wb for e in _entities(a)) or any(_stem(e) not in wa for e in _entities(b))
+    return any(not _entity_in(e, wb) for e in _entities(a)) or any(not _entity_in(e, wa) for e in _entities(b))
+
+
+def _entity_in(entity: str, words: set[str]) -> bool:
+    # "Wi-Fi" is one entity but two words ("wi", "fi") to the word splitter
+    return all(_stem(part) in words for part in entity.split("-") if part)
 
 
 # --- opposites and easily confused terms ---------------------------------------------------------------------------
@@ -290,7 +323,8 @@ def _compile_groups() -> list[list[re.Pattern[str]]]:
 
 
 _PHRASES = frozenset({"turn on", "turn off", "what time", "what year", "how many", "how much", "speed up",
-                      "upper case", "lower case"})
+                      "upper case", "lower case", "last week", "this week", "next week", "last month", "this month",
+                      "next month", "last year", "this year", "next year"})
 _GROUP_RES = _compile_groups()
 
 
@@ -352,14 +386,20 @@ def substitution_differs(a: str, b: str) -> bool:
     # The very same sentence with exactly one content word swapped ("symbol for gold" / "symbol for silver", "train my
     # dog" / "train my cat") is a different question: the embedding puts it at paraphrase distance because everything
     # else is identical. Real paraphrases reword the frame too, so they are not caught by this.
+    # The swapped slot may be a short phrase ("on stocks" / "on real estate"): same words before and after it.
     sa, sb = _sequence(a), _sequence(b)
-    if len(sa) != len(sb) or len(sa) < 3:
+    p = 0
+    while p < min(len(sa), len(sb)) and sa[p] == sb[p]:
+        p += 1
+    q = 0
+    while q < min(len(sa), len(sb)) - p and sa[-1 - q] == sb[-1 - q]:
+        q += 1
+    ma, mb = sa[p:len(sa) - q], sb[p:len(sb) - q]
+    if p + q < 3 or not (1 <= len(ma) <= 2 and 1 <= len(mb) <= 2):
         return False
-    diffs = [(x, y) for x, y in zip(sa, sb, strict=True) if x != y]
-    if len(diffs) != 1:
-        return False
-    x, y = diffs[0]
-    return x not in _STOPWORDS and y not in _STOPWORDS and not _synonyms(x, y)
+    if any(w in _STOPWORDS or w.endswith("n't") or w in ("not", "cannot") for w in (*ma, *mb)):
+        return False  # "how do I" vs "how can I": rewording of the frame, not of the subject
+    return not (len(ma) == len(mb) == 1 and _synonyms(ma[0], mb[0]))
 
 
 GUARDS: dict[str, Callable[[str, str], bool]] = {
