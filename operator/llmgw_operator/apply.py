@@ -10,6 +10,8 @@ Every call is listed in API_CALLS as (group, resource, verb); the chart's Cluste
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -157,8 +159,6 @@ class Applier:
 
     def secret_value(self, namespace: str, name: str, key: str) -> tuple[bool, str | None]:
         """(Secret exists, base64-decoded value of key or None)."""
-        import base64
-
         secret = self.read("Secret", namespace, name)
         if secret is None:
             return False, None
@@ -183,8 +183,6 @@ class Applier:
 
 
 def _message(e: ApiException) -> str:
-    import json
-
     try:
         return json.loads(e.body or "{}").get("message") or str(e.reason)
     except ValueError:

@@ -14,18 +14,22 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
 from . import cluster_bootstrap, redis_access, spend_reader
 from .apply import Applier, ApplyError, owner_reference
-from .builders import Gateway, SpecError, build_all
-from .builders.cluster import node_count
-from .builders.common import DEFAULT_CLUSTER_DOMAIN
+from .builders import BUILDERS, Gateway, SpecError, build_all
+from .builders.common import DEFAULT_CLUSTER_DOMAIN, auth_secret
 from .builders.sidecar_config import KEY_PREFIX, redis_endpoints, referenced_secrets, sidecar_configmap_name
 from .status import Check, Observation, build_status, ready_condition
 
 log = logging.getLogger(__name__)
+
+
+def _same(hostport: str) -> str:
+    return hostport
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,9 @@ class Settings:
     cluster_domain: str = DEFAULT_CLUSTER_DOMAIN
     redis_timeout_s: float = 1.0
     cluster_timeout_s: float = 20.0
+    # Maps a "host:port" the operator is about to dial (never what it renders for the sidecars). Identity in a
+    # cluster; a port-forward table when the operator runs on a laptop, and the local Redis processes in tests.
+    dial: Callable[[str], str] = _same
 
 
 @dataclass
@@ -40,6 +47,12 @@ class Result:
     status: dict[str, Any]
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
     applied: dict[str, str] = field(default_factory=dict)  # "Kind/name" -> created|patched|unchanged
+
+
+def _dial_url(url: str, dial: Callable[[str], str]) -> str:
+    parts = urlsplit(url)
+    creds, at, hostport = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{creds}{at}{dial(hostport)}"))
 
 
 def _utcnow() -> dt.datetime:
@@ -110,9 +123,6 @@ class Reconciler:
 
     # -- pieces ---------------------------------------------------------------------------------------------------
     def _redis_only(self, gw: Gateway) -> list[dict[str, Any]]:
-        from .builders import BUILDERS
-        from .builders.common import auth_secret
-
         secret = auth_secret(gw, secrets.token_urlsafe(32)) if gw.mode != "external" else None
         return [*([secret] if secret else []), *BUILDERS[gw.mode](gw)]
 
@@ -154,9 +164,11 @@ class Reconciler:
             ca = self.applier.secret_value(gw.namespace, gw.redis["tls"]["secretName"], "ca.crt")[1]
         if url and url.startswith("rediss://"):
             tls = False  # the scheme already says TLS; redis-py takes it from the URL
+        dial = self.settings.dial
         return redis_access.Target(
-            mode=ep["mode"], url=url, sentinels=tuple(ep.get("sentinels", ())), master_name=ep.get("masterName", ""),
-            nodes=tuple(ep.get("nodes", ())), password=password, tls=tls, ca_pem=ca,
+            mode=ep["mode"], url=_dial_url(url, dial) if url else url,
+            sentinels=tuple(dial(s) for s in ep.get("sentinels", ())), master_name=ep.get("masterName", ""),
+            nodes=tuple(dial(n) for n in ep.get("nodes", ())), password=password, tls=tls, ca_pem=ca,
             timeout_s=self.settings.redis_timeout_s,
         )
 
@@ -182,7 +194,11 @@ class Reconciler:
                 obs.redis = Check(report.healthy, "ClusterHealthy" if report.healthy else "ClusterNotHealthy",
                                   report.state)
             else:
-                obs.redis = Check(True, "PodsReady", f"{ready}/{desired} Redis pods ready")
+                # Ready pods are not the whole truth: check that a client gets through (sentinel: that the
+                # sentinels name a master and it answers), with the password the sidecars will use.
+                ok, msg = self._ping(self._target(gw))
+                obs.redis = Check(True, "Ready", f"{ready}/{desired} Redis pods ready; {gw.mode} answers PING") \
+                    if ok else Check(False, "Unreachable", f"{ready}/{desired} Redis pods ready, but {msg}")
         if obs.redis.ok and read_spend:
             obs.spend = self._spend(gw, now) or obs.spend
 
@@ -199,9 +215,8 @@ class Reconciler:
 
     def _cluster_pass(self, gw: Gateway) -> cluster_bootstrap.Report:
         target = self._target(gw)
-        hosts = gw.redis_pod_hosts(node_count(gw))
         return cluster_bootstrap.reconcile_cluster(
-            [f"{h}:6379" for h in hosts], gw.redis["replicasPerShard"],
+            list(target.nodes), gw.redis["replicasPerShard"],
             lambda host, port: redis_access.node_client(target, host, port),
             password=target.password, timeout_s=self.settings.cluster_timeout_s,
         )

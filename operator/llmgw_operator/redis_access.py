@@ -40,6 +40,7 @@ def _kw(t: Target) -> dict[str, Any]:
         "socket_connect_timeout": t.timeout_s,
         "decode_responses": True,
         "protocol": 2,
+        "retry": Retry(NoBackoff(), 0),  # redis-py's default retries with backoff would stall a pass for seconds
     }
     if t.tls:
         kw.update(ssl=True, ssl_cert_reqs="required", ssl_ca_data=t.ca_pem)
@@ -48,19 +49,21 @@ def _kw(t: Target) -> dict[str, Any]:
 
 def node_client(t: Target, host: str, port: int) -> redis.Redis:
     """A plain connection to one node (cluster bootstrap talks to each member directly)."""
-    return redis.Redis(host=host, port=port, retry=Retry(NoBackoff(), 0), **_kw(t))
+    return redis.Redis(host=host, port=port, **_kw(t))
 
 
 def client(t: Target) -> Any:
     """A sync client for the topology: Redis, a sentinel-discovered master, or RedisCluster."""
     if t.mode == "cluster":
-        return RedisCluster(startup_nodes=[ClusterNode(*_split(n)) for n in t.nodes], **_kw(t))
+        return RedisCluster(startup_nodes=[ClusterNode(*_split(n)) for n in t.nodes], cluster_error_retry_attempts=0,
+                            **_kw(t))
     if t.mode == "sentinel":
-        skw: dict[str, Any] = {"socket_timeout": t.timeout_s, "socket_connect_timeout": t.timeout_s}
+        skw: dict[str, Any] = {"socket_timeout": t.timeout_s, "socket_connect_timeout": t.timeout_s,
+                               "retry": Retry(NoBackoff(), 0)}
         if t.password:
             skw["password"] = t.password
         return Sentinel([_split(s) for s in t.sentinels], sentinel_kwargs=skw, **_kw(t)).master_for(t.master_name)
     kw = _kw(t)
     if t.password is None:
         kw.pop("password")  # keep a password that is part of the URL
-    return redis.Redis.from_url(t.url or "", retry=Retry(NoBackoff(), 0), **kw)
+    return redis.Redis.from_url(t.url or "", **kw)

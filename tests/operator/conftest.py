@@ -35,7 +35,8 @@ GW_PATH = f"/apis/{GROUP}/{VERSION}/namespaces/{NS}/{PLURAL}"
 
 
 class Emulator(kmock.KubernetesEmulator):
-    """Adds what kopf and our operator need: uid, resourceVersion, generation (bumped on spec changes)."""
+    """Adds what kopf and our operator need: uid, resourceVersion, generation (bumped on spec changes), and names
+    from generateName."""
 
     _rv: int = 0
 
@@ -45,6 +46,9 @@ class Emulator(kmock.KubernetesEmulator):
             Emulator._rv += 1
             md = data.setdefault("metadata", {}) if request.action == kmock.action.CREATE else data.get("metadata")
             if request.action == kmock.action.CREATE:
+                if not md.get("name") and md.get("generateName"):
+                    # As the API server does (kopf names its Events this way); the stock emulator keys them all None.
+                    md["name"] = md["generateName"] + uuid.uuid4().hex[:5]
                 md.setdefault("uid", str(uuid.uuid4()))
                 md.setdefault("generation", 1)
                 md.setdefault("creationTimestamp", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
@@ -65,7 +69,8 @@ class Cluster:
     k8s: Emulator
     url: str
     api: client.ApiClient
-    events: list[dict[str, Any]] = field(default_factory=list)
+    # host:port the operator dials -> where it really is (a local Redis process standing in for a pod).
+    dial: dict[str, str] = field(default_factory=dict)
 
     def objects(self, plural: str, group_version: str = "v1") -> dict[str, dict[str, Any]]:
         out = {}
@@ -156,7 +161,8 @@ async def operator(cluster: Cluster) -> AsyncIterator[Cluster]:
         return kopf.ConnectionInfo(server=cluster.url, insecure=True)
 
     register(registry, lambda: cluster.api,
-             HandlerSettings(status_interval_s=0.5, reconcile=Settings(redis_timeout_s=0.3), webhook=False))
+             HandlerSettings(status_interval_s=0.5, webhook=False,
+                             reconcile=Settings(redis_timeout_s=0.3, dial=lambda hp: cluster.dial.get(hp, hp))))
     settings = kopf.OperatorSettings()
     settings.posting.level = 20
     settings.watching.server_timeout = 10

@@ -3,16 +3,20 @@ gateway, schema-valid) and a truthful status; updates patch; a missing Secret is
 
 from __future__ import annotations
 
+import base64
 import copy
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
+import redis as redis_lib
 import yaml
 
 from llmgw_operator.apply import HASH_ANNOTATION
 from tests.operator.conftest import GW_PATH, NS, Cluster
+from tests.redis_servers import free_port, standalone
 
 pytestmark = pytest.mark.timeout(60)
 EXAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "examples"
@@ -167,32 +171,55 @@ async def test_secret_without_the_key_is_reported(operator: Cluster) -> None:
     assert c["reason"] == "SecretKeyNotFound" and "'api-key'" in c["message"]
 
 
-async def test_ready_when_statefulset_reports_ready(operator: Cluster) -> None:
+async def test_standalone_ready_end_to_end_with_a_real_redis(operator: Cluster, tmp_path: Path) -> None:
+    """Pods ready is not enough: the operator PINGs Redis with the generated password, then reads spend from it."""
     body = example("standalone")
     await secrets_for(operator, body)
     await operator.create_gateway(body)
-    await operator.wait("statefulset", lambda: operator.objects("statefulsets", "apps/v1").get("chat-redis"))
-    # Play the StatefulSet controller: the pod became ready.
-    await operator.patch(f"/apis/apps/v1/namespaces/{NS}/statefulsets/chat-redis/status",
-                         {"status": {"replicas": 1, "readyReplicas": 1}})
-    gw = await operator.wait("Ready", lambda: (c := condition(operator.gateway("chat"), "Ready"))
-                             and c["status"] == "True" and operator.gateway("chat"))
-    assert condition(gw, "RedisReady")["reason"] == "PodsReady"
-    assert gw["status"]["redis"]["readyMembers"] == 1
-    # kopf posts events in the background: wait for it.
-    events = await operator.wait("Ready event", lambda: [e for e in operator.objects("events").values()
-                                                         if e.get("reason") == "Ready"])
-    assert events[0]["type"] == "Normal" and events[0]["involvedObject"]["name"] == "chat"
+    secret = await operator.wait("generated password", lambda: operator.objects("secrets").get("chat-redis-auth"))
+    password = base64.b64decode(secret["data"]["password"]).decode()
+    assert len(password) >= 32
+    # Play the StatefulSet controller: the pod is ready. Nothing listens yet: the status must say so.
+    await _ready(operator, "chat-redis", 1)
+    c = await operator.wait("Unreachable", lambda: (c := condition(operator.gateway("chat"), "RedisReady"))
+                            and c["reason"] == "Unreachable" and c)
+    assert c["status"] == "False" and c["message"].startswith("1/1 Redis pods ready, but")
+    # Now "the pod" is a real Redis Stack with the password from the generated Secret.
+    port = free_port()
+    proc = standalone(port, tmp_path / "redis", extra=["--requirepass", password]).start(wait=False)
+    client = redis_lib.Redis(port=port, password=password)
+    await operator.wait("redis up", lambda: _pings(client))
+    day = dt.datetime.now(dt.UTC).date().isoformat()
+    client.hset(f"llmgw:spend:{{{NS}/chat}}:day:{day}", mapping={"requests": 4, "hits": 1, "cost_nusd": 2 * 10**8})
+    try:
+        operator.dial["chat-redis.team-a.svc.cluster.local:6379"] = f"127.0.0.1:{port}"
+        gw = await operator.wait("Ready", lambda: (g := operator.gateway("chat")) and
+                                 (condition(g, "Ready") or {}).get("status") == "True" and
+                                 (g["status"].get("spend") or {}).get("todayRequests") == 4 and g)
+        assert condition(gw, "RedisReady")["reason"] == "Ready"
+        assert gw["status"]["spend"]["todayUsd"] == 0.2 and gw["status"]["spend"]["todayHitRatio"] == 0.25
+        assert gw["status"]["redis"]["readyMembers"] == 1
+        events = await operator.wait("Ready event", lambda: [e for e in operator.objects("events").values()
+                                                             if e.get("reason") == "Ready"])
+        assert events[0]["type"] == "Normal" and events[0]["involvedObject"]["name"] == "chat"
+        await _sleep(1.0)  # two more timer passes: no new events without a new verdict
+        reasons = sorted(e["reason"] for e in operator.objects("events").values()
+                         if e["involvedObject"]["name"] == "chat" and e["reason"] in ("PodsNotReady", "Unreachable",
+                                                                                      "Ready"))
+        # PodsNotReady may or may not have been a verdict (the test marks the pod ready as soon as it exists).
+        assert {"Ready", "Unreachable"} <= set(reasons) and len(reasons) == len(set(reasons)), \
+            f"one Event per change of the Ready verdict: {reasons}"
+    finally:
+        client.close()
+        proc.kill()
 
 
 async def test_external_mode_reports_reachability_and_spend(operator: Cluster, redis_standalone: str) -> None:
-    import redis as redis_lib
-
     body = example("external")
     body["metadata"]["name"] = "ext"
     await operator.create_secret("shared-redis", {"url": redis_standalone})
     await operator.create_secret("openai", {"api-key": "sk-test"})
-    today = __import__("datetime").datetime.now(__import__("datetime").UTC).date().isoformat()
+    today = dt.datetime.now(dt.UTC).date().isoformat()
     r = redis_lib.Redis.from_url(redis_standalone)
     key = f"llmgw:spend:{{{NS}/ext}}:day:{today}"
     r.hset(key, mapping={"requests": 10, "hits": 4, "cost_nusd": 1_500_000_000, "saved_nusd": 600_000_000})
@@ -269,6 +296,13 @@ async def _sleep(s: float) -> None:
     await asyncio.sleep(s)
 
 
+def _pings(client: redis_lib.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis_lib.ConnectionError:
+        return False
+
+
 async def _ready(cluster: Cluster, sts: str, n: int) -> None:
     await cluster.wait(sts, lambda: cluster.objects("statefulsets", "apps/v1").get(sts))
     await cluster.patch(f"/apis/apps/v1/namespaces/{NS}/statefulsets/{sts}/status",
@@ -285,7 +319,10 @@ async def test_sentinel_counts_data_and_sentinel_pods(operator: Cluster) -> None
     assert gw["status"]["redis"]["desiredMembers"] == 6
     assert condition(gw, "RedisReady")["message"] == "3/6 Redis pods ready"
     await _ready(operator, "support-sentinel", 3)
-    await operator.wait("Ready", lambda: condition(operator.gateway("support"), "Ready")["status"] == "True")
+    # All pods ready, but no sentinel answers (their names do not resolve here): not Ready, and it says why.
+    c = await operator.wait("Unreachable", lambda: (c := condition(operator.gateway("support"), "RedisReady"))
+                            and c["reason"] == "Unreachable" and c)
+    assert c["message"].startswith("6/6 Redis pods ready, but")
 
 
 async def test_cluster_with_ready_pods_runs_the_bootstrap_and_reports_its_state(operator: Cluster) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..crd import defaulted_spec
@@ -44,8 +44,6 @@ class Gateway:
     namespace: str
     spec: dict[str, Any]
     cluster_domain: str = DEFAULT_CLUSTER_DOMAIN
-    default_sidecar_image: str = "ghcr.io/llmgateway/llmgw-sidecar:0.1.0"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_spec(cls, name: str, namespace: str, spec: Any, **kw: Any) -> Gateway:
