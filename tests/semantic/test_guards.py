@@ -18,6 +18,7 @@ REJECT = [
     ("negation", "Is it safe to eat raw eggs?", "Is it not safe to eat raw eggs?"),
     ("negation", "What can I bring on a plane?", "What can't I bring on a plane?"),
     ("negation", "List all European countries.", "List all European countries except France."),
+    ("negation", "How do I connect my headphones to my laptop?", "How do I disconnect my headphones from my laptop?"),
     ("quoted", 'Translate "good morning" into Spanish.', 'Translate "good night" into Spanish.'),
     ("language_format", "Translate thank you to French.", "Translate thank you to Spanish."),
     ("language_format", "Write hello world in C.", "Write hello world in Go."),

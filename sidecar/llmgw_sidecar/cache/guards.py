@@ -171,8 +171,21 @@ def _negations(text: str) -> int:
     return n + len(re.findall(r"\bother than\b|\bapart from\b", _norm(text).lower()))
 
 
+_NEG_PREFIXES = ("un", "dis", "non", "de", "in", "im", "il", "ir")
+
+
+def _prefix_negated(a: str, b: str) -> bool:
+    """A word of one question appears negated by a prefix in the other: connect/disconnect, mute/unmute, safe/unsafe."""
+    wa, wb = set(_words(a)), set(_words(b))
+    for x, y in ((wa - wb, wb - wa), (wb - wa, wa - wb)):
+        for w in x:
+            if len(w) >= 4 and any(p + w in y for p in _NEG_PREFIXES):
+                return True
+    return False
+
+
 def negation_differs(a: str, b: str) -> bool:
-    return _negations(a) != _negations(b)
+    return _negations(a) != _negations(b) or _prefix_negated(a, b)
 
 
 # --- quoted strings ------------------------------------------------------------------------------------------------
