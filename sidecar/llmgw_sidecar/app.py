@@ -164,6 +164,7 @@ class Handlers:
         if not cacheable or d.no_cache:
             ctx.cache_result = "bypass"
         else:
+            ctx.cache_result = "miss"
             hit = await rt.exact.get(ctx.cache_key) if rt.exact is not None and ctx.cache_key else None
             if hit is not None:
                 ctx.cache_result = "hit-exact"

@@ -71,7 +71,7 @@ class RequestContext:
     started: float = field(default_factory=time.perf_counter)
     wall_started: float = field(default_factory=time.time)
     cache_key: str | None = None  # exact-cache key, once computed
-    cache_result: str = "miss"  # hit-exact | hit-semantic | miss | bypass
+    cache_result: str = "none"  # hit-exact | hit-semantic | miss | bypass; none: refused before the cache
     usage: Usage | None = None  # filled from the answer (or the cached answer on hits)
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)  # extra response headers (rate limits, budgets, ...)

@@ -122,3 +122,11 @@ def test_metrics_only_listener(make_gateway, redis_standalone: str, fake_upstrea
     with pytest.raises(urllib.error.HTTPError) as e:  # and the metrics port serves nothing else
         urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/v1/models"), timeout=5)
     assert e.value.code == 404
+
+
+def test_refused_requests_are_labelled_none_not_miss(gateway: Gateway) -> None:
+    with pytest.raises(openai.NotFoundError):
+        gateway.client().chat.completions.create(model="gpt-9", messages=MSG)
+    post(gateway, "/v1/chat/completions", b"{bad")
+    assert gateway.sample("llmgw_requests_total", cache="none") == 2
+    assert gateway.sample("llmgw_requests_total", cache="miss") == 0
