@@ -443,6 +443,9 @@ class ClusterReconciler:
                 time.sleep(self.poll_s)
         except ClusterPending as e:
             return Report(False, f"pending: {e}", self.actions)
+        except (redis.RedisError, OSError) as e:
+            # A member died mid-pass or refused a step: report it; the next pass starts over from what it sees.
+            return Report(False, f"error: {type(e).__name__}: {e}", self.actions)
         finally:
             for m in self.members:
                 m.client.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import secrets
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,6 +70,8 @@ class Reconciler:
         self.applier = applier
         self.settings = settings or Settings()
         self.clock = clock
+        self._cluster_locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
 
     # -- entry point ----------------------------------------------------------------------------------------------
     def reconcile(self, body: dict[str, Any], *, read_spend: bool = True) -> Result:
@@ -214,12 +217,20 @@ class Reconciler:
             return False, f"{type(e).__name__}: {e}"
 
     def _cluster_pass(self, gw: Gateway) -> cluster_bootstrap.Report:
-        target = self._target(gw)
-        return cluster_bootstrap.reconcile_cluster(
-            list(target.nodes), gw.redis["replicasPerShard"],
-            lambda host, port: redis_access.node_client(target, host, port),
-            password=target.password, timeout_s=self.settings.cluster_timeout_s,
-        )
+        # One pass per cluster at a time: the timer and a spec update must not both MEET and ADDSLOTS at once.
+        with self._locks_guard:
+            lock = self._cluster_locks.setdefault(f"{gw.namespace}/{gw.name}", threading.Lock())
+        if not lock.acquire(timeout=self.settings.cluster_timeout_s):
+            return cluster_bootstrap.Report(False, "pending: another pass is working on the cluster")
+        try:
+            target = self._target(gw)
+            return cluster_bootstrap.reconcile_cluster(
+                list(target.nodes), gw.redis["replicasPerShard"],
+                lambda host, port: redis_access.node_client(target, host, port),
+                password=target.password, timeout_s=self.settings.cluster_timeout_s,
+            )
+        finally:
+            lock.release()
 
     def _spend(self, gw: Gateway, now: dt.datetime) -> dict[str, Any] | None:
         try:

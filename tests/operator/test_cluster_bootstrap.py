@@ -23,18 +23,39 @@ pytestmark = pytest.mark.timeout(90)
 DNS: dict[str, str] = {}
 
 
+PASSWORDS: dict[int, str] = {}  # port -> requirepass of that node
+
+
 def connect(host: str, port: int) -> redis.Redis:
     # No client-side retries: the reconciler decides what an unreachable member means.
     return redis.Redis(host=DNS.get(host, host), port=port, decode_responses=True, socket_timeout=5,
-                       socket_connect_timeout=2, retry=Retry(NoBackoff(), 0))
+                       socket_connect_timeout=2, retry=Retry(NoBackoff(), 0), password=PASSWORDS.get(port))
 
 
-def start_nodes(workdir: Path, n: int) -> list[RedisProcess]:
+def start_nodes(workdir: Path, n: int, password: str | None = None) -> list[RedisProcess]:
     nodes = [cluster_node(workdir) for _ in range(n)]
     for node in nodes:
-        node.start()
+        if password:
+            # As the pods run: clients and replicas (masterauth) authenticate.
+            node.args += ["--requirepass", password, "--masterauth", password]
+            PASSWORDS[node.port] = password
+        node.start(wait=False)
         DNS[name(node)] = "127.0.0.1"
+    for node in nodes:
+        wait_up(node)
     return nodes
+
+
+def wait_up(node: RedisProcess) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            if connect(name(node), node.port).ping():
+                return
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def name(node: RedisProcess) -> str:
@@ -46,7 +67,8 @@ def addrs(nodes: list[RedisProcess]) -> list[str]:
 
 
 def reconcile(nodes: list[RedisProcess], replicas: int, timeout_s: float = 20):
-    return reconcile_cluster(addrs(nodes), replicas, connect, resolve=lambda h: DNS[h], timeout_s=timeout_s)
+    return reconcile_cluster(addrs(nodes), replicas, connect, resolve=lambda h: DNS[h], timeout_s=timeout_s,
+                             password=PASSWORDS.get(nodes[0].port))
 
 
 def restart_empty(node: RedisProcess, new_ip: str = "127.0.0.2") -> None:
@@ -58,15 +80,7 @@ def restart_empty(node: RedisProcess, new_ip: str = "127.0.0.2") -> None:
     node.args[i + 1] = new_ip
     node.start(wait=False)
     DNS[name(node)] = new_ip
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            if connect(name(node), node.port).ping():
-                return
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
+    wait_up(node)
 
 
 def heal(nodes: list[RedisProcess], replicas: int, passes: int = 8):
@@ -88,7 +102,8 @@ def myid(node: RedisProcess) -> str:
 
 
 def cluster_client(nodes: list[RedisProcess]) -> RedisCluster:
-    return RedisCluster(startup_nodes=[ClusterNode(DNS[name(n)], n.port) for n in nodes], decode_responses=True)
+    return RedisCluster(startup_nodes=[ClusterNode(DNS[name(n)], n.port) for n in nodes], decode_responses=True,
+                        password=PASSWORDS.get(nodes[0].port))
 
 
 def views(nodes: list[RedisProcess], i: int = 0):
@@ -195,15 +210,16 @@ def test_lost_shard_without_replica_gets_its_slots_back(tmp_path: Path) -> None:
             n.kill()
 
 
-def test_added_shard_gets_slots_and_keys_move(tmp_path: Path) -> None:
-    nodes = start_nodes(tmp_path, 3)
+@pytest.mark.parametrize("password", [None, "cluster-pw"], ids=["no-auth", "auth"])
+def test_added_shard_gets_slots_and_keys_move(tmp_path: Path, password: str | None) -> None:
+    nodes = start_nodes(tmp_path, 3, password)
     try:
         assert reconcile(nodes, 0, timeout_s=20).healthy
         rc = cluster_client(nodes)
         for i in range(300):
             rc.set(f"doc:{i}", i)
         rc.close()
-        nodes += start_nodes(tmp_path, 1)
+        nodes += start_nodes(tmp_path, 1, password)  # MIGRATE must authenticate at the new node
         report = reconcile(nodes, 0, timeout_s=30)
         assert report.healthy, report
         assert any(a.split(": ", 1)[-1].startswith("MIGRATE") for a in report.actions), "keys of moved slots must be migrated"
