@@ -400,6 +400,15 @@ class ClusterReconciler:
         return all(sum(n.slot_count for n in m.view.values() if n.is_master and not n.failed) == SLOTS
                    for m in self.members)
 
+    def _views_agree(self) -> bool:
+        """Every member sees every other member in the role that member reports for itself."""
+        for m in self.members:
+            for x in self.members:
+                seen = m.view.get(x.id)
+                if seen is None or seen.master_id != x.me.master_id or seen.is_master != x.me.is_master:
+                    return False
+        return True
+
     def _all_ok(self) -> bool:
         return all("cluster_state:ok" in _text(self._cmd(m, "CLUSTER", "INFO")) for m in self.members)
 
@@ -413,6 +422,8 @@ class ClusterReconciler:
             problems.append(f"{SLOTS - len(self._owners())} slots unowned")
         elif not self._all_see_all_slots():
             problems.append("slot map still propagating")
+        if not problems and not self._views_agree():
+            problems.append("roles still propagating")
         for shard, master in masters.items():
             reps = [m for m in self.members if m.shard == shard and m.me.master_id == master.id]
             if len(reps) != self.r:
