@@ -35,6 +35,9 @@ def register(registry: kopf.OperatorRegistry, api_client_factory: Callable[[], c
     reconciler = Reconciler(Applier(api_client_factory()), settings.reconcile)
 
     def write(body: kopf.Body, result: Result) -> None:
+        changed = {k: v for k, v in result.applied.items() if v != "unchanged"}
+        if changed:
+            log.info("%s/%s: %s", body["metadata"]["namespace"], body["metadata"]["name"], changed)
         reconciler.applier.patch_status(body["metadata"]["namespace"], body["metadata"]["name"], result.status)
         for kind, reason, message in result.events:
             kopf.event(body, type=kind, reason=reason, message=message)

@@ -106,8 +106,11 @@ class Reconciler:
             for m in manifests:
                 applied[f"{m['kind']}/{m['metadata']['name']}"] = self.applier.ensure(m, owner)
             keep = {(m["kind"], m["metadata"]["name"]) for m in manifests}
-            if config.ok:
-                self.applier.prune(ns, name, md["uid"], keep)
+            # Prune only against a complete desired set: a spec whose sidecar config cannot be rendered must not
+            # cost the running pods their last good ConfigMap.
+            if ("ConfigMap", sidecar_configmap_name(name)) in keep:
+                for gone in self.applier.prune(ns, name, md["uid"], keep):
+                    applied[gone] = "deleted"
         except ApplyError as e:
             redis_check = Check(False, e.reason, e.message)
 

@@ -336,3 +336,19 @@ async def test_cluster_with_ready_pods_runs_the_bootstrap_and_reports_its_state(
     assert c["status"] == "False" and c["message"].startswith("pending: members not reachable")
     assert "batch-redis-0.batch-redis-headless.team-a.svc.cluster.local:6379" in c["message"]
     assert operator.gateway("batch")["status"]["redis"]["clusterState"] == c["message"]
+
+
+async def test_a_broken_edit_keeps_the_last_good_sidecar_config(operator: Cluster) -> None:
+    body = example("standalone")
+    await secrets_for(operator, body)
+    await operator.create_gateway(body)
+    good = await operator.wait("config", lambda: operator.objects("configmaps").get("chat-sidecar"))
+    clash = [{"name": "a-b", "provider": "mock", "apiKeySecretRef": {"name": "openai", "key": "api-key"}},
+             {"name": "a.b", "provider": "mock", "apiKeySecretRef": {"name": "openai", "key": "api-key"}}]
+    await operator.patch(f"{GW_PATH}/chat", {"spec": {"models": clash}})
+    c = await operator.wait("ModelNameClash", lambda: (c := condition(operator.gateway("chat"), "ConfigReady"))
+                            and c["reason"] == "ModelNameClash" and c)
+    assert c["status"] == "False"
+    await _sleep(1.0)
+    assert operator.objects("configmaps").get("chat-sidecar") == good, "running sidecars keep their last good config"
+    assert "chat-redis" in operator.objects("poddisruptionbudgets", "policy/v1"), "nothing is pruned meanwhile"
