@@ -26,6 +26,8 @@ DATA_DIR = "/data"
 CONF_DIR = "/conf"
 SCRIPTS_DIR = CONF_DIR
 TLS_DIR = "/tls"
+# The Redis Stack image keeps its binaries in /opt/redis-stack/bin, which is not on every PATH; harmless elsewhere.
+PATH_LINE = 'export PATH="/opt/redis-stack/bin:$PATH"'
 STACK_MODULES = ("/opt/redis-stack/lib/redisearch.so", "/opt/redis-stack/lib/rejson.so")
 
 
@@ -242,6 +244,7 @@ def ping_script(gw: Gateway, port: int) -> str:
     # REDISCLI_AUTH keeps the password out of the process list; LOADING counts as alive for liveness only.
     return "\n".join([
         "#!/bin/sh",
+        PATH_LINE,
         'export REDISCLI_AUTH="${REDIS_PASSWORD:-}"',
         f'out=$(timeout 4 redis-cli -h 127.0.0.1 -p {port}{cli_flags(gw)} ping 2>&1)',
         'case "$out" in PONG) exit 0;; *LOADING*) [ "${1:-}" = live ] && exit 0;; esac',

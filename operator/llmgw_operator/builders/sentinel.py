@@ -13,6 +13,7 @@ from typing import Any
 from .common import (
     CONF_DIR,
     DATA_DIR,
+    PATH_LINE,
     REDIS_PORT,
     SCRIPTS_DIR,
     SENTINEL_PORT,
@@ -92,6 +93,7 @@ def sentinel_start_script(gw: Gateway) -> str:
         conf.append(f"port {SENTINEL_PORT}")
     lines = [
         "#!/bin/sh",
+        PATH_LINE,
         "set -eu",
         f"conf={DATA_DIR}/sentinel.conf",
         *_find_master_lines(gw),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .common import (
     CONF_DIR,
     DATA_DIR,
+    PATH_LINE,
     REDIS_PORT,
     SCRIPTS_DIR,
     Gateway,
@@ -31,6 +32,7 @@ def start_script(extra_lines: list[str] | None = None) -> str:
     The password is appended from the environment so it never sits in a ConfigMap."""
     lines = [
         "#!/bin/sh",
+        PATH_LINE,
         "set -eu",
         f"conf={DATA_DIR}/redis-runtime.conf",
         f"cp {CONF_DIR}/redis.conf \"$conf\"",

@@ -1,0 +1,128 @@
+"""The rendered redis.conf, start.sh and ping.sh run for real: a Redis Stack process from the pod's own start script.
+
+Only what a laptop cannot have is substituted: the pod's directories (/data, /conf), the port, and the image's
+binary and module paths. Everything else (password from the environment, AOF, eviction policy, modules, the probe's
+authentication) is exactly what the pod runs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from llmgw_operator.builders import Gateway, build_all
+from llmgw_sidecar.devredis import free_port, stack_paths
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def localise(text: str, tmp: Path, port: int) -> str:
+    bin_dir, lib_dir = stack_paths()
+    return (text.replace("/opt/redis-stack/bin", str(bin_dir)).replace("/opt/redis-stack/lib", str(lib_dir))
+            .replace("/data", str(tmp / "data")).replace("/conf", str(tmp / "conf"))
+            .replace("port 6379", f"port {port}").replace("-p 6379", f"-p {port}")
+            + ("\nbind 127.0.0.1\n" if text.startswith("dir ") else ""))
+
+
+def test_standalone_pod_scripts_start_an_authenticated_persistent_redis(tmp_path: Path) -> None:
+    gw = Gateway.from_spec("gw", "ns", {"models": [{"name": "m", "provider": "mock"}],
+                                        "redis": {"resources": {"limits": {"memory": "256Mi"}}}})
+    cm = next(o for o in build_all(gw, "unused") if o["metadata"]["name"] == "gw-redis-config")
+    port = free_port()
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "data").mkdir()
+    for key, text in cm["data"].items():
+        (tmp_path / "conf" / key).write_text(localise(text, tmp_path, port))
+    env = {**os.environ, "REDIS_PASSWORD": "pod-secret", "POD_NAME": "gw-redis-0",
+           "POD_FQDN": "gw-redis-0.gw-redis-headless.ns.svc.cluster.local"}
+    log = open(tmp_path / "redis.log", "wb")
+    proc = subprocess.Popen(["sh", str(tmp_path / "conf" / "start.sh")], env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    log.close()
+    c = redis.Redis(port=port, password="pod-secret", decode_responses=True)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                c.ping()
+                break
+            except redis.ConnectionError:
+                assert proc.poll() is None, (tmp_path / "redis.log").read_text()
+                assert time.monotonic() < deadline, "redis did not start"
+                time.sleep(0.05)
+        assert c.config_get("appendonly") == {"appendonly": "yes"}
+        assert c.config_get("maxmemory-policy")["maxmemory-policy"] == "volatile-lru"
+        assert int(c.config_get("maxmemory")["maxmemory"]) == int(256 * 1024**2 * 0.8)
+        assert {m["name"] for m in c.module_list()} >= {"search", "ReJSON"}
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port, password="wrong").ping()
+        # The password reached the runtime config in the data volume, never the ConfigMap.
+        assert "pod-secret" not in "".join(cm["data"].values())
+        probe = tmp_path / "conf" / "ping.sh"
+        ok = subprocess.run(["sh", str(probe)], env=env, capture_output=True, text=True, timeout=10, check=False)
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+        bad = subprocess.run(["sh", str(probe)], env={**env, "REDIS_PASSWORD": "wrong"}, capture_output=True,
+                             text=True, timeout=10, check=False)
+        assert bad.returncode == 1
+    finally:
+        c.close()
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+
+
+def start_pod(cm_data: dict[str, str], tmp: Path, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    (tmp / "conf").mkdir(parents=True)
+    (tmp / "data").mkdir()
+    bus = free_port()
+    for key, text in cm_data.items():
+        (tmp / "conf" / key).write_text(localise(text, tmp, port).replace("cluster-port 16379", f"cluster-port {bus}"))
+    log = open(tmp / "redis.log", "wb")
+    proc = subprocess.Popen(["sh", str(tmp / "conf" / "start.sh")], env={**os.environ, **env}, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    log.close()
+    return proc
+
+
+def test_cluster_pod_scripts_plus_bootstrap_announce_hostnames(tmp_path: Path) -> None:
+    from llmgw_operator.cluster_bootstrap import reconcile_cluster
+
+    gw = Gateway.from_spec("gw", "ns", {"models": [{"name": "m", "provider": "mock"}],
+                                        "redis": {"mode": "cluster", "shards": 3, "replicasPerShard": 0}})
+    cm = next(o for o in build_all(gw, "unused") if o["metadata"]["name"] == "gw-redis-config")
+    ports = [free_port() for _ in range(3)]
+    # Each "pod" announces its own stable name (POD_FQDN, as the StatefulSet's env sets it).
+    procs = [start_pod(cm["data"], tmp_path / f"pod{i}", p,
+                       {"REDIS_PASSWORD": "pw", "POD_NAME": f"gw-redis-{i}", "POD_FQDN": f"gw-redis-{i}.example"})
+             for i, p in enumerate(ports)]
+    try:
+        for p in ports:
+            c = redis.Redis(port=p, password="pw")
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    c.ping()
+                    break
+                except redis.ConnectionError:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.05)
+            c.close()
+        report = reconcile_cluster(
+            [f"localhost:{p}" for p in ports], 0,
+            lambda host, port: redis.Redis(host=host, port=port, password="pw", decode_responses=True),
+            password="pw", timeout_s=20)
+        assert report.healthy, report
+        c = redis.Redis(port=ports[0], password="pw", decode_responses=True)
+        endpoints = {n["endpoint"] for shard in c.execute_command("CLUSTER", "SHARDS") for n in shard["nodes"]}
+        c.close()
+        # Clients are sent to the stable names the pods announce, never to IPs.
+        assert endpoints == {"gw-redis-0.example", "gw-redis-1.example", "gw-redis-2.example"}
+    finally:
+        for proc in procs:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
