@@ -126,3 +126,133 @@ def test_cluster_pod_scripts_plus_bootstrap_announce_hostnames(tmp_path: Path) -
         for proc in procs:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
+
+
+def _wait_ping(host: str, port: int, password: str, timeout: float = 15) -> None:
+    c = redis.Redis(host=host, port=port, password=password, socket_connect_timeout=0.5)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                if c.ping():
+                    return
+            except redis.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, f"{host}:{port} did not answer"
+            time.sleep(0.05)
+    finally:
+        c.close()
+
+
+def test_sentinel_pod_scripts_fail_over_and_the_old_master_rejoins_as_replica(tmp_path: Path) -> None:
+    """Data pods and sentinels from the rendered scripts. Pods get distinct loopback IPs (127.0.0.2x data,
+    127.0.0.1x sentinels) on the real ports, standing in for their DNS names."""
+    from redis.sentinel import Sentinel
+
+    gw = Gateway.from_spec("gw", "ns", {"models": [{"name": "m", "provider": "mock"}], "redis": {
+        "mode": "sentinel", "replicas": 1,
+        "sentinel": {"count": 3, "quorum": 2, "downAfterMilliseconds": 1000, "failoverTimeoutMilliseconds": 3000}}})
+    data = next(o for o in build_all(gw, "unused") if o["metadata"]["name"] == "gw-redis-config")["data"]
+    data_ips = {f"gw-redis-{i}.gw-redis-headless.ns.svc.cluster.local": f"127.0.0.2{i}" for i in range(2)}
+    sent_ips = {f"gw-sentinel-{i}.gw-sentinel-headless.ns.svc.cluster.local": f"127.0.0.1{i}" for i in range(3)}
+    bin_dir, lib_dir = stack_paths()
+
+    def render(text: str, pod: Path) -> str:
+        for name, ip in {**data_ips, **sent_ips}.items():
+            text = text.replace(name, ip)
+        text = (text.replace("/opt/redis-stack/bin", str(bin_dir)).replace("/opt/redis-stack/lib", str(lib_dir))
+                .replace("/data", str(pod / "data")).replace("/conf", str(pod / "conf")))
+        # Each pod listens on its own address (in a pod, the pod IP is the only one there is).
+        return text.replace('exec redis-server "$conf"', 'echo "bind $POD_FQDN" >> "$conf"\nexec redis-server "$conf"')
+
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(name: str, ip: str, script: str) -> None:
+        pod = tmp_path / name
+        for d in ("conf", "data"):
+            (pod / d).mkdir(parents=True, exist_ok=True)
+        for key, text in data.items():
+            (pod / "conf" / key).write_text(render(text, pod))
+        log = open(pod / "log", "ab")
+        procs[name] = subprocess.Popen(["sh", str(pod / "conf" / script)], stdout=log, stderr=subprocess.STDOUT,
+                                       env={**os.environ, "REDIS_PASSWORD": "pw", "POD_NAME": name, "POD_FQDN": ip},
+                                       cwd=pod / "data", start_new_session=True)
+        log.close()
+
+    def stop(name: str) -> None:
+        if procs[name].poll() is None:
+            os.killpg(procs[name].pid, signal.SIGKILL)
+            procs[name].wait(5)
+
+    try:
+        start("redis-0", "127.0.0.20", "start.sh")
+        _wait_ping("127.0.0.20", 6379, "pw")
+        start("redis-1", "127.0.0.21", "start.sh")
+        # Replica synced before the sentinels start: their first INFO of the master lists it (otherwise they learn
+        # of it at the next 10 s INFO refresh, which only makes the test slower).
+        replica = redis.Redis(host="127.0.0.21", port=6379, password="pw", decode_responses=True)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                if replica.info("replication").get("master_link_status") == "up":
+                    break
+            except redis.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, "replica did not sync"
+            time.sleep(0.05)
+        for i in range(3):
+            start(f"sentinel-{i}", f"127.0.0.1{i}", "sentinel-start.sh")
+        for i in range(3):
+            _wait_ping(f"127.0.0.1{i}", 26379, "pw")
+        sentinel = Sentinel([(f"127.0.0.1{i}", 26379) for i in range(3)], sentinel_kwargs={"password": "pw"},
+                            password="pw", socket_timeout=1)
+
+        def master() -> tuple[str, int] | None:
+            try:
+                return sentinel.discover_master("llmgw")
+            except redis.RedisError:
+                return None
+
+        deadline = time.monotonic() + 15
+        while master() != ("127.0.0.20", 6379):  # first start: no sentinel knew a master, so pod 0 became it
+            assert time.monotonic() < deadline, f"master is {master()}"
+            time.sleep(0.05)
+        m = sentinel.master_for("llmgw")
+        m.set("k", "v")
+        deadline = time.monotonic() + 15
+        while replica.info("replication").get("master_link_status") != "up" or replica.get("k") != "v":
+            assert time.monotonic() < deadline, "replica did not sync"
+            time.sleep(0.05)
+
+        # Sentinels learn about replicas from the master's INFO (every 10 s): a failover needs a known replica.
+        deadline = time.monotonic() + 20
+        for i in range(3):
+            s = redis.Redis(host=f"127.0.0.1{i}", port=26379, password="pw", decode_responses=True)
+            while not s.sentinel_slaves("llmgw"):
+                assert time.monotonic() < deadline, "sentinels never learned about the replica"
+                time.sleep(0.1)
+            assert s.sentinel_slaves("llmgw")[0]["ip"] == "127.0.0.21", "the replica announces its stable name"
+            s.close()
+        stop("redis-0")  # the master's pod dies
+        deadline = time.monotonic() + 20
+        while master() != ("127.0.0.21", 6379):
+            assert time.monotonic() < deadline, f"no failover, master is {master()}"
+            time.sleep(0.1)
+        start("redis-0", "127.0.0.20", "start.sh")  # the pod comes back: it must follow, not claim, the master
+        old = redis.Redis(host="127.0.0.20", port=6379, password="pw", decode_responses=True)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                info = old.info("replication")
+                if info.get("role") == "slave" and info.get("master_link_status") == "up":
+                    break
+            except redis.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, "the old master did not rejoin as a replica"
+            time.sleep(0.05)
+        assert info["master_host"] == "127.0.0.21" and old.get("k") == "v"
+        old.close()
+        replica.close()
+    finally:
+        for name in list(procs):
+            stop(name)

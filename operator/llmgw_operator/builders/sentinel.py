@@ -99,7 +99,7 @@ def sentinel_start_script(gw: Gateway) -> str:
         *_find_master_lines(gw),
         f'[ -z "$master" ] && master="{master0}"',
         # Sentinel refuses a monitor target it cannot resolve: wait (bounded) for the master's DNS record.
-        'i=0; until getent hosts "$master" >/dev/null 2>&1 || [ $i -ge 120 ]; do i=$((i+1)); sleep 1; done',
+        'i=0; until getent ahosts "$master" >/dev/null 2>&1 || [ $i -ge 120 ]; do i=$((i+1)); sleep 1; done',
         # Sentinel rewrites its config file, so it lives in the writable volume and is regenerated on each start.
         'cat > "$conf" <<EOF',
         *conf,
