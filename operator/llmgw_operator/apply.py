@@ -126,6 +126,8 @@ class Applier:
                 return "unchanged"
             if (existing["metadata"].get("annotations") or {}).get(HASH_ANNOTATION) == digest:
                 return "unchanged"
+            if kind == "StatefulSet":
+                body = _statefulset_patch(body, existing)
             getattr(api, f"patch_namespaced_{k.suffix}")(name, ns, body, _content_type=MERGE_PATCH)
             return "patched"
         except ApiException as e:
@@ -180,6 +182,43 @@ class Applier:
         self.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, PLURAL, name, {"status": status}, _content_type=MERGE_PATCH
         )
+
+
+# StatefulSet fields the API server refuses to change after creation.
+STS_IMMUTABLE = ("selector", "serviceName", "podManagementPolicy", "volumeClaimTemplates")
+
+
+def _claims(spec: dict[str, Any]) -> dict[str, tuple[Any, ...]]:
+    """What matters of each volume claim template, ignoring what the API server fills in (status, volumeMode)."""
+    out = {}
+    for c in spec.get("volumeClaimTemplates") or []:
+        s = c.get("spec") or {}
+        out[c["metadata"]["name"]] = (s.get("resources", {}).get("requests", {}).get("storage"),
+                                      s.get("storageClassName"), tuple(s.get("accessModes") or ()))
+    return out
+
+
+def _statefulset_patch(body: Manifest, existing: dict[str, Any]) -> Manifest:
+    """The patch without the immutable fields, or ApplyError naming the change that would need a recreate.
+
+    Sending unchanged immutable fields back would be refused whenever the server's defaulted copy differs from
+    ours; sending changed ones is always refused. So: compare what matters, and leave them out of the patch."""
+    want, have = body["spec"], existing.get("spec") or {}
+    changes = []
+    if _claims(want) != _claims(have):
+        changes.append(f"volumeClaimTemplates {_claims(have)} -> {_claims(want)}")
+    for f in ("serviceName", "podManagementPolicy"):
+        if f in have and want.get(f) != have.get(f):
+            changes.append(f"{f} {have.get(f)!r} -> {want.get(f)!r}")
+    if (want.get("selector") or {}).get("matchLabels") != (have.get("selector") or {}).get("matchLabels"):
+        changes.append("selector")
+    if changes:
+        name = body["metadata"]["name"]
+        raise ApplyError("ImmutableFieldChanged",
+                         f"StatefulSet {name}: cannot change {'; '.join(changes)} in place. Expand the PVCs if "
+                         f"needed, then `kubectl delete statefulset {name} --cascade=orphan`; the operator recreates "
+                         "it (docs/operations.md, Upgrades)")
+    return {**body, "spec": {k: v for k, v in want.items() if k not in STS_IMMUTABLE}}
 
 
 def _message(e: ApiException) -> str:

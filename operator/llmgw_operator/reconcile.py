@@ -102,17 +102,20 @@ class Reconciler:
             manifests = self._redis_only(gw)
 
         owner = owner_reference(body)
-        try:
-            for m in manifests:
+        failed: ApplyError | None = None
+        for m in manifests:
+            try:
                 applied[f"{m['kind']}/{m['metadata']['name']}"] = self.applier.ensure(m, owner)
-            keep = {(m["kind"], m["metadata"]["name"]) for m in manifests}
-            # Prune only against a complete desired set: a spec whose sidecar config cannot be rendered must not
-            # cost the running pods their last good ConfigMap.
-            if ("ConfigMap", sidecar_configmap_name(name)) in keep:
-                for gone in self.applier.prune(ns, name, md["uid"], keep):
-                    applied[gone] = "deleted"
-        except ApplyError as e:
-            redis_check = Check(False, e.reason, e.message)
+            except ApplyError as e:
+                failed = failed or e  # keep applying the others: one refused object must not freeze the rest
+        keep = {(m["kind"], m["metadata"]["name"]) for m in manifests}
+        # Prune only against a complete desired set: a spec whose sidecar config cannot be rendered must not
+        # cost the running pods their last good ConfigMap.
+        if failed is None and ("ConfigMap", sidecar_configmap_name(name)) in keep:
+            for gone in self.applier.prune(ns, name, md["uid"], keep):
+                applied[gone] = "deleted"
+        if failed is not None:
+            redis_check = Check(False, failed.reason, failed.message)
 
         cm = next((m for m in manifests if m["metadata"]["name"] == sidecar_configmap_name(name)
                    and m["kind"] == "ConfigMap"), None)

@@ -331,3 +331,19 @@ def test_each_example_builds_a_valid_set(path: Path) -> None:
     objs = build_all(g, PASSWORD)
     validate_all(objs)
     assert any(o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-sidecar") for o in objs)
+
+
+def test_statefulset_patches_leave_immutable_fields_out() -> None:
+    from llmgw_operator.apply import STS_IMMUTABLE, ApplyError, _statefulset_patch
+
+    sts = by(build_all(gw(), PASSWORD), "StatefulSet")
+    server = yaml.safe_load(yaml.safe_dump(sts))
+    # What the API server adds to claim templates must not count as a change.
+    server["spec"]["volumeClaimTemplates"][0]["spec"]["volumeMode"] = "Filesystem"
+    server["spec"]["volumeClaimTemplates"][0]["status"] = {"phase": "Pending"}
+    patch = _statefulset_patch(sts, server)
+    assert not set(STS_IMMUTABLE) & set(patch["spec"]) and patch["spec"]["template"] == sts["spec"]["template"]
+    bigger = by(build_all(gw({"storage": {"size": "5Gi"}}), PASSWORD), "StatefulSet")
+    with pytest.raises(ApplyError) as e:
+        _statefulset_patch(bigger, server)
+    assert e.value.reason == "ImmutableFieldChanged" and "5Gi" in e.value.message

@@ -352,3 +352,22 @@ async def test_a_broken_edit_keeps_the_last_good_sidecar_config(operator: Cluste
     await _sleep(1.0)
     assert operator.objects("configmaps").get("chat-sidecar") == good, "running sidecars keep their last good config"
     assert "chat-redis" in operator.objects("poddisruptionbudgets", "policy/v1"), "nothing is pruned meanwhile"
+
+
+async def test_storage_resize_is_reported_not_attempted_and_the_rest_still_applies(operator: Cluster) -> None:
+    body = example("standalone")
+    await secrets_for(operator, body)
+    await operator.create_gateway(body)
+    sts = await operator.wait("sts", lambda: operator.objects("statefulsets", "apps/v1").get("chat-redis"))
+    await operator.patch(f"{GW_PATH}/chat", {"spec": {"redis": {"storage": {"size": "5Gi"}, "maxmemory": "100mb"},
+                                                      "cache": {"exact": {"ttlSeconds": 7}}}})
+    c = await operator.wait("ImmutableFieldChanged", lambda: (c := condition(operator.gateway("chat"), "RedisReady"))
+                            and c["reason"] == "ImmutableFieldChanged" and c)
+    assert "1Gi" in c["message"] and "5Gi" in c["message"] and "--cascade=orphan" in c["message"]
+    assert condition(operator.gateway("chat"), "Ready")["reason"] == "ImmutableFieldChanged"
+    await operator.wait("config applied", lambda: "ttl_s: 7" in operator.objects("configmaps")["chat-sidecar"]
+                        ["data"]["config.yaml"])
+    await operator.wait("redis.conf applied", lambda: "maxmemory 100mb" in operator.objects("configmaps")
+                        ["chat-redis-config"]["data"]["redis.conf"])
+    now = operator.objects("statefulsets", "apps/v1")["chat-redis"]
+    assert now["metadata"]["annotations"] == sts["metadata"]["annotations"], "the StatefulSet was not patched"
