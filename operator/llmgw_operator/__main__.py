@@ -94,7 +94,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     settings = HandlerSettings(status_interval_s=args.status_interval,
                                reconcile=Settings(cluster_domain=args.cluster_domain), webhook=not args.no_webhook)
-    register(registry, api_client, settings)
+    from kubernetes.config import ConfigException
+
+    try:
+        register(registry, api_client, settings)
+    except ConfigException as e:
+        print(f"llmgw-operator: no Kubernetes API configuration (in-cluster service account or kubeconfig): {e}",
+              file=sys.stderr)
+        return 2
     namespaces = [n.strip() for n in args.namespaces.split(",") if n.strip()]
     liveness = f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None
     log.info("starting: namespaces=%s peering=%s liveness=%s webhook=%s", namespaces or "all",

@@ -100,3 +100,14 @@ def test_cli_without_crd_fails_clearly(monkeypatch: pytest.MonkeyPatch, capsys: 
     monkeypatch.setattr(cli, "load_crd", nowhere)
     assert cli.main([]) == 2
     assert "CRD not found; set LLMGW_CRD_PATH" in capsys.readouterr().err
+
+
+def test_cli_without_kubernetes_config_fails_clearly(monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    import kubernetes.config.kube_config as kube_config
+
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", "/nonexistent/kubeconfig")
+    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", "/nonexistent/kubeconfig")
+    assert cli.main(["--no-webhook"]) == 2
+    assert "no Kubernetes API configuration" in capsys.readouterr().err
