@@ -44,6 +44,10 @@ def _constraints(s: dict[str, Any], required: bool) -> str:
             parts.append(f"{'>' if excl and sym == '>=' else '<' if excl else sym} {s[k]}")
     if "minItems" in s:
         parts.append(f"at least {s['minItems']} item(s)")
+    if "maxItems" in s:
+        parts.append(f"at most {s['maxItems']} items")
+    if "maxLength" in s:
+        parts.append(f"at most {s['maxLength']} characters")
     if "pattern" in s:
         parts.append(f"pattern `{s['pattern']}`")
     if s.get("x-kubernetes-list-map-keys"):
