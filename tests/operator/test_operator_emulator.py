@@ -371,3 +371,22 @@ async def test_storage_resize_is_reported_not_attempted_and_the_rest_still_appli
                         ["chat-redis-config"]["data"]["redis.conf"])
     now = operator.objects("statefulsets", "apps/v1")["chat-redis"]
     assert now["metadata"]["annotations"] == sts["metadata"]["annotations"], "the StatefulSet was not patched"
+
+
+async def test_prune_only_touches_objects_owned_by_this_gateway(operator: Cluster) -> None:
+    labels = {"llmgateway.dev/gateway": "chat", "app.kubernetes.io/managed-by": "llmgw-operator"}
+    for name, refs in (("chat-someone-elses", []),
+                       ("chat-other-owner", [{"apiVersion": "llmgateway.dev/v1alpha1", "kind": "LLMGateway",
+                                              "name": "chat", "uid": "not-this-one", "controller": True}])):
+        await operator.create(f"/api/v1/namespaces/{NS}/configmaps",
+                              {"apiVersion": "v1", "kind": "ConfigMap", "data": {},
+                               "metadata": {"name": name, "namespace": NS, "labels": labels, "ownerReferences": refs}})
+    body = example("standalone")
+    await secrets_for(operator, body)
+    await operator.create_gateway(body)
+    await operator.wait("pdb", lambda: operator.objects("poddisruptionbudgets", "policy/v1").get("chat-redis"))
+    await operator.patch(f"{GW_PATH}/chat", {"spec": {"redis": {"podDisruptionBudget": {"enabled": False}}}})
+    await operator.wait("pdb pruned", lambda: "chat-redis" not in operator.objects("poddisruptionbudgets",
+                                                                                      "policy/v1"))
+    cms = operator.objects("configmaps")
+    assert "chat-someone-elses" in cms and "chat-other-owner" in cms
