@@ -246,3 +246,12 @@ def _targets(doc: dict[str, Any], path: str) -> list[Any]:
                 nxt += list(n[key]) if many else [n[key]]
         nodes = nxt
     return nodes
+
+
+def test_crd_path_can_be_set_for_packaged_installs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    copy_ = tmp_path / "crd.yaml"
+    copy_.write_text((REPO / CHART_CRD_RELPATH).read_text())
+    monkeypatch.setenv("LLMGW_CRD_PATH", str(copy_))
+    assert crd_path() == copy_
+    monkeypatch.setenv("LLMGW_CRD_PATH", str(tmp_path / "missing.yaml"))
+    assert crd_path() == REPO / CHART_CRD_RELPATH, "a wrong env path falls back to the chart in the checkout"
