@@ -47,6 +47,7 @@ manifests: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/python -m llmgw_sidecar.config_docs --write docs/configuration.md
 	$(BIN)/python -m llmgw_sidecar.metrics_docs --write docs/metrics.md
+	$(BIN)/python -m llmgw_operator.crd_docs > docs/crd.md
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

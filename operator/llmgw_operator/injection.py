@@ -162,6 +162,7 @@ def build_sidecar(gateway_name: str, gateway_spec: Mapping[str, Any], settings: 
     """The sidecar container: same for every pod of a gateway (pod identity comes from the downward API)."""
     sidecar_spec = gateway_spec.get("sidecar") or {}
     port = int(sidecar_spec.get("port") or DEFAULT_PORT)
+    metrics_port = int(sidecar_spec.get("metricsPort") or 0)  # the metrics-only listener Prometheus scrapes
     env: list[dict[str, Any]] = [
         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
@@ -176,7 +177,9 @@ def build_sidecar(gateway_name: str, gateway_spec: Mapping[str, Any], settings: 
         "command": ["llmgw-sidecar"],
         "args": ["serve", "--config", CONFIG_PATH],
         "env": env,
-        "ports": [{"name": "llmgw", "containerPort": port, "protocol": "TCP"}],
+        "ports": [{"name": "llmgw", "containerPort": port, "protocol": "TCP"},
+                  *([{"name": "llmgw-metrics", "containerPort": metrics_port, "protocol": "TCP"}]
+                    if metrics_port else [])],
         "resources": dict(sidecar_spec.get("resources") or DEFAULT_RESOURCES),
         "securityContext": {
             "runAsNonRoot": True,

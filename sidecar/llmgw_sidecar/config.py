@@ -319,6 +319,12 @@ class Config(_Model):
             seen.add(m.name)
         return models
 
+    @model_validator(mode="after")
+    def _ports_differ(self) -> Config:
+        if self.metrics.port is not None and self.metrics.port == self.listen.port:
+            raise ValueError("metrics.port must differ from listen.port (the API must not be served on it)")
+        return self
+
     def model_by_name(self) -> dict[str, ModelConfig]:
         return {m.name: m for m in self.models}
 

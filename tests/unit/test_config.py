@@ -43,6 +43,7 @@ def test_env_references_resolved() -> None:
     ({**MIN, "redis": {"mode": "sentinel", "sentinels": ["nohost"]}}, "'nohost' is not host:port"),
     ({**MIN, "cache": {"scope": "planet"}}, "cache.scope: Input should be"),
     ({**MIN, "cache": {"exact": {"ttl": 5}}}, "cache.exact.ttl: Extra inputs are not permitted"),
+    ({**MIN, "metrics": {"port": 4000}}, "metrics.port must differ from listen.port"),
     ([1, 2], "must be a mapping"),
 ])
 def test_errors_name_the_field(doc: object, needle: str) -> None:

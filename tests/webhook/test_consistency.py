@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from llmgw_operator import injection
-from llmgw_operator.builders.common import Gateway
+from llmgw_operator.builders.common import Gateway, SpecError
 from llmgw_operator.builders.sidecar_config import CONFIG_KEY, render_sidecar_config, sidecar_configmap
 from tests.webhook.conftest import SETTINGS
 from tests.webhook.pods import GW, NS, gateway_spec
@@ -58,3 +58,17 @@ def test_injected_container_matches_rendered_config(over: dict) -> None:
     mounts = [m["mountPath"] for m in sidecar["volumeMounts"]]
     for path in (v for v in _strings(config) if v.startswith("/")):
         assert any(path.startswith(m.rstrip("/") + "/") for m in mounts), f"{path} is not on a mounted volume"
+
+
+def test_metrics_listener_port_matches_rendered_config() -> None:
+    """The API stays on 127.0.0.1; Prometheus scrapes the metrics-only listener on the pod IP (default 9464)."""
+    gw = Gateway.from_spec(GW, NS, gateway_spec())  # as stored by the API server: CRD defaults applied
+    config = render_sidecar_config(gw)
+    ports = {p["name"]: p["containerPort"] for p in injection.build_sidecar(GW, gw.spec, SETTINGS, True)["ports"]}
+    assert config["metrics"] == {"port": 9464, "host": "0.0.0.0"} and ports["llmgw-metrics"] == 9464
+    off = Gateway.from_spec(GW, NS, gateway_spec(sidecar={"metricsPort": 0}))
+    assert "metrics" not in render_sidecar_config(off)
+    assert "llmgw-metrics" not in {p["name"] for p in injection.build_sidecar(GW, off.spec, SETTINGS, True)["ports"]}
+    clash = Gateway.from_spec(GW, NS, gateway_spec(sidecar={"metricsPort": 4000}))
+    with pytest.raises(SpecError, match=r"metrics\.port must differ"):
+        render_sidecar_config(clash)

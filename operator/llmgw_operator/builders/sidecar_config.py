@@ -246,6 +246,8 @@ def render_sidecar_config(gw: Gateway) -> dict[str, Any]:
         "budgets": [{"scope": b["scope"], "period": b["period"], "max_usd": b["maxUsd"]}
                     for b in spec.get("budgets", [])],
     }
+    if spec["sidecar"].get("metricsPort"):
+        doc["metrics"] = {"port": spec["sidecar"]["metricsPort"], "host": "0.0.0.0"}
     # Validate exactly as the sidecar will load it. The environment holds only the variables we inject, so a
     # reference to anything else fails here, not at sidecar start-up.
     environ = {e["name"]: "placeholder" for e in sidecar_secret_env(gw)}
