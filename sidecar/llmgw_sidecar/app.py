@@ -26,6 +26,7 @@ from .context import CachedAnswer, Caller, RequestContext, Usage
 from .errors import ApiError
 from .metrics import Metrics
 from .openai_api import SSE_DONE, StreamAssembler, body_to_sse, cache_directives, parse_body, usage_from, validate
+from .pricing import estimate_prompt_tokens
 from .runtime import ConfigWatcher, Runtime, build_runtime
 from .spend import SpendService
 from .upstream import upstream_payload
@@ -53,10 +54,9 @@ def error_response(err: ApiError, request_id: str, extra: dict[str, str] | None 
 
 
 def estimate_usage(request_body: dict[str, Any], answer: bytes | None) -> Usage:
-    """~4 characters per token: used only when the upstream reports no usage, and flagged as estimated."""
-    src = request_body.get("messages") or request_body.get("prompt") or request_body.get("input") or ""
-    return Usage(prompt_tokens=max(1, len(orjson.dumps(src)) // 4),
-                 completion_tokens=len(answer or b"") // 4, estimated=True)
+    """Used only when the upstream reports no usage, and flagged as estimated (~4 characters per token)."""
+    return Usage(prompt_tokens=estimate_prompt_tokens(request_body), completion_tokens=len(answer or b"") // 4,
+                 estimated=True)
 
 
 class Handlers:
