@@ -251,10 +251,12 @@ class Handlers:
             # Headers are gone already: report the failure the way OpenAI does inside the stream.
             ctx.status = e.status
             await resp.write(b"data: " + e.body() + b"\n\n")
-        except (ConnectionResetError, asyncio.CancelledError):
-            ctx.status = 499  # the client went away; nothing is stored
+        except ConnectionResetError:
+            # The client went away: stop reading upstream (closing the connection stops the generation), store
+            # nothing, but still account for what was generated so far.
+            ctx.status = 499
             await events.aclose()  # type: ignore[attr-defined]
-            raise
+            return resp
         finally:
             rt.metrics.upstream_latency.labels(ctx.model.name).observe(time.perf_counter() - t0)
             ctx.usage = asm.usage or estimate_usage(ctx.body, b"".join(asm.events))

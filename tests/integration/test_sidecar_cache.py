@@ -163,3 +163,25 @@ async def test_concurrent_identical_requests_all_answered(gateway: Gateway) -> N
     res = await asyncio.gather(*[c.chat.completions.create(model="ok", messages=msgs) for _ in range(20)])
     assert {r.choices[0].message.content for r in res} == {"echo: many at once"}
     await c.close()
+
+
+async def test_client_gone_mid_stream_is_accounted_and_not_stored(gateway: Gateway, fake_upstream: FakeUpstream) -> None:
+    import aiohttp
+
+    fake_upstream.chunk_delay_s = 0.05
+    body = {"model": "ok", "stream": True, "messages": [{"role": "user", "content": "one two three four five six"}]}
+    try:
+        async with aiohttp.ClientSession() as s:
+            async with s.post(gateway.url + "/v1/chat/completions", json=body) as r:
+                assert r.headers["x-llmgw-cache"] == "miss"
+                await r.content.readuntil(b"\n\n")  # one chunk, then hang up
+        deadline = asyncio.get_running_loop().time() + 5
+        while gateway.sample("llmgw_requests_total", status="499") < 1:
+            assert asyncio.get_running_loop().time() < deadline, "the abandoned stream was not accounted"
+            await asyncio.sleep(0.05)
+    finally:
+        fake_upstream.chunk_delay_s = 0.0
+    c = gateway.async_client()
+    raw = await c.chat.completions.with_raw_response.create(model="ok", messages=body["messages"])
+    assert raw.headers["x-llmgw-cache"] == "miss"  # the cut stream was not stored
+    await c.close()
