@@ -131,7 +131,8 @@ async def test_second_pass_changes_nothing_and_update_patches(operator: Cluster)
     await operator.wait("observedGeneration 2", lambda: operator.gateway("chat")["status"]["observedGeneration"] == 2)
 
 
-async def test_disabling_the_pdb_prunes_it(operator: Cluster) -> None:
+async def create_then_disable_pdb(operator: Cluster) -> None:
+    """Create the standalone example, then turn its PDB off and wait until the operator pruned it."""
     body = example("standalone")
     await secrets_for(operator, body)
     await operator.create_gateway(body)
@@ -139,6 +140,10 @@ async def test_disabling_the_pdb_prunes_it(operator: Cluster) -> None:
     await operator.patch(f"{GW_PATH}/chat", {"spec": {"redis": {"podDisruptionBudget": {"enabled": False}}}})
     await operator.wait("pdb pruned", lambda: "chat-redis" not in operator.objects("poddisruptionbudgets",
                                                                                       "policy/v1"))
+
+
+async def test_disabling_the_pdb_prunes_it(operator: Cluster) -> None:
+    await create_then_disable_pdb(operator)
     assert "chat-redis" in operator.objects("statefulsets", "apps/v1")
 
 
@@ -381,12 +386,6 @@ async def test_prune_only_touches_objects_owned_by_this_gateway(operator: Cluste
         await operator.create(f"/api/v1/namespaces/{NS}/configmaps",
                               {"apiVersion": "v1", "kind": "ConfigMap", "data": {},
                                "metadata": {"name": name, "namespace": NS, "labels": labels, "ownerReferences": refs}})
-    body = example("standalone")
-    await secrets_for(operator, body)
-    await operator.create_gateway(body)
-    await operator.wait("pdb", lambda: operator.objects("poddisruptionbudgets", "policy/v1").get("chat-redis"))
-    await operator.patch(f"{GW_PATH}/chat", {"spec": {"redis": {"podDisruptionBudget": {"enabled": False}}}})
-    await operator.wait("pdb pruned", lambda: "chat-redis" not in operator.objects("poddisruptionbudgets",
-                                                                                      "policy/v1"))
+    await create_then_disable_pdb(operator)
     cms = operator.objects("configmaps")
     assert "chat-someone-elses" in cms and "chat-other-owner" in cms
