@@ -91,15 +91,16 @@ class Handlers:
             raise ApiError(413, f"request body exceeds the limit of {limit} bytes", code="request_too_large") from None
 
     def _context(self, request: web.Request, rt: Runtime, endpoint: str, body: dict[str, Any],
-                 request_id: str) -> RequestContext:
+                 request_id: str, caller: Caller | None = None) -> RequestContext:
         model = rt.models.get(body["model"])
         if model is None:
             names = ", ".join(sorted(rt.models))
             raise ApiError(404, f"model '{body['model']}' is not served by this gateway; available: {names}",
                            code="model_not_found", param="model")
-        base = rt.caller
-        key_hash = api_key_hash(request.headers.get("Authorization"))
-        caller = Caller(base.namespace, base.pod, base.service_account, key_hash) if key_hash else base
+        if caller is None:
+            base = rt.caller
+            key_hash = api_key_hash(request.headers.get("Authorization"))
+            caller = Caller(base.namespace, base.pod, base.service_account, key_hash) if key_hash else base
         cfg = rt.config
         stream = bool(body.get("stream"))
         return RequestContext(
@@ -120,9 +121,11 @@ class Handlers:
         ctx: RequestContext | None = None
         resp: web.StreamResponse
         try:
+            # Gateway mode: who is calling comes first (a stranger learns nothing, not even about bad input).
+            caller = await rt.identity.caller(request) if rt.identity is not None else None
             body = parse_body(await self._read(request, rt))
             validate(endpoint, body)
-            ctx = self._context(request, rt, endpoint, body, request_id)
+            ctx = self._context(request, rt, endpoint, body, request_id, caller)
             if rt.governor is not None:
                 await rt.governor.admit(ctx)
             resp = await self._serve(request, rt, ctx)
@@ -269,12 +272,17 @@ class Handlers:
 
     # --- other endpoints --------------------------------------------------------------------------------------
     async def models(self, request: web.Request) -> web.Response:
+        if self.rt.identity is not None:
+            await self.rt.identity.caller(request)
         data = [{"id": m.name, "object": "model", "created": 0, "owned_by": m.provider.value} for m in
                 self.rt.config.models]
         return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type=JSON)
 
     async def spend(self, request: web.Request) -> web.Response:
         spend = self.rt.spend
+        if self.rt.identity is not None and request.remote not in ("127.0.0.1", "::1"):
+            # A shared gateway serves many tenants: its totals are for the operator (status.spend), not for callers.
+            raise ApiError(403, "/spend is served on loopback only in gateway mode", code="spend_forbidden")
         if not isinstance(spend, SpendService):
             raise ApiError(404, "spend tracking is disabled (spend.enabled: false)", code="spend_disabled")
         return await spend.handle(request)

@@ -13,13 +13,26 @@ from .config import ModelConfig
 
 
 @dataclass(frozen=True, slots=True)
+class KeyPolicy:
+    """Limits and a budget of one virtual key (gateway mode), on top of the configured scope limits and budgets."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+    max_parallel: int | None = None
+    budget_usd: float | None = None
+    budget_period: str = "day"
+
+
+@dataclass(frozen=True, slots=True)
 class Caller:
-    """Who is calling: pod identity from downward-API env, plus a hash of the bearer token if the app sent one."""
+    """Who is calling: pod identity from downward-API env, plus a hash of the bearer token if the app sent one.
+    In gateway mode (auth/) the identity comes from a ServiceAccount token or a virtual key instead."""
 
     namespace: str
     pod: str
     service_account: str
     api_key_hash: str | None = None
+    policy: KeyPolicy | None = None  # a virtual key's own limits and budget
 
 
 @dataclass(frozen=True, slots=True)

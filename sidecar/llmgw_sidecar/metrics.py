@@ -137,3 +137,13 @@ class Metrics:
         self.spend_flusher_leader = Gauge(
             "llmgw_spend_flusher_leader", "1 while this process holds the flusher lock.", registry=r,
         )
+
+        # --- gateway mode: caller identity (issue: shared gateway) ---
+        self.auth_decisions = Counter(
+            "llmgw_auth_decisions", "Gateway mode: caller identification by method (token_review, virtual_key, "
+            "anonymous, none) and result (ok, cached, denied, forbidden, error).", ["method", "result"], registry=r,
+        )
+        self.auth_review_latency = Histogram(
+            "llmgw_auth_review_duration_seconds", "Time of one TokenReview (or namespace read) call to the Kubernetes "
+            "API (cache hits make none).", buckets=LATENCY_BUCKETS, registry=r,
+        )

@@ -22,7 +22,7 @@ from importlib import resources
 from typing import Any
 
 from .budgets import BudgetCheck, budget_checks
-from .config import Config
+from .config import Budget, Config, Scope
 from .context import RequestContext
 from .errors import ApiError
 from .metrics import Metrics
@@ -210,6 +210,12 @@ class RedisGovernor:
                 if lim:
                     out.append(self._spec(f"{sl.scope.value}:{_KIND_SUFFIX[kind]}", kind, subject, lim,
                                           tokens if kind == "t" else 1, False))
+        kp = ctx.caller.policy  # a virtual key's own limits (gateway mode)
+        if kp is not None and ctx.caller.api_key_hash:
+            for kind, lim in (("r", kp.rpm), ("t", kp.tpm), ("p", kp.max_parallel)):
+                if lim:
+                    out.append(self._spec(f"virtual_key:{_KIND_SUFFIX[kind]}", kind, f"vkey:{ctx.caller.api_key_hash}",
+                                          lim, tokens if kind == "t" else 1, False))
         return out
 
     def _budgets(self, ctx: RequestContext) -> list[BudgetCheck]:
@@ -221,7 +227,11 @@ class RedisGovernor:
         if len(self._budget_cache) > 10_000:
             self._budget_cache.clear()
         g = self.cfg.gateway
-        checks = budget_checks(self.cfg.budgets, ctx.caller, self.cfg.redis.key_prefix, g.namespace, g.name)
+        budgets = self.cfg.budgets
+        kp = ctx.caller.policy
+        if kp is not None and kp.budget_usd is not None:
+            budgets = [*budgets, Budget(scope=Scope.api_key, period=kp.budget_period, max_usd=kp.budget_usd)]
+        checks = budget_checks(budgets, ctx.caller, self.cfg.redis.key_prefix, g.namespace, g.name)
         self._budget_cache[ctx.caller] = (now + 1.0, checks)
         return checks
 
@@ -242,7 +252,7 @@ class RedisGovernor:
         tokens = estimate_prompt_tokens(ctx.body) + estimate_completion_tokens(
             ctx.body, ctx.endpoint, self.limits.default_max_tokens)
         specs = self.specs(ctx, tokens)
-        budgets = self._budgets(ctx) if self.cfg.budgets else []
+        budgets = self._budgets(ctx) if self.cfg.budgets or ctx.caller.policy is not None else []
         if not specs and not budgets:
             return
         member = uuid.uuid4().hex
@@ -378,8 +388,9 @@ class RedisGovernor:
 
 
 def build_governor(config: Config, redis: Any, metrics: Metrics) -> RedisGovernor | None:
-    """None when no model, scope or budget limit is configured (the app then skips the stage)."""
-    if not config.budgets and not config.limits.scopes and not any(
+    """None when no model, scope or budget limit is configured and no virtual key (which may carry its own) can
+    exist (the app then skips the stage)."""
+    if not config.budgets and not config.limits.scopes and not config.auth.virtual_keys.dir and not any(
         m.limits.rpm or m.limits.tpm or m.limits.max_parallel for m in config.models
     ):
         return None

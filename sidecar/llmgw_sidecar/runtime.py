@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 
+from .auth import Identity, build_identity
 from .cache.exact import ExactCache
 from .config import Config, ConfigError, ModelConfig, load_config
 from .context import Caller
@@ -58,6 +59,7 @@ class Runtime:
     semantic: SemanticLayer | None = None
     governor: Governor | None = None
     spend: SpendRecorder | None = None
+    identity: Identity | None = None  # gateway mode: who the caller is comes from its bearer token
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def background(self, coro: Awaitable[Any]) -> None:
@@ -69,7 +71,7 @@ class Runtime:
     async def close(self, grace_s: float = 5.0) -> None:
         if self.tasks:
             await asyncio.wait(list(self.tasks), timeout=grace_s)
-        for stage in (self.semantic, self.governor, self.spend):
+        for stage in (self.semantic, self.governor, self.spend, self.identity):
             if stage is not None:
                 try:
                     await stage.close()
@@ -89,6 +91,7 @@ async def build_runtime(config: Config, metrics: Metrics, session: aiohttp.Clien
         models=config.model_by_name(),
         providers={m.name: make_provider(m, session, metrics) for m in config.models},
         caller=caller_from_env(config),
+        identity=build_identity(config, metrics),
     )
     # Cluster clients initialise lazily and race on a burst of first commands: do it once now (Redis may be down:
     # then the stages initialise on first use).
