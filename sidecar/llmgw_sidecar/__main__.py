@@ -1,4 +1,4 @@
-"""`llmgw-sidecar` (also `python -m llmgw_sidecar`): serve, check-config, export-model."""
+"""`llmgw-sidecar` (also `python -m llmgw_sidecar`): serve, check-config, export-model, cache."""
 
 from __future__ import annotations
 
@@ -82,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
                        add_help=False)
     e.add_argument("rest", nargs=argparse.REMAINDER)
     e.set_defaults(fn=export_model)
+    from .cache.cli import add_parser as add_cache_parser
+
+    add_cache_parser(sub, _load)
     args, extra = p.parse_known_args(argv)
     if args.cmd == "export-model":
         # argparse does not put leading options ("--out X") of a subcommand into REMAINDER: hand them over here.

@@ -19,6 +19,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from .admin_api import register_admin_routes
 from .cache.exact import age_s
 from .cache.keys import api_key_hash, exact_key, fingerprint, scope_key
 from .config import Config
@@ -163,7 +164,8 @@ class Handlers:
         cacheable = rt.exact is not None or rt.semantic is not None
         if rt.exact is not None:
             digest = fingerprint(ctx.endpoint, ctx.model.upstream_model, ctx.body)
-            ctx.cache_key = exact_key(rt.config.redis.key_prefix, ctx.scope, d.namespace, digest)
+            ctx.cache_key = exact_key(rt.config.redis.key_prefix, ctx.scope, d.namespace, digest,
+                                      generation=rt.config.cache.generation, model=ctx.model.name)
         if not cacheable or d.no_cache:
             ctx.cache_result = "bypass"
         else:
@@ -349,6 +351,7 @@ def create_app(config: Config, *, config_path: Path | None = None, metrics: Metr
     app.router.add_get("/spend", h.spend)
     app.router.add_get("/healthz", h.healthz)
     app.router.add_get("/readyz", h.readyz)
+    register_admin_routes(app, lambda: slot.current)
     if config.metrics.enabled:
         app.router.add_get("/metrics", h.metrics)
 

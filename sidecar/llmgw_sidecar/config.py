@@ -247,6 +247,9 @@ class SemanticCacheConfig(_Model):
 class CacheConfig(_Model):
     scope: Scope = Field(Scope.namespace, description="Who shares cached answers: global|gateway|namespace|"
                          "service_account|pod|api_key. Every scope includes the gateway name except global.")
+    generation: int = Field(0, ge=0, description="Cache generation, part of every cache key: raising it makes every "
+                            "sidecar of the gateway stop serving older entries at once (they age out by TTL; "
+                            "`llmgw-sidecar cache purge --stale-generations` deletes them now).")
     exact: ExactCacheConfig = Field(default_factory=ExactCacheConfig)
     semantic: SemanticCacheConfig = Field(default_factory=SemanticCacheConfig)
 
@@ -296,6 +299,23 @@ class MetricsConfig(_Model):
     port: int | None = Field(None, ge=1, le=65535, description="Also serve /metrics (and nothing else) on this port, "
                              "for Prometheus to scrape from outside the pod. Read at start-up only.")
     host: str = Field("0.0.0.0", description="Address of the metrics-only listener (the API stays on listen.host).")
+    top_scopes: int = Field(10, ge=0, le=100, description="Cache scopes with their own series in "
+                            "llmgw_cache_scope_saved_usd / llmgw_cache_scope_hits (the biggest savers of this process; "
+                            "the rest are summed as scope=\"other\"). Caps the label cardinality.")
+
+
+class AdminConfig(_Model):
+    token: str | None = Field(None, description="Bearer token of the admin API (/admin/cache/*, LiteLLM's /cache/*); "
+                              "use os.environ/NAME. Without a token (here or in token_file) the admin API is off.")
+    token_file: str | None = Field(None, description="File holding the admin token (a mounted Secret); wins over token.")
+
+    def resolved_token(self) -> str | None:
+        if self.token_file:
+            try:
+                return Path(self.token_file).read_text().strip() or None
+            except OSError as e:
+                raise ConfigError(f"admin.token_file: cannot read {self.token_file}: {e.strerror}") from None
+        return self.token or None
 
 
 class LabelExpression(_Model):
@@ -359,6 +379,7 @@ class Config(_Model):
     spend: SpendConfig = Field(default_factory=SpendConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    admin: AdminConfig = Field(default_factory=AdminConfig)
 
     @field_validator("models")
     @classmethod

@@ -5,7 +5,12 @@ One `Metrics` object per app, on its own registry, so tests and several apps in 
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 # Latency buckets from 0.5 ms (an exact hit) to a minute (a long generation).
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -14,8 +19,50 @@ DISTANCE_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.175, 0.2, 0.25
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 
 
+class TopScopes(Collector):
+    """Per cache scope savings with bounded cardinality: the `top_n` scopes that saved the most in this process get
+    their own series, everything else is summed into scope="other" (so sum() over scopes is the process total). The
+    full per-scope figures live in Redis (GET /spend/scopes); this is the dashboard's "top savers" view."""
+
+    MAX_TRACKED = 10_000  # scopes remembered in memory; beyond it new scopes go straight to "other"
+
+    def __init__(self, top_n: int = 10) -> None:
+        self.top_n = top_n
+        self._lock = threading.Lock()
+        self._saved: dict[str, float] = {}
+        self._hits: dict[str, int] = {}
+        self._other_saved = 0.0
+        self._other_hits = 0
+
+    def add(self, scope: str, saved_usd: float) -> None:
+        with self._lock:
+            if scope not in self._saved and len(self._saved) >= self.MAX_TRACKED:
+                self._other_saved += saved_usd
+                self._other_hits += 1
+                return
+            self._saved[scope] = self._saved.get(scope, 0.0) + saved_usd
+            self._hits[scope] = self._hits.get(scope, 0) + 1
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        saved = CounterMetricFamily("llmgw_cache_scope_saved_usd", "USD saved by cache hits for the top "
+                                    "metrics.top_scopes cache scopes of this process; the rest as scope=\"other\".",
+                                    labels=["scope"])
+        hits = CounterMetricFamily("llmgw_cache_scope_hits", "Cache hits of the same top cache scopes (and "
+                                   "scope=\"other\").", labels=["scope"])
+        with self._lock:
+            ranked = sorted(self._saved, key=lambda s: (-self._saved[s], s))
+            top, rest = ranked[:self.top_n], ranked[self.top_n:]
+            for s in top:
+                saved.add_metric([s], self._saved[s])
+                hits.add_metric([s], self._hits[s])
+            saved.add_metric(["other"], self._other_saved + sum(self._saved[s] for s in rest))
+            hits.add_metric(["other"], self._other_hits + sum(self._hits[s] for s in rest))
+        yield saved
+        yield hits
+
+
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, top_scopes: int = 10) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
 
@@ -107,12 +154,13 @@ class Metrics:
             "llmgw_budget_remaining_usd", "Remaining USD of a budget after the latest decision.", ["budget"], registry=r,
         )
         self.spend = Counter(
-            "llmgw_spend_usd", "USD spent upstream, by model and scope (estimated costs included).",
-            ["model", "scope"], registry=r,
+            "llmgw_spend_usd", "USD spent upstream, by model (estimated costs included). Per scope: GET /spend.",
+            ["model"], registry=r,
         )
         self.spend_saved = Counter(
-            "llmgw_spend_saved_usd", "USD cache hits saved (what they would have cost), by model and scope.",
-            ["model", "scope"], registry=r,
+            "llmgw_spend_saved_usd", "USD cache hits saved (what they would have cost), by model. Per scope: "
+            "llmgw_cache_scope_saved_usd (top N) and GET /spend/scopes.",
+            ["model"], registry=r,
         )
         self.spend_records = Counter(
             "llmgw_spend_records", "Spend records by event: buffered, handed_off, committed, duplicate, dropped, "
@@ -147,3 +195,11 @@ class Metrics:
             "llmgw_auth_review_duration_seconds", "Time of one TokenReview (or namespace read) call to the Kubernetes "
             "API (cache hits make none).", buckets=LATENCY_BUCKETS, registry=r,
         )
+
+        # --- operations (issue: operate it) ---
+        self.cache_invalidations = Counter(
+            "llmgw_cache_invalidations", "Cache entries deleted by the admin API or CLI, by cache kind and selector "
+            "(key, scope, model, age, generation, all and their combinations).", ["cache", "by"], registry=r,
+        )
+        self.top_scopes = TopScopes(top_scopes)
+        r.register(self.top_scopes)

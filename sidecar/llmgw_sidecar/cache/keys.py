@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
@@ -48,9 +49,20 @@ def fingerprint(endpoint: str, upstream_model: str, body: dict[str, Any], drop: 
     return hashlib.sha256(canonical(endpoint, upstream_model, body, drop)).hexdigest()
 
 
-def exact_key(prefix: str, scope: str, namespace: str | None, digest: str) -> str:
-    ns = f"|cns:{namespace}" if namespace else ""
-    return f"{prefix}:exact:{scope}{ns}:{digest}"
+def key_part(value: str) -> str:
+    """A user-controlled key component (model name, cache namespace) with the separators and glob characters
+    percent-encoded, so a key always parses back and a SCAN pattern built from it matches only what it says."""
+    return quote(value, safe="-._~@/=+,")
+
+
+def exact_key(prefix: str, scope: str, namespace: str | None, digest: str, *, generation: int | None = None,
+              model: str | None = None) -> str:
+    """`{prefix}:exact:{scope}|g:{generation}[|cns:{namespace}][|m:{model}]:{fingerprint}`. The generation and the
+    model are in the key so that invalidation by generation or model is a SCAN pattern (cache.admin parses it)."""
+    gen = f"|g:{generation}" if generation is not None else ""
+    ns = f"|cns:{key_part(namespace)}" if namespace else ""
+    m = f"|m:{key_part(model)}" if model else ""
+    return f"{prefix}:exact:{scope}{gen}{ns}{m}:{digest}"
 
 
 def api_key_hash(authorization: str | None) -> str | None:

@@ -72,15 +72,18 @@ def context_hash(upstream_model: str, rest: dict[str, Any]) -> str:
     return hashlib.sha256(canonical("chat", upstream_model, rest)).hexdigest()[:32]
 
 
-def scope_hash(scope: str, namespace: str | None) -> str:
-    return hashlib.sha256(f"{scope}\x00{namespace or ''}".encode()).hexdigest()[:24]
+def scope_hash(scope: str, namespace: str | None, generation: int = 0) -> str:
+    # The generation (cache.generation) is part of the scope: raising it hides every older entry at once.
+    return hashlib.sha256(f"{scope}\x00{namespace or ''}\x00{generation}".encode()).hexdigest()[:24]
 
 
 class SemanticCache:
     def __init__(self, cfg: SemanticCacheConfig, embedder: Embedder, metrics: Metrics, *, redis: Any, key_prefix: str,
                  node_client: Any = None, search_timeout_s: float = 0.1,
-                 breaker: CircuitBreakerConfig | None = None) -> None:
+                 breaker: CircuitBreakerConfig | None = None, generation: int = 0, gateway: str = "") -> None:
         self.cfg = cfg
+        self.generation = generation
+        self.gateway = gateway  # "ns/name": stored in plain text so that cache.admin can select this gateway's entries
         self.embedder = embedder
         self.metrics = metrics
         self.redis = redis
@@ -114,7 +117,7 @@ class SemanticCache:
             return None
         text, rest = split
         ctx_h = context_hash(ctx.model.upstream_model, rest)
-        scope_h = scope_hash(ctx.scope, ctx.directives.namespace)
+        scope_h = scope_hash(ctx.scope, ctx.directives.namespace, self.generation)
         vec = await self._embed(text)
         # Keep what we computed: a miss stores this very question after the upstream answers.
         ctx.state[_STATE_KEY] = (text, ctx_h, scope_h, vec)
@@ -232,7 +235,7 @@ class SemanticCache:
                 return "skipped"
             text, rest = split
             state = (text, context_hash(ctx.model.upstream_model, rest),
-                     scope_hash(ctx.scope, ctx.directives.namespace), None)
+                     scope_hash(ctx.scope, ctx.directives.namespace, self.generation), None)
         text, ctx_h, scope_h, vec = state
         if vec is None:
             try:
@@ -248,6 +251,8 @@ class SemanticCache:
             "usage": orjson.dumps([u.prompt_tokens, u.completion_tokens, u.cached_prompt_tokens, u.estimated]
                                   if u else None),
             "created": repr(answer.created),
+            # not indexed: what cache.admin lists and selects by (gateway, readable scope, generation)
+            "gw": self.gateway, "sc": ctx.scope, "cns": ctx.directives.namespace or "", "gen": str(self.generation),
         }
         entry_id = hashlib.sha256(f"{ctx_h}\x00{scope_h}\x00{text}".encode()).hexdigest()[:32]
         await self._store().put(entry_id, fields, ctx.directives.ttl_s or self.cfg.ttl_s)
@@ -316,4 +321,5 @@ async def build_semantic(config: Config, redis: Any, metrics: Metrics, *, embedd
         # one KNN per shard, concurrently; a little more than one cache op, but still a hard bound
         search_timeout_s=max(config.redis.op_timeout_ms / 1000 * 2, 0.05),
         breaker=config.redis.circuit_breaker,
+        generation=config.cache.generation, gateway=f"{config.gateway.namespace}/{config.gateway.name}",
     )

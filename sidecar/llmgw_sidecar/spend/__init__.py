@@ -107,9 +107,11 @@ class SpendService:
     def add(self, rec: SpendRecord) -> None:
         m = self.metrics
         if rec.cost_nusd:
-            self._child(m.spend, rec.model, rec.scope).inc(rec.cost_nusd / NANO)
+            self._child(m.spend, rec.model).inc(rec.cost_nusd / NANO)
         if rec.saved_nusd:
-            self._child(m.spend_saved, rec.model, rec.scope).inc(rec.saved_nusd / NANO)
+            self._child(m.spend_saved, rec.model).inc(rec.saved_nusd / NANO)
+        if rec.cache.startswith("hit"):
+            m.top_scopes.add(rec.scope, rec.saved_nusd / NANO)
         if rec.estimated:
             self._child(m.spend_records, "estimated").inc()
         if not rec.priced:

@@ -13,8 +13,8 @@ from ..context import Caller, RequestContext, Usage
 from ..pricing import Price, cost_nusd, estimate_completion_tokens, estimate_prompt_tokens, price_for
 from .keys import all_scope_keys, breakdown_key, daily_totals_key, scope_totals_key
 
-METRICS = ("requests", "hits", "estimated", "unpriced", "prompt_tokens", "completion_tokens", "cached_tokens",
-           "cost_nusd", "saved_nusd")
+METRICS = ("requests", "hits", "misses", "estimated", "unpriced", "prompt_tokens", "completion_tokens",
+           "cached_tokens", "saved_tokens", "cost_nusd", "saved_nusd")
 
 
 @dataclass(slots=True)
@@ -92,8 +92,11 @@ def record_from_dict(d: dict[str, Any]) -> SpendRecord:
 
 
 def _values(r: SpendRecord) -> dict[str, int]:
+    hit = r.cache.startswith("hit")
     return {
-        "requests": 1, "hits": int(r.cache.startswith("hit")), "estimated": int(r.estimated),
+        # misses: looked up and not found (bypass and refusals are neither); saved_tokens: what hits did not send
+        "requests": 1, "hits": int(hit), "misses": int(r.cache == "miss"), "estimated": int(r.estimated),
+        "saved_tokens": r.prompt_tokens + r.completion_tokens if hit else 0,
         "unpriced": int(not r.priced), "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
         "cached_tokens": r.cached_tokens, "cost_nusd": r.cost_nusd, "saved_nusd": r.saved_nusd,
     }
