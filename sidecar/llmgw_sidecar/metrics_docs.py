@@ -15,6 +15,11 @@ def generate() -> str:
     seen = set()
     for metric in vars(m).values():
         name = getattr(metric, "_name", None)
+        if name is None and hasattr(metric, "collect"):  # a custom collector (TopScopes): document its families
+            for fam in metric.collect():
+                labels = ", ".join(f"`{x}`" for x in sorted({k for s in fam.samples for k in s.labels})) or "-"
+                lines.append(f"| `{fam.name}_total` | {fam.type} | {labels} | {fam.documentation} |")
+            continue
         if name is None or name in seen:
             continue
         seen.add(name)
