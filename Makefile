@@ -1,59 +1,85 @@
-# Thin wrappers. The README names two of them: `make run` and `make test`.
+# Thin wrappers. `make help` lists the targets; the README's quick start names `make run` and `make test`.
 SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+# EXPORT=0 skips torch and the model exporter (~2 GB of the ~2.4 GB environment): then the semantic model must already
+# be exported into MODEL_DIR (see README), or the config must use the openai embedding provider.
+EXPORT ?= 1
+comma := ,
+EXTRAS := semantic,postgres,operator,dev$(if $(filter 1,$(EXPORT)),$(comma)export)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-8)-$(EXPORT)
 PORT ?= 4000
 CONFIG ?= examples/local.yaml
+MODEL_DIR := .cache/models/all-MiniLM-L6-v2-onnx
+IMAGE_REPO ?= ghcr.io/llmgateway
+IMAGE_TAG ?= dev
+KIND_CLUSTER ?= llmgw-e2e
 export HF_HUB_OFFLINE := 1
 
-.PHONY: run test bench manifests docs lint kind-e2e model system-deps clean
+.PHONY: help venv run test bench manifests docs lint images kind-load kind-e2e model system-deps clean
+
+help: ## list the targets (this text)
+	@echo "llmgateway: make TARGET [VAR=value ...]"
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-11s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo "Variables: PORT=$(PORT) (gateway), LLMGW_REDIS_PORT=$${LLMGW_REDIS_PORT:-6379} (Redis), CONFIG=$(CONFIG),"
+	@echo "  EXPORT=$(EXPORT) (0: no torch/exporter), IMAGE_REPO=$(IMAGE_REPO), IMAGE_TAG=$(IMAGE_TAG), KIND_CLUSTER=$(KIND_CLUSTER)"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	@# torch first: the CPU wheel of 2.13.0 on local disk (otherwise pip pulls GBs of CUDA), needed only to export the model.
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[semantic,export,postgres,operator,dev]'
+	@echo "==> installing the Python environment into $(VENV) (first time only: a few minutes; ~2.4 GB with the model"
+	@echo "    exporter's torch, ~0.4 GB with EXPORT=0). pip reports each package as it goes."
+	@# torch first: the CPU wheel of 2.13.0 (otherwise pip pulls GBs of CUDA), needed only to export the model.
+	$(if $(filter 1,$(EXPORT)),$(BIN)/pip install --progress-bar on torch==2.13.0)
+	$(BIN)/pip install --progress-bar on -e '.[$(EXTRAS)]'
+	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-venv: $(STAMP)
+venv: $(STAMP) ## create .venv and install the project (EXPORT=0: without torch)
 
-system-deps:
+system-deps: ## apt packages the Redis Stack binaries need (libssl1.1)
 	@bash .ci/system-deps.sh
 
 # The local embedding model exported to ONNX once (git-ignored).
-model: $(STAMP)
-	@test -f .cache/models/all-MiniLM-L6-v2-onnx/model.onnx || $(BIN)/llmgw-sidecar export-model --out .cache/models/all-MiniLM-L6-v2-onnx
+model: $(STAMP) ## export the local embedding model to .cache/models (once)
+	@test -f $(MODEL_DIR)/model.onnx || { \
+	  if [ "$(EXPORT)" = 1 ]; then $(BIN)/llmgw-sidecar export-model --out $(MODEL_DIR); \
+	  else echo "no exported model in $(MODEL_DIR) and EXPORT=0: copy one there (see README) or use an openai embedding config" >&2; exit 2; fi; }
 
-run: system-deps $(STAMP) model
-	@$(BIN)/python -m llmgw_sidecar.devredis --port $${LLMGW_REDIS_PORT:-6379} --dir .data/redis & \
-	  redis_pid=$$!; trap "kill $$redis_pid 2>/dev/null" EXIT; \
-	  $(BIN)/python -c "from llmgw_sidecar.devredis import wait_port; wait_port($${LLMGW_REDIS_PORT:-6379}, 20)" && \
-	  LLMGW_PROVIDER=$${LLMGW_PROVIDER:-$$( [ -n "$${OPENAI_API_KEY:-}" ] && echo openai || echo mock )} \
-	  $(BIN)/llmgw-sidecar serve --config $(CONFIG) --port $(PORT)
+run: system-deps $(STAMP) model ## Redis Stack + the gateway on 127.0.0.1:4000 (Ctrl-C stops both)
+	@$(BIN)/python -m llmgw_sidecar.devrun --config $(CONFIG) --port $(PORT) --dir .data/redis
 
-test: system-deps $(STAMP)
+test: $(STAMP) ## ruff and the whole test suite (own ports and folders: works while make run runs)
+	@bash .ci/system-deps.sh --test
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
-bench: system-deps $(STAMP) model
+bench: system-deps $(STAMP) model ## benchmarks (print JSON)
 	$(BIN)/python bench/sidecar_bench.py
 
-manifests: $(STAMP)
+manifests: $(STAMP) ## re-render manifests/install.yaml from the chart
 	$(BIN)/python -m llmgw_operator.render_manifests > manifests/install.yaml
 
 # Regenerate the reference sections that tests keep in sync with the code.
-docs: $(STAMP)
+docs: $(STAMP) ## regenerate the reference tables in docs/
 	$(BIN)/python -m llmgw_sidecar.config_docs --write docs/configuration.md
 	$(BIN)/python -m llmgw_sidecar.metrics_docs --write docs/metrics.md
 	$(BIN)/python -m llmgw_operator.crd_docs > docs/crd.md
 
-lint: $(STAMP)
+lint: $(STAMP) ## ruff only
 	$(BIN)/ruff check .
 
-kind-e2e:
+# --provenance=false: an attestation manifest makes the image an index that `kind load` cannot import.
+images: ## docker build IMAGE_REPO/{operator,sidecar}:IMAGE_TAG (default tag dev)
+	DOCKER_BUILDKIT=1 docker build --provenance=false -f sidecar/Dockerfile --target sidecar \
+	  -t $(IMAGE_REPO)/sidecar:$(IMAGE_TAG) .
+	DOCKER_BUILDKIT=1 docker build --provenance=false -f operator/Dockerfile -t $(IMAGE_REPO)/operator:$(IMAGE_TAG) .
+
+kind-load: images ## make images, then load them into the kind cluster KIND_CLUSTER
+	kind load docker-image --name $(KIND_CLUSTER) $(IMAGE_REPO)/sidecar:$(IMAGE_TAG) $(IMAGE_REPO)/operator:$(IMAGE_TAG)
+
+kind-e2e: ## the end-to-end test on kind (needs docker, kind, kubectl, helm)
 	bash tests/e2e/kind.sh
 
-clean:
+clean: ## remove .venv, .data and .cache
 	rm -rf $(VENV) .data .cache

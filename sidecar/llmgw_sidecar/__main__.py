@@ -8,6 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
+from . import __version__
 from .config import Config, ConfigError, ListenConfig, load_config
 
 EXIT_CONFIG = 2
@@ -32,6 +33,14 @@ def serve(args: argparse.Namespace) -> int:
         listen = ListenConfig(host=args.host or cfg.listen.host, port=args.port or cfg.listen.port,
                               max_body_bytes=cfg.listen.max_body_bytes)
         cfg = cfg.model_copy(update={"listen": listen})
+    from . import startup
+
+    # Checked before the model loads and Redis is dialled: a busy port is one line, not a traceback seconds later.
+    for host, port in [(cfg.listen.host, cfg.listen.port), (cfg.metrics.host, cfg.metrics.port)]:
+        problem = port is not None and startup.port_problem(host, port)
+        if problem:
+            print(f"llmgw-sidecar: {problem}", file=sys.stderr)
+            return EXIT_CONFIG
     try:
         import uvloop
 
@@ -40,17 +49,23 @@ def serve(args: argparse.Namespace) -> int:
         pass
     from aiohttp import web
 
-    from .app import create_app
+    from .app import RUNTIME, create_app
 
     try:
         app = create_app(cfg, config_path=Path(args.config))
     except ConfigError as e:
         print(f"llmgw-sidecar: {e}", file=sys.stderr)
         return EXIT_CONFIG
-    logging.getLogger("llmgw").info("serving %d model(s) on http://%s:%d/v1", len(cfg.models), cfg.listen.host,
-                                    cfg.listen.port)
-    web.run_app(app, host=cfg.listen.host, port=cfg.listen.port, access_log=None, print=None,
-                handle_signals=True, shutdown_timeout=10)
+
+    def ready(_: str) -> None:  # aiohttp calls this once every listener is bound
+        logging.getLogger("llmgw").info("%s", startup.summary(cfg, app[RUNTIME].current.semantic))
+
+    try:
+        web.run_app(app, host=cfg.listen.host, port=cfg.listen.port, access_log=None, print=ready,
+                    handle_signals=True, shutdown_timeout=10)
+    except OSError as e:  # lost a race for the port after the check above
+        print(f"llmgw-sidecar: {startup.bind_error(cfg.listen.host, cfg.listen.port, e)}", file=sys.stderr)
+        return EXIT_CONFIG
     return 0
 
 
@@ -67,19 +82,31 @@ def export_model(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="llmgw-sidecar", description="OpenAI-compatible caching LLM gateway sidecar.")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    sub = p.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("serve", help="run the gateway")
+    p = argparse.ArgumentParser(
+        prog="llmgw-sidecar", description="OpenAI-compatible caching LLM gateway sidecar.",
+        epilog="Run `llmgw-sidecar COMMAND --help` for the options of a command. Exit code 2 means a configuration or "
+               "start-up mistake (the reason is one line on stderr).")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                   help="log verbosity (default: %(default)s)")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    s = sub.add_parser("serve", help="run the gateway",
+                       description="Run the gateway: the OpenAI API on listen.host:listen.port, /healthz, /readyz, "
+                                   "/metrics, /spend. Logs one summary line when it is ready; Ctrl-C or SIGTERM stops "
+                                   "it gracefully.")
     s.add_argument("--config", "-c", required=True, help="YAML configuration file (reloaded when it changes)")
     s.add_argument("--host", help="override listen.host")
     s.add_argument("--port", type=int, help="override listen.port")
     s.set_defaults(fn=serve)
-    c = sub.add_parser("check-config", help="validate a configuration file and exit (code 2 when invalid)")
-    c.add_argument("config")
+    c = sub.add_parser("check-config", help="validate a configuration file and exit (code 2 when invalid)",
+                       description="Validate a configuration file (os.environ/NAME references are resolved from the "
+                                   "environment) and print its models; exit code 2 and the reasons when invalid.")
+    c.add_argument("config", help="YAML configuration file")
     c.set_defaults(fn=check_config)
     e = sub.add_parser("export-model", help="convert a sentence-transformers model to ONNX (once, offline)",
-                       add_help=False)
+                       description="Convert a sentence-transformers model to the ONNX folder the local semantic cache "
+                                   "loads. Needs the export extra (torch); run `llmgw-sidecar export-model --help` for "
+                                   "its options.", add_help=False)
     e.add_argument("rest", nargs=argparse.REMAINDER)
     e.set_defaults(fn=export_model)
     from .cache.cli import add_parser as add_cache_parser

@@ -63,6 +63,11 @@ class RedisMode(StrEnum):
     cluster = "cluster"
 
 
+def _without_password(url: str) -> str:
+    scheme, sep, rest = url.rpartition("://")
+    return f"{scheme}{sep}***@{rest.rpartition('@')[2]}" if "@" in rest else url
+
+
 class RedisConfig(_Model):
     mode: RedisMode = Field(RedisMode.standalone, description="standalone | sentinel | cluster.")
     url: str = Field("redis://127.0.0.1:6379/0", description="Standalone URL (redis:// or rediss://).")
@@ -80,6 +85,15 @@ class RedisConfig(_Model):
     max_connections: int = Field(64, ge=1, description="Connection pool size per process.")
     key_prefix: str = Field("llmgw", min_length=1, description="Prefix of every key this gateway writes.")
     circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
+
+    @field_validator("url")
+    @classmethod
+    def _url_scheme(cls, url: str) -> str:
+        # redis-py would read "host:6379" as a socket path and fail only at the first request
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"'{_without_password(url)}' needs a scheme: redis://HOST:PORT/DB (rediss:// for TLS, "
+                             "unix:///path for a socket)")
+        return url
 
     @model_validator(mode="after")
     def _mode_fields(self) -> RedisConfig:

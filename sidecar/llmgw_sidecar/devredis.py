@@ -11,8 +11,8 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +56,7 @@ class RedisProcess:
     args: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
     binary: str = "redis-server"
+    preexec_fn: Callable[[], None] | None = None  # e.g. die with the parent (devrun)
 
     @property
     def url(self) -> str:
@@ -75,6 +76,7 @@ class RedisProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=self.preexec_fn,
         )
         log.close()
         if wait:
@@ -86,6 +88,16 @@ class RedisProcess:
             self.proc.send_signal(sig)
             try:
                 self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """SIGTERM (Redis syncs its AOF and exits), SIGKILL when that takes longer than timeout_s."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
@@ -123,12 +135,18 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     r = standalone(a.port, Path(a.dir).resolve(), persist=True).start()
     print(f"redis stack ready on {r.url} (data in {a.dir})", flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: (r.kill(signal.SIGTERM), sys.exit(0)))
+
+    def interrupt(*_: object) -> None:
+        # Only interrupt the wait below: stopping Redis from inside the handler would wait on the process that
+        # main() is already waiting on (two tracebacks and a 10 s hang).
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
     try:
         assert r.proc is not None
         return r.proc.wait()
     except KeyboardInterrupt:
-        r.kill(signal.SIGTERM)
+        r.stop()
         return 0
 
 

@@ -1,8 +1,9 @@
-"""Fixtures of the semantic-cache tests: the real local model (exported once per machine into the git-ignored
-.cache/models/, reused afterwards), and helpers to build requests the way the app does."""
+"""Fixtures of the semantic-cache tests: the real local model (exported once per checkout into the git-ignored
+.cache/test-models/, reused afterwards), and helpers to build requests the way the app does."""
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import json
 import os
@@ -22,17 +23,28 @@ from llmgw_sidecar.metrics import Metrics
 from llmgw_sidecar.redis_topology import make_client
 
 REPO = Path(__file__).resolve().parents[2]
-MODEL_DIR = REPO / ".cache" / "models" / "all-MiniLM-L6-v2-onnx"
+# The tests' own copy (fp32 + int8): `make run` exports .cache/models/ (fp32 only) and may be running while tests do.
+MODEL_DIR = REPO / ".cache" / "test-models" / "all-MiniLM-L6-v2-onnx"
 _ids = itertools.count()
+
+
+def _complete(manifest: Path) -> bool:
+    if not manifest.exists():
+        return False
+    m = json.loads(manifest.read_text())
+    return m.get("format") == FORMAT and {"fp32", "int8"} <= set(m.get("files", {}))
 
 
 @pytest.fixture(scope="session")
 def model_dir() -> Path:
-    """The exported ONNX model; the first session on a machine exports it (about 15 s), later ones reuse it."""
+    """The exported ONNX model; the first session in a checkout exports it (about 15 s), later ones reuse it."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    manifest = MODEL_DIR / MANIFEST
-    if not manifest.exists() or json.loads(manifest.read_text()).get("format") != FORMAT:
-        export(default_source(), MODEL_DIR, int8=True, force=True)
+    MODEL_DIR.parent.mkdir(parents=True, exist_ok=True)
+    # Two test sessions at once (make test twice) must not export into the same folder together.
+    with open(MODEL_DIR.parent / ".export.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not _complete(MODEL_DIR / MANIFEST):
+            export(default_source(), MODEL_DIR, int8=True, force=True)
     return MODEL_DIR
 
 
