@@ -7,6 +7,7 @@ Request path (DESIGN.md section 3): parse -> route -> governor.admit -> exact lo
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import os
 import time
@@ -287,6 +288,7 @@ class Handlers:
             raise ApiError(403, "/spend is served on loopback only in gateway mode", code="spend_forbidden")
         if not isinstance(spend, SpendService):
             raise ApiError(404, "spend tracking is disabled (spend.enabled: false)", code="spend_disabled")
+        _check_spend_query(request)
         return await spend.handle(request)
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -335,6 +337,21 @@ async def _start_metrics_listener(config: Config, h: Handlers) -> web.AppRunner:
     await runner.setup()
     await web.TCPSite(runner, config.metrics.host, config.metrics.port).start()
     return runner
+
+
+def _check_spend_query(request: web.Request) -> None:
+    """A malformed ?day= or ?last= is the caller's mistake: 400 naming the parameter, not an empty 200."""
+    for day in request.query.getall("day", []):
+        try:
+            ok = datetime.date.fromisoformat(day).isoformat() == day  # the stored keys use exactly this form
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ApiError(400, f"day '{day[:40]}' is not a date: use YYYY-MM-DD (UTC)", code="invalid_day",
+                           param="day")
+    last = request.query.get("last")
+    if last is not None and not last.isdigit():
+        raise ApiError(400, f"last '{last[:40]}' is not a number of days", code="invalid_last", param="last")
 
 
 def create_app(config: Config, *, config_path: Path | None = None, metrics: Metrics | None = None,
