@@ -1,0 +1,186 @@
+"""The admin HTTP API and LiteLLM's cache/health endpoints on a real sidecar: off without a token, 401 with a wrong
+one, and the same invalidation as the CLI (counted in a metric, logged with who asked); /spend/scopes figures."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+
+from llmgw_sidecar.cache.keys import api_key_hash
+
+from .helpers import ADMIN_TOKEN, ask, fresh_prefix, sidecar_config, start_sidecar
+
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}", "X-LLMGW-Actor": "alice@platform"}
+
+
+def _wait_hit(srv: Any, model: str, text: str, key: str) -> None:
+    deadline = time.monotonic() + 10
+    while ask(srv, model, text, key) != "hit-exact":
+        assert time.monotonic() < deadline, "entry never became readable"
+        time.sleep(0.05)
+
+
+def test_admin_endpoints_off_without_token(redis_standalone: str) -> None:
+    srv, _ = start_sidecar(sidecar_config({"url": redis_standalone}, fresh_prefix(), "team-a", "gw"))
+    try:
+        for method, path in (("GET", "/admin/cache/entries"), ("POST", "/admin/cache/invalidate"),
+                             ("GET", "/cache/ping"), ("POST", "/cache/delete"), ("POST", "/cache/flushall")):
+            r = requests.request(method, srv.url + path, headers=AUTH, timeout=5)
+            assert r.status_code == 404 and r.json()["error"]["code"] == "admin_disabled", path
+        # LiteLLM's health aliases need no token
+        r = requests.get(srv.url + "/health/liveliness", timeout=5)
+        assert r.status_code == 200 and r.json() == "I'm alive!"
+        r = requests.get(srv.url + "/health/readiness", timeout=5)
+        assert r.status_code == 200 and r.json()["status"] == "healthy"
+    finally:
+        srv.stop()
+
+
+def test_admin_api_and_litellm_endpoints(redis_standalone: str, caplog: pytest.LogCaptureFixture) -> None:
+    prefix = fresh_prefix()
+    a = sidecar_config({"url": redis_standalone}, prefix, "team-a", "gw", admin={"token": ADMIN_TOKEN})
+    b = sidecar_config({"url": redis_standalone}, prefix, "team-b", "gw", admin={"token": ADMIN_TOKEN})
+    srv_b, _ = start_sidecar(b)
+    srv, metrics = start_sidecar(a)
+    try:
+        ask(srv_b, "m1", "hello", "k1")
+        for model in ("m1", "m2"):
+            ask(srv, model, "hello", "k1")
+            _wait_hit(srv, model, "hello", "k1")
+        ask(srv, "m1", "other", "k2")
+        _wait_hit(srv, "m1", "other", "k2")
+        _wait_hit(srv_b, "m1", "hello", "k1")
+
+        r = requests.get(srv.url + "/cache/ping", headers={"Authorization": "Bearer wrong"}, timeout=5)
+        assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+        r = requests.get(srv.url + "/cache/ping", headers=AUTH, timeout=5)
+        assert r.status_code == 200
+        assert {k: r.json()[k] for k in ("status", "cache_type", "ping_response", "set_cache_response")} == \
+            {"status": "healthy", "cache_type": "redis", "ping_response": True, "set_cache_response": "success"}
+
+        # list, paged
+        r = requests.get(srv.url + "/admin/cache/entries", params={"limit": 1}, headers=AUTH, timeout=5)
+        assert r.status_code == 200
+        page = r.json()
+        seen = [e["key"] for e in page["data"]]
+        while page["next_cursor"]:
+            page = requests.get(srv.url + "/admin/cache/entries", params={"limit": 1, "cursor": page["next_cursor"]},
+                                headers=AUTH, timeout=5).json()
+            seen += [e["key"] for e in page["data"]]
+        assert len(seen) == 3 and all(":exact:gw:team-a/gw|" in k for k in seen)
+        by_model = requests.get(srv.url + "/admin/cache/entries", params={"model": "m1"}, headers=AUTH,
+                                timeout=5).json()["data"]
+        assert {e["model"] for e in by_model} == {"m1"} and len(by_model) == 2
+        one = requests.get(srv.url + "/admin/cache/entry", params={"key": by_model[0]["key"]}, headers=AUTH,
+                           timeout=5).json()
+        assert one["fingerprint"] == by_model[0]["fingerprint"] and one["ttl_s"] > 0 and one["size_bytes"] > 0
+
+        # a client's mistakes are 4xx in OpenAI format
+        bad = requests.post(srv.url + "/admin/cache/invalidate", json={}, headers=AUTH, timeout=5)
+        assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_selector"
+        bad = requests.post(srv.url + "/admin/cache/invalidate", data=b"{nope", headers=AUTH, timeout=5)
+        assert bad.status_code == 400
+        bad = requests.get(srv.url + "/admin/cache/entries", params={"older_than": "soon"}, headers=AUTH, timeout=5)
+        assert bad.status_code == 400
+        bad = requests.get(srv.url + "/admin/cache/entries", params={"cursor": "x.y"}, headers=AUTH, timeout=5)
+        assert bad.status_code == 400
+
+        # invalidate by scope (team X = this caller scope), dry run first
+        scope = f"key:{api_key_hash('Bearer k2')}"
+        dry = requests.post(srv.url + "/admin/cache/invalidate", json={"scope": scope, "dry_run": True},
+                            headers=AUTH, timeout=5).json()
+        assert dry["deleted"] == {"exact": 1, "semantic": 0} and dry["dry_run"]
+        with caplog.at_level(logging.INFO, logger="llmgw.admin"):
+            done = requests.post(srv.url + "/admin/cache/invalidate", json={"scope": scope}, headers=AUTH,
+                                 timeout=5).json()
+        assert done["deleted"] == {"exact": 1, "semantic": 0}
+        assert any("alice@platform" in r.getMessage() and "scope=" + scope in r.getMessage() for r in caplog.records)
+        assert ask(srv, "m1", "other", "k2") == "miss"
+
+        # LiteLLM /cache/delete with a key we own and one of gateway B
+        b_key = next(iter(requests.get(srv_b.url + "/admin/cache/entries", headers=AUTH, timeout=5).json()["data"]))
+        mine = requests.get(srv.url + "/admin/cache/entries", params={"model": "m2"}, headers=AUTH,
+                            timeout=5).json()["data"][0]["key"]
+        r = requests.post(srv.url + "/cache/delete", json={"keys": [mine, b_key["key"]]}, headers=AUTH, timeout=5)
+        assert r.status_code == 200 and r.json()["status"] == "success"
+        assert r.json()["deleted"]["exact"] == 1 and r.json()["skipped"] == [b_key["key"]]
+        r = requests.post(srv.url + "/cache/delete", json={"keys": "abc"}, headers=AUTH, timeout=5)
+        assert r.status_code == 400
+
+        # /cache/flushall: this gateway only, never FLUSHALL
+        _wait_hit(srv, "m1", "other", "k2")
+        r = requests.post(srv.url + "/cache/flushall", headers=AUTH, timeout=5)
+        assert r.status_code == 200 and r.json()["status"] == "success" and r.json()["deleted"]["exact"] == 2
+        assert requests.get(srv.url + "/admin/cache/entries", headers=AUTH, timeout=5).json()["data"] == []
+        assert len(requests.get(srv_b.url + "/admin/cache/entries", headers=AUTH, timeout=5).json()["data"]) == 1
+        assert ask(srv_b, "m1", "hello", "k1") == "hit-exact"
+
+        reg = metrics.registry
+        assert reg.get_sample_value("llmgw_cache_invalidations_total", {"cache": "exact", "by": "scope"}) == 1
+        assert reg.get_sample_value("llmgw_cache_invalidations_total", {"cache": "exact", "by": "key"}) == 1
+        assert reg.get_sample_value("llmgw_cache_invalidations_total", {"cache": "exact", "by": "all"}) == 2
+    finally:
+        srv.stop()
+        srv_b.stop()
+
+
+def test_savings_per_scope_json_cli_and_top_n(redis_standalone: str, tmp_path: Path) -> None:
+    prefix = fresh_prefix()
+    doc = {"gateway": {"namespace": "team-a", "name": "gw"},
+           "redis": {"url": redis_standalone, "key_prefix": prefix},
+           "models": [{"name": "m2", "provider": "mock", "pricing": {"input_per_1m": 1.0, "output_per_1m": 2.0}}],
+           "cache": {"scope": "api_key"}, "spend": {"flush_interval_s": 0.1}, "metrics": {"top_scopes": 1}}
+    cfg = sidecar_config({"url": redis_standalone}, prefix, "team-a", "gw", metrics={"top_scopes": 1})
+    srv, metrics = start_sidecar(cfg)
+    try:
+        for key, hits in (("k1", 3), ("k2", 1)):
+            ask(srv, "m2", f"q {key}", key)
+            _wait_hit(srv, "m2", f"q {key}", key)
+            for _ in range(hits - 1):
+                assert ask(srv, "m2", f"q {key}", key) == "hit-exact"
+        s1, s2 = f"key:{api_key_hash('Bearer k1')}", f"key:{api_key_hash('Bearer k2')}"
+        deadline = time.monotonic() + 10
+        while True:
+            body = requests.get(srv.url + "/spend/scopes", timeout=5).json()
+            rows = {r["scope"]: r for r in body["scopes"]}
+            if rows.get(s1, {}).get("hits") == 3 and rows.get(s2, {}).get("hits") == 1:
+                break
+            assert time.monotonic() < deadline, body
+            time.sleep(0.1)
+        assert body["scopes"][0]["scope"] == s1, "biggest saver first"
+        assert rows[s1]["misses"] == 1 and rows[s1]["saved_usd"] > rows[s2]["saved_usd"] > 0
+        assert rows[s1]["saved_tokens"] > 0 and rows[s1]["hit_ratio"] == 0.75
+        one = requests.get(srv.url + "/spend/scopes", params={"scope": s2}, timeout=5).json()["scopes"]
+        assert [r["scope"] for r in one] == [s2]
+
+        # Prometheus: top 1 scope by name, the rest summed as "other"
+        reg = metrics.registry
+        assert reg.get_sample_value("llmgw_cache_scope_hits_total", {"scope": "gw:team-a/gw|" + s1}) == 3
+        assert reg.get_sample_value("llmgw_cache_scope_hits_total", {"scope": "other"}) == 1  # k2, not in the top 1
+        assert reg.get_sample_value("llmgw_cache_scope_hits_total", {"scope": "gw:team-a/gw|" + s2}) is None
+
+        # the documented CLI answer to "what does team X save?" (and "drop everything cached for model Y")
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump(doc))
+        env_run = [sys.executable, "-m", "llmgw_sidecar", "cache"]
+        out = subprocess.run([*env_run, "savings", "-c", str(path), "--scope", s1, "--json"], capture_output=True,
+                             text=True, timeout=60, check=True).stdout
+        assert '"hits":3' in out and s2 not in out
+        out = subprocess.run([*env_run, "purge", "-c", str(path), "--model", "m2"], capture_output=True, text=True,
+                             timeout=60, check=True).stdout
+        assert out.startswith("deleted 2 exact and 0 semantic entries")
+        out = subprocess.run([*env_run, "ls", "-c", str(path), "--json"], capture_output=True, text=True, timeout=60,
+                             check=True).stdout
+        assert out.strip() == "[]"
+        r = subprocess.run([*env_run, "purge", "-c", str(path)], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and "needs a selector" in r.stderr
+    finally:
+        srv.stop()
