@@ -15,7 +15,7 @@ from redis.retry import Retry
 from llmgw_operator.cluster_bootstrap import SLOTS, parse_nodes, reconcile_cluster
 from tests.redis_servers import RedisProcess, cluster_node
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(90)  # > 20 s first reconcile + HEAL_BUDGET_S + process start-up
 
 
 # Test DNS: a member's stable name -> its current IP. Pods that come back get a new IP (127.0.0.2 here), exactly the
@@ -83,14 +83,21 @@ def restart_empty(node: RedisProcess, new_ip: str = "127.0.0.2") -> None:
     wait_up(node)
 
 
-def heal(nodes: list[RedisProcess], replicas: int, passes: int = 8):
-    report = None
-    for _ in range(passes):
-        report = reconcile(nodes, replicas, timeout_s=15)
+# The whole heal must fit in the module's pytest timeout together with the test's own set-up and first reconcile (up
+# to 20 s), so a slow heal ends in this message rather than a thread dump.
+HEAL_BUDGET_S = 50.0
+
+
+def heal(nodes: list[RedisProcess], replicas: int, budget_s: float = HEAL_BUDGET_S):
+    deadline = time.monotonic() + budget_s
+    report, passes = None, 0
+    while (left := deadline - time.monotonic()) > 1:
+        passes += 1
+        report = reconcile(nodes, replicas, timeout_s=min(15.0, left))
         if report.healthy:
             return report
         time.sleep(0.5)  # the operator's timer interval, shortened
-    raise AssertionError(f"not healed after {passes} passes: {report}")
+    raise AssertionError(f"not healed after {passes} passes in {budget_s:.0f} s: {report}")
 
 
 def myid(node: RedisProcess) -> str:
@@ -184,7 +191,7 @@ def test_master_restarted_empty_fails_over_and_rejoins_as_replica(six: list[Redi
     master.close()
     replica.close()
     restart_empty(six[0])  # shard 0's master loses its disk; its replica (ordinal 1) must take over
-    heal(six, 1, passes=10)
+    heal(six, 1)
     view = views(six, 0)
     replica_id = myid(six[1])
     new0 = myid(six[0])

@@ -89,6 +89,7 @@ def start_pod(cm_data: dict[str, str], tmp: Path, port: int, env: dict[str, str]
     return proc
 
 
+@pytest.mark.timeout(90)  # its own waits add up to 3 x 15 s + a 20 s reconcile: past those, its messages say why
 def test_cluster_pod_scripts_plus_bootstrap_announce_hostnames(tmp_path: Path) -> None:
     from llmgw_operator.cluster_bootstrap import reconcile_cluster
 
@@ -144,6 +145,7 @@ def _wait_ping(host: str, port: int, password: str, timeout: float = 15) -> None
         c.close()
 
 
+@pytest.mark.timeout(200)  # its own waits add up to ~160 s: past those, its messages say why
 def test_sentinel_pod_scripts_fail_over_and_the_old_master_rejoins_as_replica(tmp_path: Path) -> None:
     """Data pods and sentinels from the rendered scripts. Pods get distinct loopback IPs (127.0.0.2x data,
     127.0.0.1x sentinels) on the real ports, standing in for their DNS names."""
