@@ -29,6 +29,9 @@ def _load(path: str) -> Config:
 
 def serve(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
+    from .redis_env import describe
+
+    logging.getLogger("llmgw").info("%s", describe(cfg.redis))
     if args.host or args.port:
         listen = ListenConfig(host=args.host or cfg.listen.host, port=args.port or cfg.listen.port,
                               max_body_bytes=cfg.listen.max_body_bytes)
@@ -75,6 +78,17 @@ def check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def convert_litellm(args: argparse.Namespace) -> int:
+    from .litellm_config import convert_file
+
+    try:
+        sys.stdout.write(convert_file(args.config))
+    except ConfigError as e:
+        print(f"llmgw-sidecar: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    return 0
+
+
 def export_model(args: argparse.Namespace) -> int:
     from .embeddings.export import main as export_main
 
@@ -103,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
                                    "environment) and print its models; exit code 2 and the reasons when invalid.")
     c.add_argument("config", help="YAML configuration file")
     c.set_defaults(fn=check_config)
+    lc = sub.add_parser("convert-litellm", help="print a LiteLLM proxy config as a native config, with comments")
+    lc.add_argument("config", help="LiteLLM proxy config.yaml (model_list, litellm_settings, ...)")
+    lc.set_defaults(fn=convert_litellm)
     e = sub.add_parser("export-model", help="convert a sentence-transformers model to ONNX (once, offline)",
                        description="Convert a sentence-transformers model to the ONNX folder the local semantic cache "
                                    "loads. Needs the export extra (torch); run `llmgw-sidecar export-model --help` for "

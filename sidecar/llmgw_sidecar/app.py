@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from .admin_api import register_admin_routes
 from .cache.exact import age_s
 from .cache.keys import api_key_hash, exact_key, fingerprint, scope_key
+from .cache_controls import too_old
 from .config import Config
 from .context import CachedAnswer, Caller, RequestContext, Usage
 from .errors import ApiError
@@ -112,7 +113,7 @@ class Handlers:
             body=body,
             caller=caller,
             scope=scope_key(cfg.cache.scope, cfg.gateway.namespace, cfg.gateway.name, caller),
-            directives=cache_directives(request.headers.get("Cache-Control"), body.get("cache")),
+            directives=cache_directives(request.headers.get("Cache-Control"), body.get("cache"), cfg.cache, endpoint),
             stream=stream,
             client_wants_usage=stream and bool((body.get("stream_options") or {}).get("include_usage")),
         )
@@ -172,10 +173,14 @@ class Handlers:
         else:
             ctx.cache_result = "miss"
             hit = await rt.exact.get(ctx.cache_key) if rt.exact is not None and ctx.cache_key else None
+            if hit is not None and too_old(hit.created, time.time(), d):  # s-maxage / max-age: refresh it
+                hit = None
             if hit is not None:
                 ctx.cache_result = "hit-exact"
             elif rt.semantic is not None and ctx.endpoint == "chat":
                 hit = await rt.semantic.lookup(ctx)
+                if hit is not None and too_old(hit.created, time.time(), d):
+                    hit = None
                 if hit is not None:
                     ctx.cache_result = "hit-semantic"
             if hit is not None:

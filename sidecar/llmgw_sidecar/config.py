@@ -7,13 +7,14 @@ resolved at load time like LiteLLM does.
 
 from __future__ import annotations
 
+import logging
 import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 ENV_PREFIX = "os.environ/"
 
@@ -50,6 +51,8 @@ class TLSConfig(_Model):
     cert_file: str | None = Field(None, description="Client certificate (mutual TLS).")
     key_file: str | None = Field(None, description="Client key (mutual TLS).")
     insecure_skip_verify: bool = Field(False, description="Do not verify the server certificate (tests only).")
+    check_hostname: bool = Field(True, description="Check that the certificate names the host (off for servers "
+                                 "reached by IP whose certificate names only a DNS name, as GCP Memorystore).")
 
 
 class CircuitBreakerConfig(_Model):
@@ -66,6 +69,39 @@ class RedisMode(StrEnum):
 def _without_password(url: str) -> str:
     scheme, sep, rest = url.rpartition("://")
     return f"{scheme}{sep}***@{rest.rpartition('@')[2]}" if "@" in rest else url
+
+
+# --- managed Redis authentication (issue 12: LiteLLM drop-in) ---
+class IamProvider(StrEnum):
+    gcp = "gcp"
+    aws = "aws"
+
+
+class RedisIamConfig(_Model):
+    """Short-lived tokens as the Redis password, refreshed before they expire; live connections re-authenticate with
+    the new token on their next use (docs/migrating-from-litellm.md)."""
+
+    provider: IamProvider = Field(description="gcp (Memorystore IAM: an OAuth access token) | aws (ElastiCache IAM: "
+                                  "a SigV4-presigned token, user = redis.username).")
+    gcp_service_account: str | None = Field(None, description="gcp: service account to impersonate "
+                                            "(projects/-/serviceAccounts/EMAIL or EMAIL); unset: the pod's own "
+                                            "identity (GKE Workload Identity).")
+    gcp_metadata_url: str = Field("http://metadata.google.internal/computeMetadata/v1",
+                                  description="gcp: metadata server (GCE_METADATA_HOST overrides the host).")
+    gcp_iam_url: str = Field("https://iamcredentials.googleapis.com/v1",
+                             description="gcp: IAM Credentials API used to impersonate gcp_service_account.")
+    aws_region: str | None = Field(None, description="aws: region of the cache, e.g. us-east-1.")
+    aws_cache_name: str | None = Field(None, description="aws: replication group id or serverless cache name.")
+    aws_serverless: bool = Field(False, description="aws: the cache is ElastiCache Serverless.")
+    refresh_fraction: float = Field(0.75, gt=0, lt=1, description="Fetch a new token after this fraction of the "
+                                    "current token's lifetime (GCP 1 h -> 45 min, AWS 15 min -> 11 min).")
+    token_timeout_s: float = Field(5.0, gt=0, description="Deadline to obtain one token.")
+
+    @model_validator(mode="after")
+    def _provider_fields(self) -> RedisIamConfig:
+        if self.provider == IamProvider.aws and not (self.aws_region and self.aws_cache_name):
+            raise ValueError("iam provider aws needs aws_region and aws_cache_name")
+        return self
 
 
 class RedisConfig(_Model):
@@ -85,6 +121,14 @@ class RedisConfig(_Model):
     max_connections: int = Field(64, ge=1, description="Connection pool size per process.")
     key_prefix: str = Field("llmgw", min_length=1, description="Prefix of every key this gateway writes.")
     circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
+    from_env: bool = Field(False, description="Take the connection from LiteLLM's REDIS_* environment variables "
+                           "(REDIS_URL, REDIS_HOST/PORT, REDIS_CLUSTER_NODES, ...); other keys here still apply. "
+                           "Nothing set is an error. Without a redis section the environment is used when it names a "
+                           "Redis.")
+    iam: RedisIamConfig | None = Field(None, description="Managed Redis IAM authentication (GCP Memorystore, AWS "
+                                       "ElastiCache) instead of a static password.")
+    # Where this section came from, for the start-up line: "config", "environment (...)" or "default".
+    _source: str = PrivateAttr("config")
 
     @field_validator("url")
     @classmethod
@@ -97,6 +141,10 @@ class RedisConfig(_Model):
 
     @model_validator(mode="after")
     def _mode_fields(self) -> RedisConfig:
+        if self.iam is not None and (self.password or self.password_file):
+            raise ValueError("iam replaces password/password_file: set one of them")
+        if self.iam is not None and self.iam.provider == IamProvider.aws and not self.username:
+            raise ValueError("iam provider aws needs username (the ElastiCache IAM-enabled user id)")
         if self.mode == RedisMode.sentinel and not self.sentinels:
             raise ValueError("mode sentinel needs 'sentinels' (host:port list)")
         if self.mode == RedisMode.cluster and not self.nodes:
@@ -243,6 +291,9 @@ class GuardsConfig(_Model):
     )
 
 
+MAX_DISTANCE_THRESHOLD = 0.5  # cosine distance; paraphrases measure 0.07-0.18 here, unrelated questions 0.34-0.98
+
+
 class SemanticCacheConfig(_Model):
     enabled: bool = Field(False, description="Answer paraphrases of cached questions.")
     distance_threshold: float = Field(
@@ -250,12 +301,30 @@ class SemanticCacheConfig(_Model):
         "tests/data/semantic_pairs*.jsonl with all-MiniLM-L6-v2 and all guards on (docs/semantic-cache.md)."
     )
     ttl_s: int = Field(3600, ge=1, description="Lifetime of a semantic entry.")
+
+    @field_validator("distance_threshold")
+    @classmethod
+    def _distance_not_similarity(cls, v: float) -> float:
+        # issue 12: LiteLLM's similarity_threshold copied here (0.8, 0.9) would answer unrelated questions.
+        if v > MAX_DISTANCE_THRESHOLD:
+            raise ValueError(f"distance_threshold {v} is a cosine distance (0 = same meaning) and above "
+                             f"{MAX_DISTANCE_THRESHOLD} it matches unrelated questions: did you mean "
+                             f"similarity_threshold? (LiteLLM's similarity_threshold s is distance_threshold 1 - s, "
+                             f"e.g. 0.9 -> 0.1)")
+        return v
+
     embed: Literal["last_user_message"] = Field(
         "last_user_message", description="Text that is embedded; the rest of the request must match exactly."
     )
     max_prompt_chars: int = Field(2000, ge=1, description="Longer questions are not eligible.")
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
     guards: GuardsConfig = Field(default_factory=GuardsConfig)
+
+
+class CacheEndpoint(StrEnum):
+    chat = "chat"
+    completions = "completions"
+    embeddings = "embeddings"
 
 
 class CacheConfig(_Model):
@@ -266,6 +335,11 @@ class CacheConfig(_Model):
                             "`llmgw-sidecar cache purge --stale-generations` deletes them now).")
     exact: ExactCacheConfig = Field(default_factory=ExactCacheConfig)
     semantic: SemanticCacheConfig = Field(default_factory=SemanticCacheConfig)
+    # --- LiteLLM cache_params equivalents (issue 12) ---
+    endpoints: list[CacheEndpoint] = Field(default_factory=lambda: list(CacheEndpoint), description="Endpoints "
+                                           "whose answers are cached (LiteLLM supported_call_types); [] caches none.")
+    mode: Literal["default_on", "default_off"] = Field("default_on", description="default_off: only requests that "
+                                                       "send cache: {\"use-cache\": true} use the cache (LiteLLM mode).")
 
 
 class ScopeLimit(_Model):
@@ -445,13 +519,51 @@ def _format_validation_error(err: ValidationError) -> str:
 
 
 def parse_config(data: Any, environ: dict[str, str] | None = None) -> Config:
-    """Validate a decoded YAML/JSON document. Raises ConfigError with field paths."""
+    """Validate a decoded YAML/JSON document (a LiteLLM proxy config is converted first). Raises ConfigError."""
     if not isinstance(data, dict):
         raise ConfigError("configuration must be a mapping at the top level")
+    env = os.environ if environ is None else environ
+    from .litellm_config import convert_if_litellm  # LiteLLM proxy configs: issue 12
+
+    data = convert_if_litellm(data, env)
+    data, source, warnings = _redis_section(data, env)
     try:
-        return Config.model_validate(resolve_env(data, environ=environ))
+        cfg = Config.model_validate(resolve_env(data, environ=environ))
     except ValidationError as e:
         raise ConfigError(_format_validation_error(e)) from None
+    cfg.redis._source = source
+    for w in warnings:
+        logging.getLogger("llmgw.redis").warning("%s", w)
+    return cfg
+
+
+def _redis_section(data: dict[str, Any], env: Any) -> tuple[dict[str, Any], str, list[str]]:
+    """The config's own `redis` section wins; without one, LiteLLM's REDIS_* environment; else the default."""
+    from .redis_env import MISSING_MESSAGE, RedisEnvError, env_selects_redis, redis_from_env
+
+    section = data.get("redis")
+    if isinstance(section, dict) and section.get("from_env"):
+        try:
+            found = redis_from_env(env)
+        except RedisEnvError as e:
+            raise ConfigError(f"redis from the environment: {e}") from None
+        if found is None:
+            raise ConfigError(f"redis.from_env: {MISSING_MESSAGE}")
+        why = f"the environment ({', '.join(found.used)}; the redis section asks for from_env)"
+        return {**data, "redis": {**found.section, **section}}, why, found.warnings
+    if "redis" in data:
+        ignored = [v for v in ("REDIS_URL", "REDIS_HOST", "REDIS_CLUSTER_NODES", "REDIS_SENTINEL_NODES") if env.get(v)]
+        note = f" ({', '.join(ignored)} in the environment ignored: the redis section wins)" if ignored else ""
+        return data, f"the config's redis section{note}", []
+    try:
+        found = redis_from_env(env)
+    except RedisEnvError as e:
+        raise ConfigError(f"redis from the environment: {e}") from None
+    if found is None:
+        assert not env_selects_redis(env)
+        return data, "the default (no redis section in the config, no REDIS_URL/REDIS_HOST in the environment)", []
+    why = f"the environment ({', '.join(found.used)}; the config has no redis section)"
+    return {**data, "redis": found.section}, why, found.warnings
 
 
 def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Config:

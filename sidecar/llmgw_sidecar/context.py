@@ -43,6 +43,8 @@ class CacheDirectives:
     no_store: bool = False  # do not write
     ttl_s: int | None = None  # lifetime of what is written
     namespace: str | None = None  # extra partition inside the caller scope
+    max_age_s: int | None = None  # oldest cached answer the caller accepts (s-maxage, request max-age)
+    use_cache: bool | None = None  # LiteLLM use-cache: opt in (cache.mode default_off) or out
 
 
 @dataclass(slots=True)

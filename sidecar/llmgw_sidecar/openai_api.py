@@ -9,7 +9,8 @@ from typing import Any
 
 import orjson
 
-from .context import CacheDirectives, Usage
+from .cache_controls import cache_directives  # noqa: F401 - re-exported: the app reads it here
+from .context import Usage
 from .errors import ApiError
 
 ENDPOINTS = ("chat", "completions", "embeddings")
@@ -73,49 +74,6 @@ def validate(endpoint: str, body: dict[str, Any]) -> None:
     so = body.get("stream_options")
     if so is not None and not isinstance(so, dict):
         raise _bad("'stream_options' must be an object", "stream_options")
-
-
-def cache_directives(cache_control: str | None, body_cache: Any) -> CacheDirectives:
-    """`Cache-Control: no-cache|no-store|max-age=N` and the LiteLLM body field
-    `cache: {"no-cache": bool, "no-store": bool, "ttl": int, "namespace": str}`; the body wins where both speak."""
-    no_cache = no_store = False
-    ttl: int | None = None
-    namespace: str | None = None
-    if cache_control:
-        for part in cache_control.lower().split(","):
-            name, _, value = part.strip().partition("=")
-            if name == "no-cache":
-                no_cache = True
-            elif name == "no-store":
-                no_store = True
-            elif name in ("max-age", "s-maxage"):
-                if not value.strip().isdigit():
-                    raise _bad(f"Cache-Control {name} must be a whole number of seconds", "Cache-Control")
-                ttl = int(value)
-    if body_cache is not None:
-        if not isinstance(body_cache, dict):
-            raise _bad("'cache' must be an object", "cache")
-        for key, value in body_cache.items():
-            if key in ("no-cache", "no_cache", "no-store", "no_store"):
-                if not isinstance(value, bool):
-                    raise _bad(f"'cache.{key}' must be a boolean", f"cache.{key}")
-                if "cache" in key:
-                    no_cache = value
-                else:
-                    no_store = value
-            elif key in ("ttl", "s-maxage", "s_maxage"):
-                if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                    raise _bad(f"'cache.{key}' must be a non-negative integer (seconds)", f"cache.{key}")
-                ttl = value
-            elif key == "namespace":
-                if not isinstance(value, str) or not value or len(value) > 128:
-                    raise _bad("'cache.namespace' must be a string of 1-128 characters", "cache.namespace")
-                namespace = value
-            else:
-                raise _bad(f"'cache.{key}' is not a known cache control (no-cache, no-store, ttl, namespace)", "cache")
-    if ttl == 0:
-        no_store = True
-    return CacheDirectives(no_cache=no_cache, no_store=no_store, ttl_s=ttl, namespace=namespace)
 
 
 def usage_from(obj: dict[str, Any] | None) -> Usage | None:

@@ -44,7 +44,7 @@ def _common_kwargs(cfg: RedisConfig, protocol: int) -> dict[str, Any]:
             ssl_certfile=cfg.tls.cert_file,
             ssl_keyfile=cfg.tls.key_file,
             ssl_cert_reqs=ssl.CERT_NONE if cfg.tls.insecure_skip_verify else ssl.CERT_REQUIRED,
-            ssl_check_hostname=not cfg.tls.insecure_skip_verify,
+            ssl_check_hostname=cfg.tls.check_hostname and not cfg.tls.insecure_skip_verify,
         )
     return kw
 

@@ -14,11 +14,14 @@ from llmgw_sidecar.openai_api import StreamAssembler, body_to_sse, cache_directi
 
 
 def test_directives_header_and_body() -> None:
-    d = cache_directives("no-cache, max-age=60", None)
-    assert (d.no_cache, d.no_store, d.ttl_s) == (True, False, 60)
+    d = cache_directives("no-cache, max-age=60", None)  # request max-age: the oldest answer accepted (RFC 9111)
+    assert (d.no_cache, d.no_store, d.ttl_s, d.max_age_s) == (True, False, None, 60)
+    assert cache_directives("s-maxage=30", None).ttl_s == 30  # the write-TTL directive we keep
     d = cache_directives(None, {"no-store": True, "namespace": "a"})
     assert (d.no_store, d.namespace) == (True, "a")
-    assert cache_directives("max-age=0", None).no_store  # nothing to keep for zero seconds
+    d = cache_directives("max-age=0", None)  # nothing stored is young enough: do not read, still write
+    assert (d.no_cache, d.no_store) == (True, False)
+    assert cache_directives(None, {"ttl": 0}).no_store  # nothing to keep for zero seconds
     with pytest.raises(ApiError, match=r"cache\.bogus"):
         cache_directives(None, {"bogus": 1})
     with pytest.raises(ApiError, match="whole number"):
