@@ -302,10 +302,16 @@ class Handlers:
     async def readyz(self, request: web.Request) -> web.Response:
         rt = self.rt
         redis_ok = await rt.guard.call("ping", rt.redis.ping, default=False, timeout_s=0.5)
+        caps = rt.capabilities
+        if caps is not None and redis_ok and not caps.checked_since_up:  # at start and after Redis came back
+            await rt.guard.call("capabilities", lambda: caps.check(rt.redis), default=None, timeout_s=0.5)
+        if caps is not None and not redis_ok:
+            caps.checked_since_up = False
         fail_open = rt.config.limits.fail_open
         ready = bool(redis_ok) or fail_open
         body = {"ready": ready, "redis": "ok" if redis_ok else "unreachable",
                 "mode": "normal" if redis_ok else ("fail-open" if fail_open else "fail-closed"),
+                **(caps.report(bool(redis_ok)) if caps is not None else {}),
                 "models": [m.name for m in rt.config.models]}
         return web.Response(status=200 if ready else 503, body=orjson.dumps(body), content_type=JSON)
 

@@ -113,6 +113,10 @@ class Metrics:
             "llmgw_redis_fail_open", "Operations skipped because the circuit breaker was open, by operation.",
             ["op"], registry=r,
         )
+        self.redis_capability_ok = Gauge(
+            "llmgw_redis_capability_ok", "1 when Redis passed the capability check (version >= 7; search module when "
+            "the semantic cache is on), 0 when the cache is degraded (reason in /readyz and the log).", registry=r,
+        )
         self.circuit_state = Gauge(
             "llmgw_redis_circuit_open", "1 while the Redis circuit breaker is open (Redis treated as down).", registry=r,
         )

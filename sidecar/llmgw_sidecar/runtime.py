@@ -25,6 +25,7 @@ from .context import Caller
 from .metrics import Metrics
 from .pipeline import Governor, SemanticLayer, SpendRecorder
 from .ratelimit import build_governor
+from .redis_capabilities import Capabilities
 from .redis_guard import RedisGuard
 from .redis_topology import AnyRedis, ensure_initialized, make_client
 from .spend import build_spend
@@ -61,6 +62,7 @@ class Runtime:
     spend: SpendRecorder | None = None
     identity: Identity | None = None  # gateway mode: who the caller is comes from its bearer token
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    capabilities: Capabilities | None = None  # what this Redis can do (issue 12)
 
     def background(self, coro: Awaitable[Any]) -> None:
         """Fire and forget, but keep a reference (so it is not garbage collected) and wait for it on close."""
@@ -96,6 +98,9 @@ async def build_runtime(config: Config, metrics: Metrics, session: aiohttp.Clien
     # Cluster clients initialise lazily and race on a burst of first commands: do it once now (Redis may be down:
     # then the stages initialise on first use).
     await guard.call("initialize", lambda: ensure_initialized(redis), default=None,
+                     timeout_s=config.redis.connect_timeout_ms / 1000 * 4)
+    rt.capabilities = Capabilities(metrics, need_search=config.cache.semantic.enabled)
+    await guard.call("capabilities", lambda: rt.capabilities.check(redis), default=None,
                      timeout_s=config.redis.connect_timeout_ms / 1000 * 4)
     if config.cache.exact.enabled:
         rt.exact = ExactCache(redis, guard, metrics, config.cache.exact.ttl_s, config.cache.exact.max_entry_bytes)
