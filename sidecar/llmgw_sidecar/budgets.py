@@ -39,8 +39,6 @@ def budget_checks(budgets: list[Budget], caller: Caller, prefix: str, ns: str, n
     out = []
     for b in budgets:
         subject = caller_scope_key(b.scope, caller)
-        if subject is None:
-            continue
         out.append(BudgetCheck(
             name=f"budget:{b.scope.value}:{b.period}",
             key=scope_totals_key(prefix, ns, name, b.period, period_id(b.period, now)),

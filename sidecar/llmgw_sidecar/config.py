@@ -357,12 +357,23 @@ class ScopeLimit(_Model):
 
 class LimitsConfig(_Model):
     scopes: list[ScopeLimit] = Field(default_factory=list, description="Per-caller limits.")
-    fail_open: bool = Field(True, description="When Redis is down: admit (with a local per-process limiter) or 503.")
+    fail_open: bool = Field(True, description="When Redis is unreachable: admit with a local limiter that gives this "
+                            "process its share of each limit (limit / replicas), or answer 503.")
     default_max_tokens: int = Field(1024, ge=1, description="Completion estimate when a request sets no max_tokens.")
     window_s: float = Field(60.0, ge=0.1, le=3600, description="Length of the sliding window that rpm/tpm count in "
                             "(60 = per minute; shorter only for tests and demos).")
     parallel_lease_s: float = Field(660.0, gt=0, description="A max_parallel slot held by a crashed replica frees "
                                     "itself after this long (keep above the longest request).")
+    decision_timeout_ms: int = Field(
+        250, ge=1, description="Deadline of one limit decision in Redis (separate from redis.op_timeout_ms, the "
+        "cache deadline). A slower decision answers that request 503 rate_limiter_timeout; it never falls back to the "
+        "local limiter.")
+    unreachable_after_s: float = Field(
+        2.0, gt=0, description="Decisions that keep timing out for this long (no reply at all) count as Redis "
+        "unreachable, like a refused connection: the process then decides locally with its share.")
+    heartbeat_interval_s: float = Field(
+        2.0, ge=0.1, le=60, description="How often each sidecar announces itself in Redis. The replica count (those "
+        "seen in the last 3 intervals) sizes each process's share of a limit while Redis is unreachable.")
 
 
 class Budget(_Model):

@@ -147,8 +147,12 @@ class Metrics:
         # --- rate limits, budgets, spend (issue: limits and spend) ---
         self.ratelimit_decisions = Counter(
             "llmgw_ratelimit_decisions", "Limit and budget decisions by limit (e.g. model:rpm, namespace:tpm, "
-            "budget:namespace:day, redis) and result (admitted, rejected, fail_open, local_rejected, fail_closed).",
-            ["limit", "result"], registry=r,
+            "budget:namespace:day, redis) and result (admitted, rejected, fail_open, local_rejected, fail_closed, "
+            "timeout).", ["limit", "result"], registry=r,
+        )
+        self.ratelimit_replicas = Gauge(
+            "llmgw_ratelimit_replicas", "Sidecars of this gateway seen by the latest heartbeat (kept while Redis is "
+            "unreachable): each process's local share of a limit is limit / replicas.", registry=r,
         )
         self.ratelimit_remaining = Gauge(
             "llmgw_ratelimit_remaining", "Remaining requests/tokens of a limit after the latest decision.",

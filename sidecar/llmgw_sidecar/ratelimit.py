@@ -1,11 +1,18 @@
-"""Distributed rate limits and budgets: one atomic Lua decision per request (lua/admit.lua), settled with the real
-usage afterwards (lua/settle.lua).
+"""Distributed rate limits and budgets: atomic Lua decisions in Redis (lua/admit.lua), settled with the real usage
+afterwards (lua/settle.lua).
 
 Algorithm: sliding-window log on Redis TIME. Every admitted request is a sorted-set member scored by the Redis clock, so
-"at most `limit` requests (tokens) in any window of `window_s` seconds" holds exactly across all replicas: there is no
-per-replica share and no fixed-window boundary burst. Tokens are reserved up front (prompt estimate + max_tokens or
-`limits.default_max_tokens`) and the reservation is replaced by the real usage when the answer is complete.
-When Redis is down the decision falls back to an in-process limiter with the same limits (fail_open) or answers 503.
+"at most `limit` requests (tokens) in any window of `window_s` seconds" holds exactly across all replicas. Tokens are
+reserved up front (prompt estimate + max_tokens or `limits.default_max_tokens`) and the reservation is replaced by the
+real usage when the answer is complete.
+
+Two stages per request: `admit` (scope limits and budgets: every request, cache hits included) before the cache
+lookup, `admit_model` (model limits: they protect the upstream) only on the way upstream, so a cache hit is never
+refused by a model limit. A request the cache cannot answer decides both in one call (`admit(ctx, with_model=True)`).
+
+A decision has its own deadline (`limits.decision_timeout_ms`). A slow decision refuses that one request (503, its
+possible reservation is refunded); only an unreachable Redis (refused or broken connection, or no reply at all for
+`limits.unreachable_after_s`) switches to the local limiter, which admits this process's share (ratelimit_local.py).
 """
 
 from __future__ import annotations
@@ -16,10 +23,10 @@ import logging
 import math
 import time
 import uuid
-from collections import deque
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
+
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .budgets import BudgetCheck, budget_checks
 from .config import Budget, Config, Scope
@@ -27,114 +34,26 @@ from .context import RequestContext
 from .errors import ApiError
 from .metrics import Metrics
 from .pricing import NANO, estimate_completion_tokens, estimate_prompt_tokens
+from .ratelimit_keys import LimitSpec, model_specs, replicas_key, rl_base, scope_specs, with_tokens
+from .ratelimit_local import LocalLimiter
+from .ratelimit_redis import Decision, RedisLimiter
 from .redis_guard import CircuitBreaker, RateLimitedLog
-from .redis_topology import ensure_initialized
-from .spend.keys import caller_scope_key, rl_base
+from .replicas import ReplicaRegistry
 
+__all__ = ["LimitSpec", "RedisGovernor", "Reservation", "build_governor", "estimate_completion_tokens",
+           "estimate_prompt_tokens", "format_reset"]
 log = logging.getLogger("llmgw.ratelimit")
-_KIND_SUFFIX = {"r": "rpm", "t": "tpm", "p": "par"}
-SETTLE_BATCH_S = 0.005  # how long settlements gather before one script call sends them
-SETTLE_BATCH_MAX = 200
-
-
-def _lua(name: str) -> str:
-    return resources.files("llmgw_sidecar").joinpath("lua", name).read_text()
-
-
-@dataclass(frozen=True, slots=True)
-class LimitSpec:
-    name: str  # metric label: "model:rpm", "namespace:tpm", ...
-    kind: str  # r = requests, t = tokens, p = parallel
-    keys: tuple[str, ...]
-    limit: int
-    cost: int  # 1 for r and p; the token estimate for t
-    upstream: bool  # a model limit: refunded on cache hits, which never reach the upstream
+_MAX_CACHED = 10_000  # per-caller caches are bounded: pods come and go
 
 
 @dataclass(slots=True)
 class Reservation:
     member: str
-    specs: list[LimitSpec]
     estimate: int
-    local: bool
-    at_ms: int = 0  # Redis TIME of the admission (0 = decided locally): one clock for every replica
-
-
-class LocalLimiter:
-    """The same sliding-window semantics in one process, used while Redis is unavailable (fail_open)."""
-
-    def __init__(self, window_s: float, lease_s: float) -> None:
-        self.window = window_s
-        self.lease = lease_s
-        self.logs: dict[str, deque[tuple[float, str, int]]] = {}
-        self.sums: dict[str, int] = {}
-        self.inflight: dict[str, dict[str, float]] = {}
-
-    def _prune(self, key: str, now: float) -> deque[tuple[float, str, int]]:
-        q = self.logs.setdefault(key, deque())
-        while q and q[0][0] <= now - self.window:
-            self.sums[key] = self.sums.get(key, 0) - q.popleft()[2]
-        return q
-
-    def admit(self, specs: list[LimitSpec], member: str) -> tuple[int, float]:
-        """(index of the blocking limit, 0 = admitted; retry-after seconds)."""
-        now = time.monotonic()
-        for i, s in enumerate(specs, 1):
-            key = s.keys[0]
-            if s.kind == "p":
-                live = {m: d for m, d in self.inflight.get(key, {}).items() if d > now}
-                self.inflight[key] = live
-                if len(live) + 1 > s.limit:
-                    return i, 1.0
-                continue
-            q = self._prune(key, now)
-            used = len(q) if s.kind == "r" else self.sums.get(key, 0)
-            if (s.kind == "r" and used + 1 > s.limit) or (s.kind == "t" and used > 0 and used + s.cost > s.limit):
-                return i, max(0.001, q[0][0] + self.window - now)
-        for s in specs:
-            key = s.keys[0]
-            if s.kind == "p":
-                self.inflight[key][member] = now + self.lease
-            else:
-                self.logs[key].append((now, member, s.cost))
-                self.sums[key] = self.sums.get(key, 0) + s.cost
-        return 0, 0.0
-
-    def usage(self, specs: list[LimitSpec]) -> list[tuple[int, float]]:
-        """(used, reset ms) per limit, for the x-ratelimit-* headers of a local decision."""
-        now = time.monotonic()
-        out = []
-        for s in specs:
-            key = s.keys[0]
-            if s.kind == "p":
-                out.append((len(self.inflight.get(key, {})), 0.0))
-                continue
-            q = self.logs.get(key) or deque()
-            used = len(q) if s.kind == "r" else self.sums.get(key, 0)
-            out.append((used, (q[0][0] + self.window - now) * 1000 if q else 0.0))
-        return out
-
-    def settle(self, specs: list[LimitSpec], member: str, tokens: int, hit: bool) -> None:
-        for s in specs:
-            key = s.keys[0]
-            if s.kind == "p":
-                self.inflight.get(key, {}).pop(member, None)
-                continue
-            q = self.logs.get(key, deque())
-            for j, (t, m, c) in enumerate(q):
-                if m == member:
-                    new = tokens if s.kind == "t" else (0 if hit and s.upstream else c)
-                    q[j] = (t, m, new)
-                    self.sums[key] = self.sums.get(key, 0) + new - c
-                    if s.kind == "r" and new == 0:
-                        del q[j]
-                    break
-
-
-def _pack(args: list[Any]) -> str:
-    """All ARGV in one string (the scripts split it on newlines): one bulk string to encode instead of dozens.
-    No value contains a newline: Kubernetes names, model names from the config, numbers, hex ids."""
-    return "\n".join(map(str, args))
+    parts: list[tuple[list[LimitSpec], bool]] = field(default_factory=list)  # (specs, decided locally) per stage
+    shown: list[tuple[LimitSpec, tuple[int, float]]] = field(default_factory=list)  # (spec, (used, reset ms))
+    at_ms: int = 0  # Redis TIME of the first admission (0 = decided locally): one clock for every replica
+    model: bool = False  # model limits decided (or none apply)
 
 
 def format_reset(ms: float) -> str:
@@ -148,75 +67,50 @@ def format_reset(ms: float) -> str:
     return f"{m}m{sec}s"
 
 
-@dataclass(slots=True)
-class _Decision:
-    blocked: int
-    retry_s: float
-    used: list[tuple[int, float]] = field(default_factory=list)  # (used, reset_ms) per limit
-    budget_left: list[int] = field(default_factory=list)  # nano-USD per budget
-    at_ms: int = 0
+class _Slow(Exception):
+    """The decision missed its deadline while Redis may still be there."""
 
 
 class RedisGovernor:
     def __init__(self, config: Config, redis: Any, metrics: Metrics) -> None:
         self.cfg = config
-        self.limits = config.limits
+        self.limits = lim = config.limits
         self.redis = redis
         self.metrics = metrics
-        self.window_ms = int(config.limits.window_s * 1000)
-        self.lease_ms = int(config.limits.parallel_lease_s * 1000)
-        self.base = rl_base(config.redis.key_prefix, config.gateway.namespace, config.gateway.name)
-        self.timeout_s = max(config.redis.op_timeout_ms / 1000, 0.001)
-        self.local = LocalLimiter(config.limits.window_s, config.limits.parallel_lease_s)
-        self.breaker = CircuitBreaker(config.redis.circuit_breaker)
-        self._spec_cache: dict[tuple[str, Any], list[LimitSpec]] = {}
+        self.window_ms = int(lim.window_s * 1000)
+        self.lease_ms = int(lim.parallel_lease_s * 1000)
+        g = config.gateway
+        self.base = rl_base(config.redis.key_prefix, g.namespace, g.name)
+        self.timeout_s = lim.decision_timeout_ms / 1000
+        self.local = LocalLimiter(lim.window_s, lim.parallel_lease_s)
+        self.replicas = ReplicaRegistry(redis, replicas_key(config.redis.key_prefix, g.namespace, g.name),
+                                        lim.heartbeat_interval_s, metrics)
+        # Opens only when Redis is unreachable (one failure is enough: a refused connection is not a slow one);
+        # after redis.circuit_breaker.reset_after_s one decision probes Redis again.
+        self.breaker = CircuitBreaker(config.redis.circuit_breaker.model_copy(update={"failure_threshold": 1}))
+        self._last_ok = time.monotonic()
+        self._stall_since: float | None = None
+        self._model_specs = {m.name: model_specs(self.base, m) for m in config.models}
+        self._scope_cache: dict[Any, list[LimitSpec]] = {}
         self._budget_cache: dict[Any, tuple[float, list[BudgetCheck]]] = {}
+        self._budget_seen: dict[tuple[str, str], int] = {}  # (key, field) -> nano-USD left at the latest decision
         self._children: dict[tuple[str, ...], Any] = {}
-        self._pending: list[tuple[list[str], list[Any]]] = []
-        self._settler: asyncio.Task[None] | None = None
         self.warn = RateLimitedLog(log)
-        self._admit = redis.register_script(_lua("admit.lua"))
-        self._settle = redis.register_script(_lua("settle.lua"))
+        self.rl = RedisLimiter(redis, self.window_ms, self.lease_ms, self.timeout_s, metrics)
+
+    def start(self) -> None:
+        """Background heartbeat (inside the running loop; idempotent)."""
+        self.replicas.start()
 
     # --- which limits apply ---
-    def _spec(self, name: str, kind: str, subject: str, limit: int, cost: int, upstream: bool) -> LimitSpec:
-        key = f"{self.base}:{subject}:{_KIND_SUFFIX[kind]}"
-        keys = (key, key + ":amt") if kind == "t" else (key,)
-        return LimitSpec(name, kind, keys, limit, cost, upstream)
-
-    def specs(self, ctx: RequestContext, tokens: int) -> list[LimitSpec]:
-        """The limits of this model and caller; key strings are built once per (model, caller) and cached."""
-        ck = (ctx.model.name, ctx.caller)
-        base = self._spec_cache.get(ck)
-        if base is None:
-            if len(self._spec_cache) > 10_000:  # bounded: pods come and go
-                self._spec_cache.clear()
-            base = self._spec_cache[ck] = self._build_specs(ctx)
-        return [LimitSpec(b.name, b.kind, b.keys, b.limit, tokens, b.upstream) if b.kind == "t" else b for b in base]
-
-    def _build_specs(self, ctx: RequestContext) -> list[LimitSpec]:
-        tokens = 0
-        out: list[LimitSpec] = []
-        ml = ctx.model.limits
-        subj = f"model:{ctx.model.name}"
-        for kind, lim in (("r", ml.rpm), ("t", ml.tpm), ("p", ml.max_parallel)):
-            if lim:
-                out.append(self._spec(f"model:{_KIND_SUFFIX[kind]}", kind, subj, lim, tokens if kind == "t" else 1, True))
-        for sl in self.limits.scopes:
-            subject = caller_scope_key(sl.scope, ctx.caller)
-            if subject is None:
-                continue
-            for kind, lim in (("r", sl.rpm), ("t", sl.tpm), ("p", sl.max_parallel)):
-                if lim:
-                    out.append(self._spec(f"{sl.scope.value}:{_KIND_SUFFIX[kind]}", kind, subject, lim,
-                                          tokens if kind == "t" else 1, False))
-        kp = ctx.caller.policy  # a virtual key's own limits (gateway mode)
-        if kp is not None and ctx.caller.api_key_hash:
-            for kind, lim in (("r", kp.rpm), ("t", kp.tpm), ("p", kp.max_parallel)):
-                if lim:
-                    out.append(self._spec(f"virtual_key:{_KIND_SUFFIX[kind]}", kind, f"vkey:{ctx.caller.api_key_hash}",
-                                          lim, tokens if kind == "t" else 1, False))
-        return out
+    def _scope_specs(self, ctx: RequestContext) -> list[LimitSpec]:
+        # Key strings are built once per caller, not per request.
+        specs = self._scope_cache.get(ctx.caller)
+        if specs is None:
+            if len(self._scope_cache) > _MAX_CACHED:
+                self._scope_cache.clear()
+            specs = self._scope_cache[ctx.caller] = scope_specs(self.base, self.limits, ctx.caller)
+        return specs
 
     def _budgets(self, ctx: RequestContext) -> list[BudgetCheck]:
         # Keys change at most at midnight UTC: recompute once a second per caller, not per request.
@@ -224,7 +118,7 @@ class RedisGovernor:
         hit = self._budget_cache.get(ctx.caller)
         if hit is not None and hit[0] > now:
             return hit[1]
-        if len(self._budget_cache) > 10_000:
+        if len(self._budget_cache) > _MAX_CACHED:
             self._budget_cache.clear()
         g = self.cfg.gateway
         budgets = self.cfg.budgets
@@ -234,6 +128,10 @@ class RedisGovernor:
         checks = budget_checks(budgets, ctx.caller, self.cfg.redis.key_prefix, g.namespace, g.name)
         self._budget_cache[ctx.caller] = (now + 1.0, checks)
         return checks
+
+    def _estimate(self, ctx: RequestContext) -> int:
+        return estimate_prompt_tokens(ctx.body) + estimate_completion_tokens(
+            ctx.body, ctx.endpoint, self.limits.default_max_tokens)
 
     def _count(self, limit: str, result: str) -> None:
         child = self._children.get(("d", limit, result))
@@ -248,60 +146,132 @@ class RedisGovernor:
         child.set(value)
 
     # --- admit ---
-    async def admit(self, ctx: RequestContext) -> None:
-        tokens = estimate_prompt_tokens(ctx.body) + estimate_completion_tokens(
-            ctx.body, ctx.endpoint, self.limits.default_max_tokens)
-        specs = self.specs(ctx, tokens)
+    async def admit(self, ctx: RequestContext, *, with_model: bool = True) -> None:
+        """Scope limits and budgets (every request). `with_model`: decide the model limits in the same call, for a
+        request the cache cannot answer; otherwise call `admit_model` on the way upstream."""
+        specs = self._scope_specs(ctx)
+        mspecs = self._model_specs[ctx.model.name] if with_model else []
         budgets = self._budgets(ctx) if self.cfg.budgets or ctx.caller.policy is not None else []
-        if not specs and not budgets:
+        if not specs and not mspecs and not budgets:
+            return  # nothing to decide before the cache (the cheap path of a hit with model limits only)
+        res = Reservation(uuid.uuid4().hex, self._estimate(ctx))
+        await self._reserve(ctx, res, with_tokens([*specs, *mspecs], res.estimate), budgets)
+        res.model = with_model
+        ctx.state["ratelimit"] = res
+
+    async def admit_model(self, ctx: RequestContext) -> None:
+        """Model limits, on the way upstream (after a cache miss). A no-op when they were decided already."""
+        res: Reservation | None = ctx.state.get("ratelimit")
+        mspecs = self._model_specs[ctx.model.name]
+        if (res is not None and res.model) or not mspecs:
             return
-        member = uuid.uuid4().hex
-        decision = await self._redis_admit(specs, budgets, member) if self.breaker.allow() else None
-        local = decision is None
-        if local:
-            if not self.limits.fail_open:
-                self.metrics.ratelimit_decisions.labels("redis", "fail_closed").inc()
-                raise ApiError(503, "Rate limiter unavailable (Redis is down) and limits.fail_open is false.",
-                               code="rate_limiter_unavailable", headers={"Retry-After": "1"})
-            blocked, retry = self.local.admit(specs, member)
-            decision = _Decision(blocked, retry, self.local.usage(specs))
-            self.metrics.ratelimit_decisions.labels("redis", "fail_open" if not blocked else "local_rejected").inc()
-        self._headers(ctx, specs, budgets, decision)
-        if decision.blocked:
-            self._reject(ctx, specs, budgets, decision)
+        if res is None:
+            res = Reservation(uuid.uuid4().hex, self._estimate(ctx))
+        try:
+            await self._reserve(ctx, res, with_tokens(mspecs, res.estimate), [])
+        except ApiError:
+            # Refused (or undecided) on the way upstream: the request never ran, so it takes nothing from its scopes.
+            ctx.state.pop("ratelimit", None)
+            self._release(res)
+            raise
+        res.model = True
+        ctx.state["ratelimit"] = res
+
+    async def _reserve(self, ctx: RequestContext, res: Reservation, specs: list[LimitSpec],
+                       budgets: list[BudgetCheck]) -> None:
+        self.replicas.start()
+        d, local = await self._decide(specs, budgets, res.member)
+        shown = [*res.shown, *zip(specs, d.used, strict=True)]
+        self._headers(ctx, shown, budgets, d)
+        if d.blocked:
+            self._reject(ctx, specs, budgets, d)
         for s in specs:
             self._count(s.name, "admitted")
-        ctx.state["ratelimit"] = Reservation(member, specs, tokens, local, decision.at_ms)
+        res.parts.append((specs, local))
+        res.shown = shown
+        res.at_ms = res.at_ms or d.at_ms
 
-    async def _redis_admit(self, specs: list[LimitSpec], budgets: list[BudgetCheck], member: str) -> _Decision | None:
+    async def _decide(self, specs: list[LimitSpec], budgets: list[BudgetCheck], member: str) -> tuple[Decision, bool]:
+        """(decision, made locally). Raises ApiError 503 when the decision was too slow (or Redis is unreachable and
+        limits.fail_open is false)."""
+        if self.breaker.allow():
+            try:
+                d = await self._redis_admit(specs, budgets, member)
+            except _Slow:
+                self._count("redis", "timeout")  # what the decision may have taken is given back (ratelimit_redis)
+                raise ApiError(503, f"The rate limit decision took longer than {self.limits.decision_timeout_ms} ms "
+                               "(Redis is slow); retry.", code="rate_limiter_timeout",
+                               headers={"Retry-After": "1"}) from None
+            if d is not None:
+                self.local.observe(specs, d.used, member, not d.blocked)
+                return d, False
+        if not self.limits.fail_open:
+            self._count("redis", "fail_closed")
+            raise ApiError(503, "Rate limiter unavailable (Redis is unreachable) and limits.fail_open is false.",
+                           code="rate_limiter_unavailable", headers={"Retry-After": "1"})
+        blocked, retry, used = self.local.admit(specs, member, self.replicas.count)
+        d = Decision(blocked, retry, used)
+        # Budgets cannot be read without Redis; one that was spent at the latest decision stays spent.
+        for j, b in enumerate(budgets, len(specs) + 1):
+            left = self._budget_seen.get((b.key, b.field))
+            d.budget_left.append(b.max_nusd if left is None else left)
+            if not d.blocked and left is not None and left <= 0:
+                d.blocked = j
+        if d.blocked and budgets and d.blocked > len(specs):
+            self.local.settle(specs, member, 0, refund=True)
+        self._count("redis", "local_rejected" if d.blocked else "fail_open")
+        return d, True
+
+    async def _redis_admit(self, specs: list[LimitSpec], budgets: list[BudgetCheck], member: str) -> Decision | None:
+        """The decision from Redis; None when Redis is unreachable; raises _Slow when it missed its deadline."""
         keys: list[str] = [k for s in specs for k in s.keys] + [b.key for b in budgets]
-        args: list[Any] = [self.window_ms, member, self.lease_ms, len(specs), len(budgets)]
+        args: list[Any] = [member, len(specs), len(budgets)]
         for s in specs:
             args += [s.kind, s.limit, s.cost]
         for b in budgets:
             args += [b.field, b.max_nusd]
+        t0 = time.monotonic()
         try:
             async with asyncio.timeout(self.timeout_s):
-                await ensure_initialized(self.redis)
-                res = await self._admit(keys=keys, args=[_pack(args)])
-        except Exception as e:  # noqa: BLE001 - any Redis trouble: decide locally
-            self.breaker.failure()
+                d = await self.rl.decide(keys, args, len(specs), len(budgets))
+        except (TimeoutError, RedisTimeoutError) as e:
             self.metrics.redis_errors.labels("ratelimit").inc()
-            self.warn.warning("admit", f"rate limit decision without Redis: {type(e).__name__}: {e}")
+            # Slow is not down: only when no decision has come back for unreachable_after_s is Redis treated as gone.
+            now = time.monotonic()
+            self._stall_since = max(t0, self._last_ok) if self._stall_since is None else self._stall_since
+            if now - self._stall_since < self.limits.unreachable_after_s:
+                self.warn.warning("slow", f"rate limit decision missed its {self.limits.decision_timeout_ms} ms "
+                                  f"deadline: {type(e).__name__}")
+                raise _Slow from None
+            self._unreachable(f"no reply for {now - self._stall_since:.1f}s")
             return None
+        except Exception as e:  # noqa: BLE001 - refused/broken connection, failover, read-only, ...: unreachable
+            self.metrics.redis_errors.labels("ratelimit").inc()
+            self._unreachable(f"{type(e).__name__}: {e}")
+            return None
+        self._last_ok = time.monotonic()
+        self._stall_since = None
         self.breaker.success()
-        n = len(specs)
-        used = [(int(res[4 + 2 * i]), float(res[5 + 2 * i])) for i in range(n)]
-        left = [int(float(x)) for x in res[4 + 2 * n:]]
-        return _Decision(int(res[1]), int(res[2]) / 1000, used, left, int(res[3]))
+        if budgets:
+            if len(self._budget_seen) > _MAX_CACHED:
+                self._budget_seen.clear()
+            for b, v in zip(budgets, d.budget_left, strict=True):
+                self._budget_seen[(b.key, b.field)] = v
+        return d
 
-    def _headers(self, ctx: RequestContext, specs: list[LimitSpec], budgets: list[BudgetCheck], d: _Decision) -> None:
+    def _unreachable(self, why: str) -> None:
+        self.breaker.failure()
+        self.warn.warning("down", f"Redis unreachable for rate limits ({why}): deciding locally with this process's "
+                          f"share (replicas: {self.replicas.count})")
+
+    def _headers(self, ctx: RequestContext, shown: list[tuple[LimitSpec, tuple[int, float]]],
+                 budgets: list[BudgetCheck], d: Decision) -> None:
+        """The most restrictive of the limits that decided this request, per kind (a cache hit: scope limits only)."""
         for kind, word in (("r", "requests"), ("t", "tokens")):
             best: tuple[int, int, float] | None = None  # (remaining, limit, reset_ms)
-            for i, s in enumerate(specs):
+            for s, (used, reset) in shown:
                 if s.kind != kind:
                     continue
-                used, reset = d.used[i] if d.used else (0, 0.0)
                 rem = max(0, s.limit - used)
                 self._remaining(s.name, rem)
                 if best is None or rem < best[0]:
@@ -315,17 +285,17 @@ class RedisGovernor:
                 self.metrics.budget_remaining.labels(b.name).set(max(0, left) / NANO)
             ctx.headers["x-llmgw-budget-remaining"] = f"{max(0, min(d.budget_left)) / NANO:.6f}"
 
-    def _reject(self, ctx: RequestContext, specs: list[LimitSpec], budgets: list[BudgetCheck], d: _Decision) -> None:
+    def _reject(self, ctx: RequestContext, specs: list[LimitSpec], budgets: list[BudgetCheck], d: Decision) -> None:
         ctx.state["governor_rejected"] = True  # nothing was spent: the spend recorder skips this request
         n = len(specs)
         if d.blocked > n:
             b = budgets[d.blocked - n - 1]
-            self.metrics.ratelimit_decisions.labels(b.name, "rejected").inc()
+            self._count(b.name, "rejected")
             ctx.headers["Retry-After"] = str(b.retry_after_s)
             raise ApiError(429, f"Budget exceeded: {b.name} for {b.field} is spent ({b.max_nusd / NANO:.2f} USD).",
                            code="budget_exceeded", headers=dict(ctx.headers))
         s = specs[d.blocked - 1]
-        self.metrics.ratelimit_decisions.labels(s.name, "rejected").inc()
+        self._count(s.name, "rejected")
         ctx.headers["Retry-After"] = str(max(1, math.ceil(d.retry_s)))
         what = {"r": "requests", "t": "tokens", "p": "parallel requests"}[s.kind]
         raise ApiError(429, f"Rate limit reached for {s.name} ({s.limit} {what}"
@@ -344,54 +314,60 @@ class RedisGovernor:
             tokens = ctx.usage.total_tokens
         else:
             tokens = res.estimate  # a success without usage: keep the estimate
-        if res.local:
-            self.local.settle(res.specs, res.member, tokens, hit)
-            return
-        if not any(s.kind != "r" or (hit and s.upstream) for s in res.specs):
-            return  # only request counts that stay counted: nothing to change in Redis
-        keys = [k for s in res.specs for k in s.keys]
-        args: list[Any] = [res.member, len(res.specs)]
-        for s in res.specs:
-            action = tokens if s.kind == "t" else (1 if s.kind == "r" and hit and s.upstream else 0)
-            args += [s.kind, action, s.cost]
-        # Batched: the answer is already out; one script call per few ms settles every request of that interval.
-        self._pending.append((keys, args))
-        if self._settler is None or self._settler.done():
-            self._settler = asyncio.create_task(self._settle_loop())
+        for specs, local in res.parts:
+            # A hit never reaches the upstream: model limits decided before the lookup give their request back.
+            if local:
+                self.local.settle([s for s in specs if not (hit and s.upstream)], res.member, tokens, refund=False)
+                self.local.settle([s for s in specs if hit and s.upstream], res.member, 0, refund=True)
+                continue
+            self.local.release(specs, res.member)
+            if not any(s.kind != "r" or (hit and s.upstream) for s in specs):
+                continue  # only request counts that stay counted: nothing to change in Redis
+            args: list[Any] = [res.member, len(specs)]
+            for s in specs:
+                action = tokens if s.kind == "t" else (1 if s.kind == "r" and hit and s.upstream else 0)
+                args += [s.kind, action, s.cost]
+            self.rl.queue_settle([k for s in specs for k in s.keys], args)
 
-    async def _settle_loop(self) -> None:
-        while self._pending:
-            await asyncio.sleep(SETTLE_BATCH_S)
-            await self.flush()
+    def _release(self, res: Reservation) -> None:
+        """Give back everything a reservation took (the request was refused before it ran)."""
+        for specs, local in res.parts:
+            if local:
+                self.local.settle(specs, res.member, 0, refund=True)
+            else:
+                self.local.release(specs, res.member)
+                self._refund(specs, res.member)
+        res.parts.clear()
+
+    def _refund(self, specs: list[LimitSpec], member: str) -> None:
+        """Remove a member from every key of these limits in Redis (a no-op where it was never added)."""
+        args: list[Any] = [member, len(specs)]
+        for s in specs:
+            args += [s.kind, 1 if s.kind == "r" else 0, s.cost]
+        self.rl.queue_settle([k for s in specs for k in s.keys], args)
 
     async def flush(self) -> None:
         """Send the pending settlements now (also used by close and by tests)."""
-        while self._pending:
-            batch, self._pending = self._pending[:SETTLE_BATCH_MAX], self._pending[SETTLE_BATCH_MAX:]
-            keys = [k for ks, _ in batch for k in ks]
-            args: list[Any] = [self.window_ms, len(batch)]
-            for _, a in batch:
-                args += a
-            try:
-                async with asyncio.timeout(self.timeout_s * 4):
-                    await self._settle(keys=keys, args=[_pack(args)])
-            except Exception as e:  # noqa: BLE001 - leases expire by themselves; never fail an answer
-                self.metrics.redis_errors.labels("ratelimit_settle").inc()
-                self.warn.warning("settle", f"rate limit settle failed: {type(e).__name__}: {e}")
+        await self.rl.flush()
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(2):
-                await self.flush()
-        if self._settler is not None:
-            self._settler.cancel()
+                await self.rl.flush()
+        self.rl.stop()
+        await self.replicas.close()
 
 
 def build_governor(config: Config, redis: Any, metrics: Metrics) -> RedisGovernor | None:
     """None when no model, scope or budget limit is configured and no virtual key (which may carry its own) can
-    exist (the app then skips the stage)."""
+    exist (the app then skips the stage). Inside a running loop the heartbeat starts at once, so every replica is
+    counted before it serves (and before any outage)."""
     if not config.budgets and not config.limits.scopes and not config.auth.virtual_keys.dir and not any(
         m.limits.rpm or m.limits.tpm or m.limits.max_parallel for m in config.models
     ):
         return None
-    return RedisGovernor(config, redis, metrics)
+    gov = RedisGovernor(config, redis, metrics)
+    with contextlib.suppress(RuntimeError):
+        asyncio.get_running_loop()
+        gov.start()
+    return gov

@@ -14,7 +14,7 @@ from llmgw_sidecar.redis_topology import make_client
 def config(redis: dict[str, Any], model_limits: dict[str, int] | None = None, **over: Any) -> Config:
     data: dict[str, Any] = {
         "gateway": {"name": "gw", "namespace": "team-a"},
-        "redis": {"op_timeout_ms": 3000, "key_prefix": f"t{uuid.uuid4().hex[:10]}",
+        "redis": {"key_prefix": f"t{uuid.uuid4().hex[:10]}",
                   "circuit_breaker": {"failure_threshold": 1, "reset_after_s": 0.2}, **redis},
         "models": [{"name": "m", "provider": "mock", "limits": model_limits or {},
                     "pricing": {"input_per_1m": 1.0, "output_per_1m": 3.0}}],

@@ -86,9 +86,9 @@ async def test_settlements_are_batched_into_one_call(redis_standalone: str) -> N
     for c in ctxs:
         c.usage = Usage(1, 1)
         await g.settle(c)
-    assert len(g._pending) == 50  # queued, not yet sent
+    assert len(g.rl._pending) == 50  # queued, not yet sent
     await asyncio.sleep(0.1)  # the background settler sends them within a few ms
-    assert g._pending == []
+    assert g.rl._pending == []
     for _ in range(50):
         await g.admit(ctx(cfg))  # all 50 slots are free again
 
@@ -156,21 +156,23 @@ async def test_budget_exceeded_after_spend_is_committed(redis_standalone: str) -
 
 
 async def test_redis_down_fail_open_uses_local_limiter(redis_own) -> None:
-    cfg = config({"url": redis_own.url, "op_timeout_ms": 200}, {"rpm": 2})
+    cfg = config({"url": redis_own.url}, {"rpm": 3})
     m = metrics()
     g = build_governor(cfg, client(cfg), m)
     assert g is not None
-    await g.admit(ctx(cfg))
+    await g.admit(ctx(cfg))  # through Redis: 1 of 3 used, and this process saw it
     redis_own.kill()
-    await g.admit(ctx(cfg))  # local limiter: its own window, 2 per window per process
     c = ctx(cfg)
-    await g.admit(c)
-    assert c.headers["x-ratelimit-remaining-requests"] == "0" and c.headers["x-ratelimit-limit-requests"] == "2"
+    await g.admit(c)  # locally: this process alone (1 replica) may use what the window still allows
+    assert c.headers["x-ratelimit-limit-requests"] == "3"
+    await g.admit(ctx(cfg))
     with pytest.raises(ApiError) as e:
-        await g.admit(ctx(cfg))
+        await g.admit(ctx(cfg))  # the request admitted through Redis still counts: 3 in the window, not 2 + 3
     assert e.value.code == "rate_limit_exceeded"
+    assert e.value.headers["x-ratelimit-remaining-requests"] == "0"
     assert m.ratelimit_decisions.labels("redis", "fail_open")._value.get() == 2
     assert m.ratelimit_decisions.labels("redis", "local_rejected")._value.get() == 1
+    assert m.ratelimit_decisions.labels("redis", "timeout")._value.get() == 0
 
 
 async def test_redis_down_fail_closed_is_503(redis_own) -> None:
@@ -197,3 +199,113 @@ async def test_cluster_decision_is_atomic_on_one_slot(redis_cluster) -> None:
     assert m.ratelimit_decisions.labels("redis", "fail_open")._value.get() == 0
     assert all(isinstance(x, ApiError) for x in results if x is not None)
     await r.aclose()
+
+
+async def test_api_key_limit_applies_to_callers_without_a_key(redis_standalone: str) -> None:
+    cfg = config({"url": redis_standalone}, limits={"scopes": [{"scope": "api_key", "rpm": 2}]})
+    g = build_governor(cfg, client(cfg), metrics())
+    assert g is not None
+    await g.admit(ctx(cfg, pod="a"))
+    await g.admit(ctx(cfg, pod="b"))  # no Authorization: both are the one anonymous caller
+    with pytest.raises(ApiError) as e:
+        await g.admit(ctx(cfg, pod="c"))
+    assert "api_key:rpm" in e.value.message
+    await g.admit(ctx(cfg, key="k1"))  # a caller with a key has its own bucket
+
+
+async def test_model_limits_are_decided_only_on_the_way_upstream(redis_standalone: str) -> None:
+    cfg = config({"url": redis_standalone}, {"rpm": 1}, limits={"scopes": [{"scope": "namespace", "rpm": 3}]})
+    g = build_governor(cfg, client(cfg), metrics())
+    assert g is not None
+    miss = ctx(cfg)
+    await g.admit(miss, with_model=False)
+    await g.admit_model(miss)  # the model's only request
+    assert miss.headers["x-ratelimit-limit-requests"] == "1" and miss.headers["x-ratelimit-remaining-requests"] == "0"
+    hit = ctx(cfg)
+    await g.admit(hit, with_model=False)  # a cache hit: scope limits only, the exhausted model limit is not asked
+    assert hit.headers["x-ratelimit-limit-requests"] == "3" and hit.headers["x-ratelimit-remaining-requests"] == "1"
+    refused = ctx(cfg)
+    await g.admit(refused, with_model=False)
+    with pytest.raises(ApiError) as e:
+        await g.admit_model(refused)  # a miss past the model limit: refused, and its scope request given back
+    assert "model:rpm" in e.value.message and e.value.headers["x-ratelimit-remaining-requests"] == "0"
+    await g.flush()
+    last = ctx(cfg)
+    await g.admit(last, with_model=False)  # 3rd namespace request in the window: the refused one did not count
+    with pytest.raises(ApiError) as e:
+        await g.admit(ctx(cfg), with_model=False)
+    assert "namespace:rpm" in e.value.message
+
+
+async def test_slow_decision_is_refused_never_decided_locally(redis_debug) -> None:
+    """A decision slower than limits.decision_timeout_ms answers 503 and gives back what it took; no local decision."""
+    import threading
+
+    import redis
+
+    cfg = config({"url": redis_debug.url}, {"rpm": 1}, limits={"decision_timeout_ms": 100})
+    m = metrics()
+    g = build_governor(cfg, client(cfg), m)
+    assert g is not None
+    await g.replicas.beat()  # connections and scripts ready before Redis pauses
+    pause = threading.Thread(target=lambda: redis.Redis.from_url(redis_debug.url).execute_command("DEBUG", "SLEEP", 0.4))
+    pause.start()
+    await asyncio.sleep(0.05)
+    try:
+        with pytest.raises(ApiError) as e:
+            await g.admit(ctx(cfg))
+        assert e.value.status == 503 and e.value.code == "rate_limiter_timeout"
+    finally:
+        await asyncio.to_thread(pause.join)
+    await asyncio.sleep(0.05)
+    await g.flush()
+    c = ctx(cfg)
+    await g.admit(c)  # the timed-out decision ran after the pause, and was refunded: the one request is still free
+    assert c.headers["x-ratelimit-remaining-requests"] == "0"
+    assert m.ratelimit_decisions.labels("redis", "timeout")._value.get() == 1
+    assert m.ratelimit_decisions.labels("redis", "fail_open")._value.get() == 0
+    assert not g.breaker.is_open
+
+
+async def test_outage_each_process_admits_its_share(redis_own) -> None:
+    """Two replicas (heartbeats) lose Redis: each admits floor((limit - usage it last saw) / 2): together the limit.
+    max_parallel: each keeps at most floor(limit / 2) of its own calls in flight, those from before the outage too."""
+    cfg = config({"url": redis_own.url}, {"rpm": 10, "max_parallel": 4})
+    g1, g2 = (build_governor(cfg, client(cfg), metrics()) for _ in range(2))
+    assert g1 is not None and g2 is not None
+    await g1.replicas.beat()
+    assert await g2.replicas.beat() == 2 and await g1.replicas.beat() == 2
+    open_calls = []
+    for g in (g1, g2, g1):
+        open_calls.append(c := ctx(cfg))
+        await g.admit(c)  # through Redis; g1 last saw 3 used, g2 saw 2; g1 has 2 calls in flight, g2 one
+    redis_own.kill()
+    admitted = []
+    for g in (g1, g2):
+        n = 0
+        for _ in range(10):
+            c = ctx(cfg)
+            try:
+                await g.admit(c)
+            except ApiError as e:
+                assert e.status == 429
+                continue
+            n += 1
+            c.usage = Usage(1, 1)
+            await g.settle(c)
+        admitted.append(n)
+    assert admitted == [0, (10 - 2) // 2]  # g1 is at its parallel share (4 // 2) with the 2 calls from before
+    assert g1.replicas.count == 2  # the last count is kept through the outage
+    open_calls[0].usage = Usage(1, 1)
+    await g1.settle(open_calls[0])  # one of g1's calls ends: a parallel slot of its share is free again
+    for _ in range(10):
+        c = ctx(cfg)
+        try:
+            await g1.admit(c)
+        except ApiError as e:
+            assert "model:rpm" in e.message
+            break
+        c.usage = Usage(1, 1)
+        await g1.settle(c)
+        admitted[0] += 1
+    assert admitted == [(10 - 3) // 2, (10 - 2) // 2]  # 3 + 3 + 4 = 10 in the window, not 3 + 2 x 10

@@ -24,7 +24,7 @@ def sidecar_config(redis: dict[str, Any], **over: Any) -> dict[str, Any]:
     """A mock-provider gateway with its own key prefix (tests share the session Redis)."""
     cfg: dict[str, Any] = {
         "gateway": {"name": "gw", "namespace": "team-a"},
-        "redis": {"op_timeout_ms": 3000, "key_prefix": f"t{uuid.uuid4().hex[:10]}", **redis},
+        "redis": {"key_prefix": f"t{uuid.uuid4().hex[:10]}", **redis},
         "models": [{"name": "m", "provider": "mock", "mock": {"completion_tokens": 16},
                     "pricing": {"input_per_1m": 1.0, "output_per_1m": 3.0}}],
         "cache": {"exact": {"enabled": False}},

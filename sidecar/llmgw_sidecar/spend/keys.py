@@ -1,5 +1,6 @@
-"""Redis key layout of limits and spend. Every key of one gateway carries the hash tag `{ns/name}`, so one Lua script
-can touch limits, budgets and spend totals atomically, also on Redis Cluster (they all live in one slot).
+"""Redis key layout of spend, and the caller subjects that limits, budgets and spend totals count against. Every key
+of one gateway carries the hash tag `{ns/name}`, so one Lua script can touch limits, budgets and spend totals
+atomically, also on Redis Cluster (they all live in one slot).
 
     {p}:spend:{ns/name}:day:YYYY-MM-DD          HASH gateway daily totals (requests, cost_usd, saved_usd, tokens, ...)
     {p}:spend:{ns/name}:day:YYYY-MM-DD:by       HASH "<scope>\\t<model>\\t<metric>" -> integer (breakdown)
@@ -8,7 +9,8 @@ can touch limits, budgets and spend totals atomically, also on Redis Cluster (th
     {p}:spend:{ns/name}:days                    SET of days that have totals
     {p}:spend:{ns/name}:queue / :processing     LIST of handed-off batches / batches a flusher is committing
     {p}:spend:{ns/name}:lock / :fence / :committed   flusher lock, fencing counter, ZSET of committed batch ids
-    {p}:rl:{ns/name}:<subject>:<rpm|tpm|par>    ZSET sliding-window logs (+ ":amt" HASH of token amounts)
+
+Rate-limit keys live next to the rate limiter (ratelimit_keys.py); they share the hash tag.
 """
 
 from __future__ import annotations
@@ -41,13 +43,12 @@ def scope_totals_key(prefix: str, ns: str, name: str, period: str, period_id: st
     return f"{spend_base(prefix, ns, name)}:{period}:{period_id}:scope"
 
 
-def rl_base(prefix: str, ns: str, name: str) -> str:
-    return f"{prefix}:rl:{gateway_tag(ns, name)}"
+ANONYMOUS_KEY = "key:anonymous"  # not a hex digest: never collides with a real key's subject
 
 
-def caller_scope_key(scope: Scope, caller: Caller) -> str | None:
-    """The subject a limit or budget of this scope counts against. None: the scope does not apply to this caller
-    (an api_key scope for a caller without a key)."""
+def caller_scope_key(scope: Scope, caller: Caller) -> str:
+    """The subject a limit or budget of this scope counts against. Requests without an Authorization header share
+    one `api_key` subject (the anonymous caller), so an api_key limit or budget is never skipped."""
     if scope in (Scope.global_, Scope.gateway):
         return "gw"
     if scope == Scope.namespace:
@@ -56,13 +57,10 @@ def caller_scope_key(scope: Scope, caller: Caller) -> str | None:
         return f"sa:{caller.namespace}/{caller.service_account}"
     if scope == Scope.pod:
         return f"pod:{caller.namespace}/{caller.pod}"
-    return f"key:{caller.api_key_hash}" if caller.api_key_hash else None
+    return f"key:{caller.api_key_hash}" if caller.api_key_hash else ANONYMOUS_KEY
 
 
 def all_scope_keys(caller: Caller) -> list[str]:
     """Every subject a record's cost is added to (so a budget of any scope can be checked)."""
-    keys = ["gw", f"ns:{caller.namespace}", f"sa:{caller.namespace}/{caller.service_account}",
-            f"pod:{caller.namespace}/{caller.pod}"]
-    if caller.api_key_hash:
-        keys.append(f"key:{caller.api_key_hash}")
-    return keys
+    return ["gw", f"ns:{caller.namespace}", f"sa:{caller.namespace}/{caller.service_account}",
+            f"pod:{caller.namespace}/{caller.pod}", caller_scope_key(Scope.api_key, caller)]
