@@ -125,6 +125,8 @@ class Reconciler:
             config_map=cm["metadata"]["name"] if cm else None,
             config_hash=cm["metadata"]["annotations"]["llmgateway.dev/config-hash"] if cm else None,
             spend=previous.get("spend"),
+            cache={**(previous.get("cache") or {}), "generation": int(gw.spec["cache"].get("generation", 0))}
+            if cm else previous.get("cache"),
         )
         if redis_check is None:
             self._observe_redis(gw, obs, read_spend, now)
@@ -210,6 +212,8 @@ class Reconciler:
                     if ok else Check(False, "Unreachable", f"{ready}/{desired} Redis pods ready, but {msg}")
         if obs.redis.ok and read_spend:
             obs.spend = self._spend(gw, now) or obs.spend
+            if obs.cache is not None:
+                obs.cache.update(self._generations(gw, obs.cache["generation"], now))
 
     def _ping(self, target: redis_access.Target) -> tuple[bool, str]:
         try:
@@ -243,6 +247,8 @@ class Reconciler:
             c = redis_access.client(self._target(gw))
             try:
                 figures = spend_reader.read_spend(c, gw.namespace, gw.name, now.date(), prefix=KEY_PREFIX)
+                figures["topScopes"] = spend_reader.read_top_scopes(c, gw.namespace, gw.name, now.date(),
+                                                                    prefix=KEY_PREFIX)
             finally:
                 c.close()
         except (redis.RedisError, OSError, ValueError) as e:
@@ -250,6 +256,19 @@ class Reconciler:
             return None
         figures["updatedAt"] = _rfc3339(now)
         return figures
+
+    def _generations(self, gw: Gateway, generation: int, now: dt.datetime) -> dict[str, int]:
+        """How many sidecars report serving the rendered cache generation (empty when Redis cannot be read)."""
+        try:
+            c = redis_access.client(self._target(gw))
+            try:
+                return spend_reader.read_generations(c, gw.namespace, gw.name, generation, now.timestamp(),
+                                                     prefix=KEY_PREFIX)
+            finally:
+                c.close()
+        except (redis.RedisError, OSError, ValueError) as e:
+            log.info("cache generation reports of %s/%s not read: %s", gw.namespace, gw.name, e)
+            return {}
 
     def _result(self, obs: Observation, previous: dict[str, Any], now: dt.datetime,
                 applied: dict[str, str]) -> Result:

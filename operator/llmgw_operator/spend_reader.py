@@ -11,6 +11,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from llmgw_sidecar.cache import generation as gen
+from llmgw_sidecar.spend import scopes
 from llmgw_sidecar.spend.keys import daily_totals_key
 
 NANO = 1_000_000_000
@@ -54,3 +56,26 @@ def read_spend(client: Any, namespace: str, name: str, today: dt.date, prefix: s
         "monthUsd": round(sum(_usd(h, "cost") for h in hashes), 6),
         "monthRequests": int(sum(_num(h, "requests") for h in hashes)),
     }
+
+
+def read_top_scopes(client: Any, namespace: str, name: str, today: dt.date, prefix: str = "llmgw",
+                    top: int = 5) -> list[dict[str, Any]]:
+    """status.spend.topScopes: the cache scopes that saved the most this month, from the per-day breakdowns."""
+    days = [today.replace(day=d).isoformat() for d in range(1, today.day + 1)]
+    pipe = client.pipeline(transaction=False)
+    for k in scopes.breakdown_keys(prefix, namespace, name, days):
+        pipe.hgetall(k)
+    rows = scopes.aggregate(pipe.execute(), f"{namespace}/{name}", top=top)
+    return [{"scope": r["scope"], "hits": r["hits"], "misses": r["misses"], "savedTokens": r["saved_tokens"],
+             "savedUsd": round(r["saved_usd"], 6)} for r in rows]
+
+
+def read_generations(client: Any, namespace: str, name: str, generation: int, now: float,
+                     prefix: str = "llmgw") -> dict[str, int]:
+    """status.cache: how many sidecars report serving `generation` (reports older than two minutes do not count;
+    reports older than a day are removed)."""
+    key = gen.generation_key(prefix, namespace, name)
+    summary, stale = gen.summarize(client.hgetall(key), generation, now)
+    if stale:
+        client.hdel(key, *stale)
+    return summary

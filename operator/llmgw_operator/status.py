@@ -35,6 +35,7 @@ class Observation:
     config_map: str | None = None
     config_hash: str | None = None
     spend: dict[str, Any] | None = None
+    cache: dict[str, Any] | None = None  # rendered cache generation and the sidecars' reports of it
 
 
 def condition(type_: str, check: Check, generation: int, now: str, previous: list[dict[str, Any]]) -> dict[str, Any]:
@@ -85,6 +86,8 @@ def build_status(obs: Observation, previous: dict[str, Any] | None, now: str) ->
         status["sidecar"] = {"configMap": obs.config_map, "configHash": obs.config_hash}
     if obs.spend is not None:
         status["spend"] = obs.spend
+    if obs.cache is not None:
+        status["cache"] = obs.cache
     return status
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from .cache import generation
 from .cache.admin import KINDS, CacheAdmin, Selector, parse_duration
 from .errors import ApiError
 from .runtime import Runtime
@@ -226,3 +227,4 @@ def register_admin_routes(app: web.Application, runtime: Callable[[], Runtime]) 
         rt.metrics.top_scopes.top_n = rt.config.metrics.top_scopes  # read at start-up, like metrics.port
 
     app.on_startup.append(top_scopes_size)
+    generation.start(app, runtime)  # report the served cache generation for the gateway's status

@@ -31,6 +31,7 @@ SENTINEL_MASTER_NAME = "llmgw"
 REDIS_PASSWORD_ENV = "LLMGW_REDIS_PASSWORD"
 REDIS_URL_ENV = "LLMGW_REDIS_URL"
 EMBEDDING_KEY_ENV = "LLMGW_EMBEDDING_API_KEY"
+ADMIN_TOKEN_ENV = "LLMGW_ADMIN_TOKEN"
 ENV_REF = "os.environ/"
 
 
@@ -84,6 +85,8 @@ def sidecar_secret_env(spec: Any, gateway_name: str | None = None) -> list[dict[
     emb = gw.spec["cache"]["semantic"]["embedding"]
     if gw.spec["cache"]["semantic"]["enabled"] and emb.get("apiKeySecretRef"):
         env.append({"name": EMBEDDING_KEY_ENV, "valueFrom": _secret_ref(emb["apiKeySecretRef"])})
+    if gw.spec["cache"].get("adminTokenSecretRef"):
+        env.append({"name": ADMIN_TOKEN_ENV, "valueFrom": _secret_ref(gw.spec["cache"]["adminTokenSecretRef"])})
     return env
 
 
@@ -213,6 +216,7 @@ def _cache(c: dict[str, Any]) -> dict[str, Any]:
         embedding["api_key"] = ENV_REF + EMBEDDING_KEY_ENV
     return {
         "scope": c["scope"],
+        "generation": c.get("generation", 0),
         "exact": {"enabled": ex["enabled"], "ttl_s": ex["ttlSeconds"], "max_entry_bytes": ex["maxEntryBytes"]},
         "semantic": {
             "enabled": se["enabled"],
@@ -248,6 +252,8 @@ def render_sidecar_config(gw: Gateway) -> dict[str, Any]:
     }
     if spec["sidecar"].get("metricsPort"):
         doc["metrics"] = {"port": spec["sidecar"]["metricsPort"], "host": "0.0.0.0"}
+    if spec["cache"].get("adminTokenSecretRef"):
+        doc["admin"] = {"token": ENV_REF + ADMIN_TOKEN_ENV}  # the token itself stays in its Secret
     # Validate exactly as the sidecar will load it. The environment holds only the variables we inject, so a
     # reference to anything else fails here, not at sidecar start-up.
     environ = {e["name"]: "placeholder" for e in sidecar_secret_env(gw)}

@@ -1,0 +1,87 @@
+"""Each sidecar reports the cache generation it serves, so the operator can say in the gateway's status how many
+sidecars have applied a bumped `spec.cache.generation` (they pick it up through the config reload).
+
+    {prefix}:gen:{ns/name}   HASH  pod name -> "<generation> <unix seconds>"   (same hash tag as the spend keys)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..spend.keys import gateway_tag
+
+log = logging.getLogger("llmgw.generation")
+REPORT_EVERY_S = 15.0
+FRESH_S = 120.0  # a report older than this is a sidecar that went away
+KEEP_S = 86400.0  # reports older than this are removed by the reader
+
+
+def generation_key(prefix: str, ns: str, name: str) -> str:
+    return f"{prefix}:gen:{gateway_tag(ns, name)}"
+
+
+async def report_loop(runtime: Callable[[], Any], every_s: float = REPORT_EVERY_S, tick_s: float = 1.0) -> None:
+    """Report the current runtime's generation at start, within `tick_s` of a reload that changes it, and every
+    `every_s` otherwise. Redis trouble is logged once per failure streak, never raised."""
+    failing = False
+    last: tuple[int, float] | None = None  # (generation reported, when)
+    while True:
+        rt = runtime()
+        cfg = rt.config
+        gen_now = cfg.cache.generation
+        if last is None or last[0] != gen_now or time.monotonic() - last[1] >= every_s:
+            key = generation_key(cfg.redis.key_prefix, cfg.gateway.namespace, cfg.gateway.name)
+            try:
+                async with asyncio.timeout(2):
+                    await rt.redis.hset(key, rt.caller.pod, f"{gen_now} {int(time.time())}")
+                    await rt.redis.expire(key, int(KEEP_S))
+                last, failing = (gen_now, time.monotonic()), False
+            except Exception as e:  # noqa: BLE001 - a report is best effort
+                if not failing:
+                    log.warning("cannot report the cache generation: %s: %s", type(e).__name__, e)
+                failing = True
+        await asyncio.sleep(tick_s)
+
+
+def summarize(reports: dict[Any, Any], generation: int, now: float) -> tuple[dict[str, int], list[str]]:
+    """({sidecarsReporting, sidecarsApplied}, stale fields to delete) from the hash's contents."""
+    reporting = applied = 0
+    stale: list[str] = []
+    for pod, value in reports.items():
+        pod = pod.decode() if isinstance(pod, bytes) else str(pod)
+        value = value.decode() if isinstance(value, bytes) else str(value)
+        try:
+            gen_s, ts_s = value.split(" ", 1)
+            gen, ts = int(gen_s), float(ts_s)
+        except ValueError:
+            stale.append(pod)
+            continue
+        if now - ts > KEEP_S:
+            stale.append(pod)
+        elif now - ts <= FRESH_S:
+            reporting += 1
+            applied += int(gen == generation)
+    return {"sidecarsReporting": reporting, "sidecarsApplied": applied}, stale
+
+
+def start(app: Any, runtime: Callable[[], Any]) -> None:
+    """aiohttp hooks: start the report loop with the app, stop it on shutdown."""
+    holder: dict[str, asyncio.Task[None]] = {}
+
+    async def on_startup(_: Any) -> None:
+        holder["task"] = asyncio.create_task(report_loop(runtime), name="cache-generation-report")
+
+    async def on_cleanup(_: Any) -> None:
+        task = holder.pop("task", None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    app.on_startup.append(on_startup)
+    app.on_cleanup.insert(0, on_cleanup)  # before the runtime (and its Redis client) is closed
