@@ -387,7 +387,10 @@ class SpendConfig(_Model):
     flush_interval_s: float = Field(1.0, gt=0, description="How often buffered records are handed to Redis.")
     batch_size: int = Field(500, ge=1, description="Records per hand-off and per flush batch.")
     max_buffered_records: int = Field(100_000, ge=100, description="Memory bound while Redis is down.")
-    database_url: str | None = Field(None, description="Optional PostgreSQL sink (postgresql://...).")
+    database_url: str | None = Field(None, description="Optional PostgreSQL sink (postgresql://...). The Redis "
+                                     "totals (and budgets) never wait for it.")
+    sink_backlog_batches: int = Field(10_000, ge=1, description="Committed batches kept in Redis for the PostgreSQL "
+                                      "sink while it is down; beyond this the oldest is dropped (and counted).")
     wait_replicas: int = Field(0, ge=0, le=5, description="Replicas that must acknowledge a hand-off before records "
                                "leave memory (sentinel: 1 makes a failover lossless).")
     lock_ttl_s: float = Field(10.0, ge=0.5, le=300, description="Flusher lock lifetime; renewed every third of it.")

@@ -172,18 +172,21 @@ class Metrics:
         )
         self.spend_records = Counter(
             "llmgw_spend_records", "Spend records by event: buffered, handed_off, committed, duplicate, dropped, "
-            "estimated (usage counted by us), unpriced (model has no price).", ["event"], registry=r,
+            "estimated (usage counted by us), unpriced (model has no price), sink_dropped (a batch the full PostgreSQL "
+            "outbox gave up; counts batches).", ["event"], registry=r,
         )
         self.spend_buffer_depth = Gauge(
             "llmgw_spend_buffer_depth", "Spend records waiting, by stage: memory (this process), redis (queue), "
-            "processing (taken by a flusher, not yet committed; redis stages in batches).", ["stage"], registry=r,
+            "processing (taken by a flusher, not yet committed), sink (committed, waiting for PostgreSQL); redis stages in "
+            "batches.", ["stage"], registry=r,
         )
         self.spend_handoffs = Counter(
             "llmgw_spend_handoffs", "Batches handed from memory to Redis, by result (ok, error).", ["result"], registry=r,
         )
         self.spend_flushes = Counter(
             "llmgw_spend_flushes",
-            "Batches committed to the durable totals, by result (ok, duplicate, error, fenced, dead_letter).",
+            "Batches committed to the durable totals, by result (ok, duplicate, error, fenced, dead_letter), and "
+            "handed to the PostgreSQL sink (sink_ok, sink_error).",
             ["result"], registry=r,
         )
         self.spend_flush_latency = Histogram(

@@ -79,7 +79,7 @@ class SpendService:
         if sinks is None:
             sinks = [PostgresSink(self.cfg.database_url, f"{g.namespace}/{g.name}")] if self.cfg.database_url else []
         self.flusher = Flusher(redis, base, self.prefix, g.namespace, g.name, metrics,
-                               lock_ttl_s=self.cfg.lock_ttl_s, sinks=sinks)
+                               lock_ttl_s=self.cfg.lock_ttl_s, sinks=sinks, sink_backlog=self.cfg.sink_backlog_batches)
         self._children: dict[tuple[Any, ...], Any] = {}
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -169,6 +169,7 @@ class SpendService:
                 await self.buffer.handoff()
                 if self.flusher.leader:
                     await self.flusher.drain()
+                    await self.flusher.drain_sinks()
         with contextlib.suppress(Exception):
             async with asyncio.timeout(1):
                 await self.flusher.release()

@@ -1,10 +1,13 @@
 """The one flusher of a gateway: drains handed-off batches into durable totals with a reliable-queue pattern.
 
-    lock (SET NX PX + renewal, fencing token) -> move (LMOVE queue -> processing) -> sinks (PostgreSQL, idempotent)
-    -> commit + acknowledge (one fenced Lua script: totals += batch, LREM processing)
+    lock (SET NX PX + renewal, fencing token) -> move (LMOVE queue -> processing)
+    -> commit + acknowledge (one fenced Lua script: totals += batch, LREM processing, RPUSH sink outbox)
+    -> sinks (PostgreSQL, idempotent by record id) from the outbox, each batch popped once every sink has it
 
-A flusher killed anywhere leaves its batch in `processing`; the next lock holder commits it first. Commit and
-acknowledge are one atomic script and batch ids are remembered, so nothing is lost and nothing counted twice.
+A flusher killed anywhere leaves its batch in `processing` (or the outbox); the next lock holder takes it first. Commit
+and acknowledge are one atomic script and batch ids are remembered, so nothing is lost and nothing counted twice.
+The Redis totals (what budgets read) never wait for a sink: a PostgreSQL outage only grows the outbox (bounded by
+`spend.sink_backlog_batches`; beyond it the oldest batch is dropped and counted).
 """
 
 from __future__ import annotations
@@ -43,6 +46,12 @@ if e then return e end
 return redis.call('LMOVE', KEYS[2], KEYS[3], 'LEFT', 'RIGHT')"""
 
 
+_SINK_POP = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+if redis.call('LINDEX', KEYS[2], 0) ~= ARGV[2] then return 0 end
+redis.call('LPOP', KEYS[2])
+return 1"""
+
 _DEAD = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('LREM', KEYS[2], 1, ARGV[2])
@@ -61,13 +70,16 @@ class Fenced(Exception):
 
 class Flusher:
     def __init__(self, redis: Any, base: str, prefix: str, ns: str, name: str, metrics: Metrics, *,
-                 lock_ttl_s: float, sinks: list[Sink] | None = None, timeout_s: float = 5.0) -> None:
+                 lock_ttl_s: float, sinks: list[Sink] | None = None, timeout_s: float = 5.0,
+                 sink_backlog: int = 10_000) -> None:
         self.redis = redis
-        self.keys = {k: f"{base}:{k}" for k in ("lock", "fence", "queue", "processing", "committed", "days", "dead")}
+        self.keys = {k: f"{base}:{k}" for k in ("lock", "fence", "queue", "processing", "committed", "days", "dead",
+                                               "outbox")}
         self.prefix, self.ns, self.name = prefix, ns, name
         self.metrics = metrics
         self.ttl_ms = int(lock_ttl_s * 1000)
         self.sinks = sinks or []
+        self.sink_backlog = sink_backlog
         self.timeout_s = timeout_s
         self.token: str | None = None
         self.renewed_at = 0.0
@@ -78,6 +90,7 @@ class Flusher:
         self._release = redis.register_script(_RELEASE)
         self._move = redis.register_script(_MOVE)
         self._dead = redis.register_script(_DEAD)
+        self._sink_pop = redis.register_script(_SINK_POP)
         self._commit = redis.register_script(resources.files("llmgw_sidecar").joinpath("lua", "commit.lua").read_text())
 
     @property
@@ -125,7 +138,8 @@ class Flusher:
         return await self._move(keys=[k["lock"], k["queue"], k["processing"]], args=[self.token])
 
     async def commit(self, element: bytes) -> str:
-        """Steps 2-3: sinks, then totals + acknowledge atomically. Returns ok | duplicate | dead_letter; raises Fenced."""
+        """Step 2: totals + acknowledge (+ sink outbox) atomically. Returns ok | duplicate | dead_letter; raises
+        Fenced."""
         if self.token is None:
             raise Fenced
         try:
@@ -140,12 +154,10 @@ class Flusher:
                 raise Fenced from e
             log.error("unreadable spend batch moved to %s: %s: %s", self.keys["dead"], type(e).__name__, e)
             return "dead_letter"
-        for sink in self.sinks:
-            await sink.write(records)  # idempotent by record id: a retried batch inserts nothing twice
         incr, days = aggregate(records, self.prefix, self.ns, self.name)
         k = self.keys
-        keys = [k["lock"], k["processing"], k["committed"], k["days"], *incr]
-        args: list[Any] = [self.token, element, batch_id, len(incr)]
+        keys = [k["lock"], k["processing"], k["committed"], k["days"], k["outbox"], *incr]
+        args: list[Any] = [self.token, element, batch_id, len(incr), self.sink_backlog if self.sinks else 0]
         display = {daily_totals_key(self.prefix, self.ns, self.name, d) for d in days}
         for key, fields in incr.items():
             args += ["1" if key in display else "0", len(fields)]
@@ -156,9 +168,34 @@ class Flusher:
         if res == 0:
             self._lost()
             raise Fenced
-        result = "ok" if res == 1 else "duplicate"
-        self.metrics.spend_records.labels("committed" if res == 1 else "duplicate").inc(len(records))
+        if res == 3:
+            self.metrics.spend_records.labels("sink_dropped").inc()  # a batch (not records: unknown here) left
+            self.warn.warning("outbox", f"spend sink outbox full ({self.sink_backlog} batches): dropped the oldest "
+                              "batch (the Redis totals have it; PostgreSQL will not)")
+        result = "duplicate" if res == 2 else "ok"
+        self.metrics.spend_records.labels("duplicate" if res == 2 else "committed").inc(len(records))
         return result
+
+    async def drain_sinks(self, max_batches: int = 1000) -> int:
+        """Step 3: hand committed batches to the sinks, oldest first; a batch leaves the outbox once every sink has it
+        (writes are idempotent by record id, so a batch written twice after a crash inserts nothing twice). Raises
+        on a sink failure: the batch stays first in the outbox and is retried next round."""
+        done = 0
+        k = self.keys
+        while self.sinks and done < max_batches and self.token is not None:
+            async with asyncio.timeout(self.timeout_s):
+                element = await self.redis.lindex(k["outbox"], 0)
+                if element is None:
+                    break
+                records = [record_from_dict(r) for r in orjson.loads(element)["records"]]
+                for sink in self.sinks:
+                    await sink.write(records)
+                if int(await self._sink_pop(keys=[k["lock"], k["outbox"]], args=[self.token, element])) < 0:
+                    self._lost()
+                    raise Fenced
+            self.metrics.spend_flushes.labels("sink_ok").inc()
+            done += 1
+        return done
 
     async def drain(self, max_batches: int = 1000) -> int:
         """Commit batches until the queue is empty (or max_batches). Returns batches committed."""
@@ -186,10 +223,23 @@ class Flusher:
         pipe = self.redis.pipeline(transaction=False)
         pipe.llen(self.keys["queue"])
         pipe.llen(self.keys["processing"])
-        q, p = await pipe.execute()
+        pipe.llen(self.keys["outbox"])
+        q, p, o = await pipe.execute()
         self.metrics.spend_buffer_depth.labels("redis").set(q)
         self.metrics.spend_buffer_depth.labels("processing").set(p)
+        self.metrics.spend_buffer_depth.labels("sink").set(o)
         return int(q), int(p)
+
+    async def _sinks_round(self) -> None:
+        """Sinks apart from the totals: a PostgreSQL outage is logged and counted, and the totals go on."""
+        try:
+            await self.drain_sinks()
+        except Fenced:
+            raise
+        except Exception as e:  # noqa: BLE001 - the batch stays first in the outbox; retried next round
+            self.metrics.spend_flushes.labels("sink_error").inc()
+            self.warn.warning("sink", f"spend sink (PostgreSQL) failed, keeping its batches in the outbox: "
+                              f"{type(e).__name__}: {e}")
 
     async def run(self, interval_s: float, stop: asyncio.Event) -> None:
         """Forever: become leader when the lock is free, renew it, drain. Any error: back off, keep the batch."""
@@ -204,6 +254,7 @@ class Flusher:
                 await self.drain()
                 if self.token is not None:
                     await self.depths()
+                    await self._sinks_round()
             except Fenced:
                 log.warning("spend flusher lost its lock (fence %d); another replica drains now", self.fence)
             except Exception as e:  # noqa: BLE001 - the batch stays in processing; retry after the interval
