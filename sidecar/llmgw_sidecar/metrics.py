@@ -117,6 +117,10 @@ class Metrics:
             "llmgw_redis_capability_ok", "1 when Redis passed the capability check (version >= 7; search module when "
             "the semantic cache is on), 0 when the cache is degraded (reason in /readyz and the log).", registry=r,
         )
+        self.redis_auth = Counter(
+            "llmgw_redis_auth", "IAM token events (redis.iam): refresh (a new token, result ok or error) and reauth "
+            "(a live connection authenticated again with the new token).", ["event", "result"], registry=r,
+        )
         self.circuit_state = Gauge(
             "llmgw_redis_circuit_open", "1 while the Redis circuit breaker is open (Redis treated as down).", registry=r,
         )

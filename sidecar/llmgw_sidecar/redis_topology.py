@@ -12,11 +12,19 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import SSLConnection
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from .config import RedisConfig, RedisMode
+from .redis_auth import (
+    IamConnection,
+    IamSentinelConnection,
+    IamSentinelSSLConnection,
+    IamSSLConnection,
+    make_credentials,
+)
 
 AnyRedis = Redis | RedisCluster
 
@@ -49,24 +57,71 @@ def _common_kwargs(cfg: RedisConfig, protocol: int) -> dict[str, Any]:
     return kw
 
 
-def make_client(cfg: RedisConfig, *, protocol: int = 2, decode_responses: bool = False) -> AnyRedis:
-    """A pooled async client for the configured topology (RESP2 by default: redisvl needs it)."""
+def make_client(cfg: RedisConfig, *, protocol: int = 2, decode_responses: bool = False,
+                on_auth_event: Any = None) -> AnyRedis:
+    """A pooled async client for the configured topology (RESP2 by default: redisvl needs it).
+
+    With `redis.iam`, connections authenticate with short-lived tokens and re-authenticate when they rotate
+    (redis_auth.py); `on_auth_event(kind, result)` counts refreshes and re-authentications."""
     kw = _common_kwargs(cfg, protocol)
     kw["decode_responses"] = decode_responses
+    creds = None
+    if cfg.iam is not None:
+        creds = make_credentials(cfg.iam, cfg.username, on_auth_event)
+        kw.pop("username")
+        kw.pop("password")
+        kw["credential_provider"] = creds
+    tls = cfg.tls.enabled or cfg.url.startswith("rediss://")
+    client: AnyRedis
     if cfg.mode == RedisMode.cluster:
         kw.pop("retry")
-        return RedisCluster(
+        client = RedisCluster(
             startup_nodes=[ClusterNode(*_split(n)) for n in cfg.nodes],
             max_connections=cfg.max_connections,
             **kw,
         )
-    if cfg.mode == RedisMode.sentinel:
+        if creds is not None:
+            # RedisCluster picks its connection class itself: hand it ours for every node, known or discovered.
+            iam_cls = IamSSLConnection if tls else IamConnection
+            client.nodes_manager.connection_kwargs["connection_class"] = iam_cls
+            for node in client.nodes_manager.startup_nodes.values():
+                node.connection_class = iam_cls
+    elif cfg.mode == RedisMode.sentinel:
         sentinel_kw: dict[str, Any] = {"socket_connect_timeout": cfg.connect_timeout_ms / 1000, "protocol": protocol}
         if cfg.sentinel_password:
             sentinel_kw["password"] = cfg.sentinel_password
+        master_kw: dict[str, Any] = {}
+        if creds is not None:
+            master_kw["connection_class"] = IamSentinelSSLConnection if tls else IamSentinelConnection
         sentinel = Sentinel([_split(s) for s in cfg.sentinels], sentinel_kwargs=sentinel_kw, **kw)
-        return sentinel.master_for(cfg.master_name, db=cfg.db, max_connections=cfg.max_connections)
-    return Redis.from_url(cfg.url, db=cfg.db, max_connections=cfg.max_connections, **kw)
+        client = sentinel.master_for(cfg.master_name, db=cfg.db, max_connections=cfg.max_connections, **master_kw)
+    else:
+        # from_url picks the connection class from the scheme; we pick it (TLS, IAM) and pass a plain scheme.
+        url = cfg.url
+        if url.startswith(("redis://", "rediss://")):
+            url = "redis://" + url.split("://", 1)[1]
+            kw.pop("ssl", None)
+            if creds is not None:
+                kw["connection_class"] = IamSSLConnection if tls else IamConnection
+            elif tls:
+                kw["connection_class"] = SSLConnection
+            if tls and "ssl_ca_certs" not in kw:  # rediss:// without a tls section: verify against system CAs
+                kw.update(ssl_cert_reqs=ssl.CERT_REQUIRED, ssl_check_hostname=True)
+        client = Redis.from_url(url, db=cfg.db, max_connections=cfg.max_connections, **kw)
+    if creds is not None:
+        _credentials[client] = creds
+    return client
+
+
+_credentials: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+async def close_client(client: AnyRedis) -> None:
+    """Close a client from make_client, and stop its token refresher."""
+    creds = _credentials.pop(client, None)
+    if creds is not None:
+        await creds.close()
+    await client.aclose()
 
 
 def redis_url(cfg: RedisConfig) -> str:

@@ -27,7 +27,7 @@ from .pipeline import Governor, SemanticLayer, SpendRecorder
 from .ratelimit import build_governor
 from .redis_capabilities import Capabilities
 from .redis_guard import RedisGuard
-from .redis_topology import AnyRedis, ensure_initialized, make_client
+from .redis_topology import AnyRedis, close_client, ensure_initialized, make_client
 from .spend import build_spend
 from .upstream import UpstreamProvider, make_provider
 
@@ -79,11 +79,11 @@ class Runtime:
                     await stage.close()
                 except Exception:  # closing must go on for the other stages
                     log.exception("closing %s failed", type(stage).__name__)
-        await self.redis.aclose()
+        await close_client(self.redis)
 
 
 async def build_runtime(config: Config, metrics: Metrics, session: aiohttp.ClientSession) -> Runtime:
-    redis = make_client(config.redis)
+    redis = make_client(config.redis, on_auth_event=lambda kind, result: metrics.redis_auth.labels(kind, result).inc())
     guard = RedisGuard(config.redis.op_timeout_ms / 1000, config.redis.circuit_breaker, metrics)
     rt = Runtime(
         config=config,
