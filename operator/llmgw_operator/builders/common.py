@@ -28,7 +28,27 @@ SCRIPTS_DIR = CONF_DIR
 TLS_DIR = "/tls"
 # The Redis Stack image keeps its binaries in /opt/redis-stack/bin, which is not on every PATH; harmless elsewhere.
 PATH_LINE = 'export PATH="/opt/redis-stack/bin:$PATH"'
-STACK_MODULES = ("/opt/redis-stack/lib/redisearch.so", "/opt/redis-stack/lib/rejson.so")
+# Where images keep the search and JSON modules: Redis Stack server, then Redis 8 (whose own entrypoint would load them,
+# but the pods exec redis-server directly). The start script loads them from the first folder that has RediSearch.
+MODULE_DIRS = ("/opt/redis-stack/lib", "/usr/local/lib/redis/modules")
+MODULES = ("redisearch.so", "rejson.so")
+
+
+def module_lines() -> list[str]:
+    """Start-script lines that append `loadmodule` for the modules the image has (to "$conf")."""
+    return [
+        "found=''",
+        f"for dir in {' '.join(MODULE_DIRS)}; do",
+        '  [ -f "$dir/redisearch.so" ] || continue',
+        f"  for m in {' '.join(MODULES)}; do",
+        '    [ -f "$dir/$m" ] && echo "loadmodule $dir/$m" >> "$conf"',
+        "  done",
+        '  found="$dir"',
+        "  break",
+        "done",
+        '[ -n "$found" ] || echo "no RediSearch module in this image (looked in'
+        f' {" ".join(MODULE_DIRS)}): the semantic cache will not work" >&2',
+    ]
 
 
 class SpecError(ValueError):
@@ -281,9 +301,7 @@ def redis_base_conf(gw: Gateway) -> list[str]:
         ]
     else:
         lines.append(f"port {REDIS_PORT}")
-    if r["image"].startswith("redis/redis-stack"):
-        # The stack image's own entrypoint loads these; we start redis-server directly, so load them here.
-        lines += [f"loadmodule {m}" for m in STACK_MODULES]
+    # Modules are not listed here: start.sh finds them in the image (Redis Stack or Redis 8 layout), see module_lines.
     return lines
 
 

@@ -256,7 +256,8 @@ def render_sidecar_config(gw: Gateway) -> dict[str, Any]:
         doc["admin"] = {"token": ENV_REF + ADMIN_TOKEN_ENV}  # the token itself stays in its Secret
     # Validate exactly as the sidecar will load it. The environment holds only the variables we inject, so a
     # reference to anything else fails here, not at sidecar start-up.
-    environ = {e["name"]: "placeholder" for e in sidecar_secret_env(gw)}
+    environ = {e["name"]: "redis://placeholder:6379/0" if e["name"] == REDIS_URL_ENV else "placeholder"
+               for e in sidecar_secret_env(gw)}
     try:
         parse_config(doc, environ=environ)
     except ConfigError as e:
