@@ -15,6 +15,8 @@ MODEL_DIR := .cache/models/all-MiniLM-L6-v2-onnx
 IMAGE_REPO ?= ghcr.io/llmgateway
 IMAGE_TAG ?= dev
 KIND_CLUSTER ?= llmgw-e2e
+# --provenance=false: with an attestation the image is an index that `kind load` cannot import.
+DOCKER_BUILD ?= docker buildx build --load --provenance=false
 export HF_HUB_OFFLINE := 1
 
 .PHONY: help venv run test bench manifests docs lint images kind-load kind-e2e model system-deps clean
@@ -69,11 +71,9 @@ docs: $(STAMP) ## regenerate the reference tables in docs/
 lint: $(STAMP) ## ruff only
 	$(BIN)/ruff check .
 
-# --provenance=false: an attestation manifest makes the image an index that `kind load` cannot import.
 images: ## docker build IMAGE_REPO/{operator,sidecar}:IMAGE_TAG (default tag dev)
-	DOCKER_BUILDKIT=1 docker build --provenance=false -f sidecar/Dockerfile --target sidecar \
-	  -t $(IMAGE_REPO)/sidecar:$(IMAGE_TAG) .
-	DOCKER_BUILDKIT=1 docker build --provenance=false -f operator/Dockerfile -t $(IMAGE_REPO)/operator:$(IMAGE_TAG) .
+	$(DOCKER_BUILD) -f sidecar/Dockerfile --target sidecar -t $(IMAGE_REPO)/sidecar:$(IMAGE_TAG) .
+	$(DOCKER_BUILD) -f operator/Dockerfile -t $(IMAGE_REPO)/operator:$(IMAGE_TAG) .
 
 kind-load: images ## make images, then load them into the kind cluster KIND_CLUSTER
 	kind load docker-image --name $(KIND_CLUSTER) $(IMAGE_REPO)/sidecar:$(IMAGE_TAG) $(IMAGE_REPO)/operator:$(IMAGE_TAG)
