@@ -30,7 +30,7 @@ help: ## list the targets (this text)
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	@echo "==> installing the Python environment into $(VENV) (first time only: a few minutes; ~2.4 GB with the model"
-	@echo "    exporter's torch, ~0.4 GB with EXPORT=0). pip reports each package as it goes."
+	@echo "    exporter's torch, ~1.1 GB with EXPORT=0). pip reports each package as it goes."
 	@# torch first: the CPU wheel of 2.13.0 (otherwise pip pulls GBs of CUDA), needed only to export the model.
 	$(if $(filter 1,$(EXPORT)),$(BIN)/pip install --progress-bar on torch==2.13.0)
 	$(BIN)/pip install --progress-bar on -e '.[$(EXTRAS)]'
