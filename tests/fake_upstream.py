@@ -8,6 +8,10 @@ bad-400       always 400 with an OpenAI error body
 slow          sleeps `slow_s` before the headers
 broken-stream streams two chunks, then drops the connection without [DONE]
 no-usage      answers without a usage object
+bad-event     streams one chunk, then an event that is not JSON
+null-event    streams one chunk, then `data: null`
+error-event   streams one chunk, then an OpenAI error event (whose message quotes the upstream key)
+slow-stream   streams its chunks `slow_chunk_s` apart (a long generation)
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ class FakeUpstream:
         self.seen: Counter[str] = Counter()
         self.slow_s = 2.0
         self.chunk_delay_s = 0.0
+        self.slow_chunk_s = 0.4
 
     def reset(self) -> None:
         self.calls.clear()
@@ -101,6 +106,8 @@ class FakeUpstream:
             await resp.write(b"data: " + json.dumps(obj).encode() + b"\n\n")
             if self.chunk_delay_s:
                 await asyncio.sleep(self.chunk_delay_s)
+            if model == "slow-stream":
+                await asyncio.sleep(self.slow_chunk_s)
 
         chunk = {**head, "object": "chat.completion.chunk"}
         if model == "tools":
@@ -120,6 +127,14 @@ class FakeUpstream:
                 if model == "broken-stream" and i == 1:
                     assert request.transport is not None
                     request.transport.close()
+                    return resp
+                bad = {"bad-event": b"data: {not json\n\n", "null-event": b"data: null\n\n",
+                       "error-event": b'data: {"error": {"message": "overloaded (key sk-upstream)", "type": '
+                                      b'"server_error", "code": "overloaded"}}\n\n'}.get(model)
+                if bad is not None and i == 1:
+                    await resp.write(bad)
+                    await resp.write(b"data: [DONE]\n\n")
+                    await resp.write_eof()
                     return resp
             finish = "stop"
         await send({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})

@@ -1,7 +1,7 @@
-"""The aiohttp application: routes, the request pipeline and lifecycle.
+"""The aiohttp application: routes and the request pipeline.
 
 Request path (DESIGN.md section 3): parse -> route -> governor.admit -> exact lookup -> semantic lookup -> upstream
-(stream tee) -> background stores -> governor.settle + spend.record + metrics, on every path.
+(stream tee). The end of every request (stores, settle, spend, metrics) is `lifecycle.RequestLifecycle`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import datetime
 import logging
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +21,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .admin_api import register_admin_routes
 from .cache.exact import age_s
-from .cache.keys import api_key_hash, exact_key, fingerprint, scope_key
+from .cache.keys import api_key_hash, exact_key, fingerprint, scope_key, upstream_identity
 from .cache_controls import too_old
 from .config import Config
 from .context import CachedAnswer, Caller, RequestContext, Usage
 from .errors import ApiError
+from .lifecycle import RequestLifecycle, error_response
 from .metrics import Metrics
 from .openai_api import SSE_DONE, StreamAssembler, body_to_sse, cache_directives, parse_body, usage_from, validate
 from .pricing import estimate_prompt_tokens
@@ -35,6 +35,7 @@ from .spend import SpendService
 from .upstream import upstream_payload
 
 log = logging.getLogger("llmgw")
+INTERNAL = ApiError(500, "internal error in the gateway (see its log)", code="internal_error")
 
 class RuntimeSlot:
     """The app's current Runtime; a reload replaces `current` (aiohttp freezes the app mapping once started)."""
@@ -48,18 +49,22 @@ JSON = "application/json"
 
 
 def _rid(request: web.Request) -> str:
-    return request.headers.get("x-request-id") or os.urandom(8).hex()
-
-
-def error_response(err: ApiError, request_id: str, extra: dict[str, str] | None = None) -> web.Response:
-    headers = {**(extra or {}), **err.headers, "x-request-id": request_id}
-    return web.Response(status=err.status, body=err.body(), content_type=JSON, headers=headers)
+    """The caller's x-request-id when it is a sane token (it is echoed in a header), a fresh one otherwise."""
+    rid = request.headers.get("x-request-id")
+    if rid and len(rid) <= 128 and rid.isascii() and rid.isprintable() and " " not in rid:
+        return rid
+    return os.urandom(8).hex()
 
 
 def estimate_usage(request_body: dict[str, Any], answer: bytes | None) -> Usage:
     """Used only when the upstream reports no usage, and flagged as estimated (~4 characters per token)."""
     return Usage(prompt_tokens=estimate_prompt_tokens(request_body), completion_tokens=len(answer or b"") // 4,
                  estimated=True)
+
+
+def _client_gone(request: web.Request) -> bool:
+    t = request.transport
+    return t is None or t.is_closing()
 
 
 class Handlers:
@@ -120,52 +125,33 @@ class Handlers:
 
     async def _generate(self, request: web.Request, endpoint: str) -> web.StreamResponse:
         rt = self.rt  # this request stays on this runtime even if a reload swaps it meanwhile
-        request_id = _rid(request)
-        ctx: RequestContext | None = None
-        resp: web.StreamResponse
-        try:
-            # Gateway mode: who is calling comes first (a stranger learns nothing, not even about bad input).
-            caller = await rt.identity.caller(request) if rt.identity is not None else None
-            body = parse_body(await self._read(request, rt))
-            validate(endpoint, body)
-            ctx = self._context(request, rt, endpoint, body, request_id, caller)
-            if rt.governor is not None:
-                await rt.governor.admit(ctx)
-            resp = await self._serve(request, rt, ctx)
-        except ApiError as e:
-            if ctx is not None:
-                ctx.status = e.status
-            resp = error_response(e, request_id, ctx.headers if ctx else None)
-        if ctx is None:
-            rt.metrics.requests.labels(endpoint, "", str(resp.status), "none").inc()
-            return resp
-        await self._account(rt, ctx)
-        return resp
+        async with rt.lifecycle(endpoint, _rid(request)) as life:
+            try:
+                # Gateway mode: who is calling comes first (a stranger learns nothing, not even about bad input).
+                caller = await rt.identity.caller(request) if rt.identity is not None else None
+                body = parse_body(await self._read(request, rt))
+                validate(endpoint, body)
+                life.ctx = ctx = self._context(request, rt, endpoint, body, life.request_id, caller)
+                if rt.governor is not None:
+                    await rt.governor.admit(ctx)
+                return await self._serve(request, rt, life, ctx)
+            except ApiError as e:
+                return await life.fail(e)
+            except ConnectionError:
+                if _client_gone(request):
+                    return life.client_gone()
+                log.exception("unexpected connection error on %s %s", request.method, request.path)
+                return await life.fail(INTERNAL)
+            except Exception:  # a bug: one traceback in the log, an OpenAI-style 500 (or error event) for the client
+                log.exception("unexpected error on %s %s", request.method, request.path)
+                return await life.fail(INTERNAL)
 
-    async def _account(self, rt: Runtime, ctx: RequestContext) -> None:
-        m = rt.metrics
-        if rt.governor is not None:
-            await rt.governor.settle(ctx)
-        if rt.spend is not None:
-            rt.spend.record(ctx)
-        name = ctx.model.name
-        m.requests.labels(ctx.endpoint, name, str(ctx.status), ctx.cache_result).inc()
-        m.request_latency.labels(ctx.endpoint, ctx.cache_result).observe(time.perf_counter() - ctx.started)
-        u = ctx.usage
-        if u is None:
-            return
-        if ctx.cache_result.startswith("hit"):
-            m.tokens_saved.labels(name, "prompt").inc(u.prompt_tokens)
-            m.tokens_saved.labels(name, "completion").inc(u.completion_tokens)
-        else:
-            m.tokens.labels(name, "prompt").inc(u.prompt_tokens)
-            m.tokens.labels(name, "completion").inc(u.completion_tokens)
-
-    async def _serve(self, request: web.Request, rt: Runtime, ctx: RequestContext) -> web.StreamResponse:
+    async def _serve(self, request: web.Request, rt: Runtime, life: RequestLifecycle,
+                     ctx: RequestContext) -> web.StreamResponse:
         d = ctx.directives
         cacheable = rt.exact is not None or rt.semantic is not None
         if rt.exact is not None:
-            digest = fingerprint(ctx.endpoint, ctx.model.upstream_model, ctx.body)
+            digest = fingerprint(ctx.endpoint, upstream_identity(ctx.model), ctx.body)
             ctx.cache_key = exact_key(rt.config.redis.key_prefix, ctx.scope, d.namespace, digest,
                                       generation=rt.config.cache.generation, model=ctx.model.name)
         if not cacheable or d.no_cache:
@@ -186,8 +172,8 @@ class Handlers:
             if hit is not None:
                 return self._replay(ctx, hit)
         if ctx.stream:
-            return await self._stream_miss(request, rt, ctx)
-        return await self._miss(rt, ctx)
+            return await self._stream_miss(request, rt, life, ctx)
+        return await self._miss(rt, life, ctx)
 
     def _headers(self, ctx: RequestContext) -> dict[str, str]:
         return {**ctx.headers, "x-llmgw-cache": ctx.cache_result, "x-request-id": ctx.request_id}
@@ -208,22 +194,7 @@ class Handlers:
         headers["Cache-Control"] = "no-cache"
         return web.Response(body=b"".join(parts), content_type="text/event-stream", headers=headers)
 
-    def _store(self, rt: Runtime, ctx: RequestContext, make_answer: Callable[[], CachedAnswer]) -> None:
-        """Store in the background, after the answer went out; building the stored form is part of that work."""
-        # no-cache skips the read but still refreshes the entry; only no-store (or max-age=0) skips the write.
-        if ctx.directives.no_store or (rt.exact is None and rt.semantic is None):
-            return
-
-        async def store() -> None:
-            answer = make_answer()
-            if rt.exact is not None and ctx.cache_key:
-                await rt.exact.put(ctx.cache_key, answer, ctx.directives.ttl_s)
-            if rt.semantic is not None and ctx.endpoint == "chat":
-                rt.semantic.store(ctx, answer)
-
-        rt.background(store())
-
-    async def _miss(self, rt: Runtime, ctx: RequestContext) -> web.Response:
+    async def _miss(self, rt: Runtime, life: RequestLifecycle, ctx: RequestContext) -> web.Response:
         provider = rt.providers[ctx.model.name]
         t0 = time.perf_counter()
         try:
@@ -243,38 +214,33 @@ class Handlers:
                 sse, sse_usage = body_to_sse(ctx.endpoint, raw) if ctx.endpoint != "embeddings" else (None, None)
                 return CachedAnswer(body=raw, created=created, sse=sse, sse_usage=sse_usage, usage=usage)
 
-            self._store(rt, ctx, answer)
+            life.store_when_done(answer)
         return web.Response(body=raw, content_type=JSON, headers=self._headers(ctx))
 
-    async def _stream_miss(self, request: web.Request, rt: Runtime, ctx: RequestContext) -> web.StreamResponse:
+    async def _stream_miss(self, request: web.Request, rt: Runtime, life: RequestLifecycle,
+                           ctx: RequestContext) -> web.StreamResponse:
         provider = rt.providers[ctx.model.name]
         t0 = time.perf_counter()
         events = await provider.open_stream(ctx.endpoint, upstream_payload(ctx.model, ctx.body, stream=True))
-        resp = web.StreamResponse(headers={**self._headers(ctx), "Content-Type": "text/event-stream",
-                                           "Cache-Control": "no-cache"})
-        await resp.prepare(request)
         asm = StreamAssembler(ctx.endpoint)
         try:
+            resp = web.StreamResponse(headers={**self._headers(ctx), "Content-Type": "text/event-stream",
+                                               "Cache-Control": "no-cache"})
+            await resp.prepare(request)
+            life.headers_sent(resp)  # from here on an error is an SSE event, never a second response
             async for event in events:
                 if asm.feed(event) or ctx.client_wants_usage:
                     await resp.write(event)
-        except ApiError as e:
-            # Headers are gone already: report the failure the way OpenAI does inside the stream.
-            ctx.status = e.status
-            await resp.write(b"data: " + e.body() + b"\n\n")
-        except ConnectionResetError:
-            # The client went away: stop reading upstream (closing the connection stops the generation), store
-            # nothing, but still account for what was generated so far.
-            ctx.status = 499
-            await events.aclose()  # type: ignore[attr-defined]
-            return resp
         finally:
+            # Closing the upstream connection stops the generation when we stop early (hang-up, error).
+            await events.aclose()  # type: ignore[attr-defined]
             rt.metrics.upstream_latency.labels(ctx.model.name).observe(time.perf_counter() - t0)
             ctx.usage = asm.usage or estimate_usage(ctx.body, b"".join(asm.events))
-        if asm.done and ctx.status == 200:
+        if asm.done:
             usage, created = ctx.usage, time.time()
-            self._store(rt, ctx, lambda: CachedAnswer(body=asm.body(), created=created, sse=b"".join(asm.events),
+            life.store_when_done(lambda: CachedAnswer(body=asm.body(), created=created, sse=b"".join(asm.events),
                                                       sse_usage=asm.usage_event, usage=usage))
+            life.store_now()
         await resp.write_eof()
         return resp
 
@@ -301,10 +267,10 @@ class Handlers:
 
     async def readyz(self, request: web.Request) -> web.Response:
         rt = self.rt
-        redis_ok = await rt.guard.call("ping", rt.redis.ping, default=False, timeout_s=0.5)
+        redis_ok = await rt.health.call("ping", rt.redis.ping, default=False, timeout_s=0.5)
         caps = rt.capabilities
         if caps is not None and redis_ok and not caps.checked_since_up:  # at start and after Redis came back
-            await rt.guard.call("capabilities", lambda: caps.check(rt.redis), default=None, timeout_s=0.5)
+            await rt.health.call("capabilities", lambda: caps.check(rt.redis), default=None, timeout_s=0.5)
         if caps is not None and not redis_ok:
             caps.checked_since_up = False
         fail_open = rt.config.limits.fail_open
@@ -335,19 +301,7 @@ async def _never_a_traceback(request: web.Request, handler: Any) -> web.StreamRe
         return error_response(e, _rid(request))
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.path)
-        return error_response(ApiError(500, "internal error in the gateway (see its log)", code="internal_error"),
-                              _rid(request))
-
-
-async def _start_metrics_listener(config: Config, h: Handlers) -> web.AppRunner:
-    """A second listener that serves only /metrics, so Prometheus can scrape the pod without reaching the API
-    (which holds the upstream keys and stays on 127.0.0.1)."""
-    app = web.Application()
-    app.router.add_get("/metrics", h.metrics)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, config.metrics.host, config.metrics.port).start()
-    return runner
+        return error_response(INTERNAL, _rid(request))
 
 
 def _check_spend_query(request: web.Request) -> None:
@@ -363,6 +317,17 @@ def _check_spend_query(request: web.Request) -> None:
     last = request.query.get("last")
     if last is not None and not last.isdigit():
         raise ApiError(400, f"last '{last[:40]}' is not a number of days", code="invalid_last", param="last")
+
+
+async def _start_metrics_listener(config: Config, h: Handlers) -> web.AppRunner:
+    """A second listener that serves only /metrics, so Prometheus can scrape the pod without reaching the API
+    (which holds the upstream keys and stays on 127.0.0.1)."""
+    app = web.Application()
+    app.router.add_get("/metrics", h.metrics)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, config.metrics.host, config.metrics.port).start()
+    return runner
 
 
 def create_app(config: Config, *, config_path: Path | None = None, metrics: Metrics | None = None,
@@ -391,17 +356,23 @@ def create_app(config: Config, *, config_path: Path | None = None, metrics: Metr
         slot.current = await build_runtime(config, app[METRICS], session)
         metrics_runner = await _start_metrics_listener(config, h) if config.metrics.port else None
         watcher_task = None
+        retiring: set[asyncio.Task[None]] = set()
         if config_path is not None:
             async def swap(new: Config) -> None:
                 old = slot.current
                 slot.current = await build_runtime(new, app[METRICS], session)
-                await old.close()
+                # The old runtime finishes its in-flight requests, then closes (spend handed on, never lost).
+                task = asyncio.create_task(old.retire(lambda: slot.current), name="retire-runtime")
+                retiring.add(task)
+                task.add_done_callback(retiring.discard)
 
             watcher = ConfigWatcher(config_path, swap, app[METRICS], reload_interval_s)
             watcher_task = asyncio.create_task(watcher.run())
         yield
         if watcher_task is not None:
             watcher_task.cancel()
+        if retiring:  # handlers are done by now (shutdown): retired runtimes close quickly
+            await asyncio.wait(list(retiring), timeout=30)
         if metrics_runner is not None:
             await metrics_runner.cleanup()
         await slot.current.close()

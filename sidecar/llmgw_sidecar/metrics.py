@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
@@ -64,6 +65,7 @@ class TopScopes(Collector):
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None, top_scopes: int = 10) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry
 
         # --- requests (core) ---
@@ -108,6 +110,10 @@ class Metrics:
         self.redis_errors = Counter(
             "llmgw_redis_errors", "Redis operations that failed or timed out (the request went on), by operation.",
             ["op"], registry=r,
+        )
+        self.redis_command_errors = Counter(
+            "llmgw_redis_command_errors", "Redis refused a command because of its values (e.g. an out-of-range TTL); "
+            "not a Redis failure: the breaker ignores these. By operation.", ["op"], registry=r,
         )
         self.redis_fail_open = Counter(
             "llmgw_redis_fail_open", "Operations skipped because the circuit breaker was open, by operation.",
@@ -218,3 +224,12 @@ class Metrics:
         )
         self.top_scopes = TopScopes(top_scopes)
         r.register(self.top_scopes)
+    def child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, resolved once: the per-request path counts without re-hashing label values."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            if len(self._children) > 10_000:  # label values come from config (models), but bound it anyway
+                self._children.clear()
+            child = self._children[key] = metric.labels(*labels)
+        return child

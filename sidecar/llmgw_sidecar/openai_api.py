@@ -90,6 +90,17 @@ def usage_from(obj: dict[str, Any] | None) -> Usage | None:
     )
 
 
+def stream_error(err: Any) -> ApiError:
+    """An upstream's own error event inside a stream, relayed as one (its message is scrubbed where it is sent)."""
+    if isinstance(err, dict):
+        msg, code = err.get("message"), err.get("code")
+        return ApiError(502, f"upstream: {msg if isinstance(msg, str) else 'error inside the stream'}",
+                        code=str(code) if isinstance(code, str | int) else "upstream_stream_error",
+                        type_=err["type"] if isinstance(err.get("type"), str) else None)
+    return ApiError(502, f"upstream: {err if isinstance(err, str) else 'error inside the stream'}",
+                    code="upstream_stream_error")
+
+
 def sse_event(payload: bytes) -> bytes:
     return b"data: " + payload + b"\n\n"
 
@@ -118,7 +129,14 @@ class StreamAssembler:
         if data == b"[DONE]":
             self.done = True
             return True
-        chunk = orjson.loads(data)
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise ApiError(502, "upstream sent a stream event that is not JSON", code="upstream_bad_event") from None
+        if not isinstance(chunk, dict):
+            raise ApiError(502, "upstream sent a stream event that is not a JSON object", code="upstream_bad_event")
+        if chunk.get("error"):
+            raise stream_error(chunk["error"])
         if chunk.get("usage"):
             self._usage = chunk["usage"]
         if not chunk.get("choices") and chunk.get("usage"):

@@ -37,7 +37,7 @@ from .pricing import NANO, estimate_completion_tokens, estimate_prompt_tokens
 from .ratelimit_keys import LimitSpec, model_specs, replicas_key, rl_base, scope_specs, with_tokens
 from .ratelimit_local import LocalLimiter
 from .ratelimit_redis import Decision, RedisLimiter
-from .redis_guard import CircuitBreaker, RateLimitedLog
+from .redis_guard import CircuitBreaker, RateLimitedLog, RedisHealth
 from .replicas import ReplicaRegistry
 
 __all__ = ["LimitSpec", "RedisGovernor", "Reservation", "build_governor", "estimate_completion_tokens",
@@ -72,7 +72,7 @@ class _Slow(Exception):
 
 
 class RedisGovernor:
-    def __init__(self, config: Config, redis: Any, metrics: Metrics) -> None:
+    def __init__(self, config: Config, redis: Any, metrics: Metrics, health: RedisHealth | None = None) -> None:
         self.cfg = config
         self.limits = lim = config.limits
         self.redis = redis
@@ -88,6 +88,9 @@ class RedisGovernor:
         # Opens only when Redis is unreachable (one failure is enough: a refused connection is not a slow one);
         # after redis.circuit_breaker.reset_after_s one decision probes Redis again.
         self.breaker = CircuitBreaker(config.redis.circuit_breaker.model_copy(update={"failure_threshold": 1}))
+        # The runtime's one Redis health hears about every decision too (its breaker and gauge are shared with the
+        # caches); the breaker above only chooses between Redis and the local limiter.
+        self.health = health
         self._last_ok = time.monotonic()
         self._stall_since: float | None = None
         self._model_specs = {m.name: model_specs(self.base, m) for m in config.models}
@@ -247,11 +250,15 @@ class RedisGovernor:
             return None
         except Exception as e:  # noqa: BLE001 - refused/broken connection, failover, read-only, ...: unreachable
             self.metrics.redis_errors.labels("ratelimit").inc()
+            if self.health is not None:
+                self.health.breaker.failure(e)
             self._unreachable(f"{type(e).__name__}: {e}")
             return None
         self._last_ok = time.monotonic()
         self._stall_since = None
         self.breaker.success()
+        if self.health is not None and self.health.breaker.failures:
+            self.health.breaker.success()
         if budgets:
             if len(self._budget_seen) > _MAX_CACHED:
                 self._budget_seen.clear()
@@ -358,7 +365,8 @@ class RedisGovernor:
         await self.replicas.close()
 
 
-def build_governor(config: Config, redis: Any, metrics: Metrics) -> RedisGovernor | None:
+def build_governor(config: Config, redis: Any, metrics: Metrics, health: RedisHealth | None = None
+                   ) -> RedisGovernor | None:
     """None when no model, scope or budget limit is configured and no virtual key (which may carry its own) can
     exist (the app then skips the stage). Inside a running loop the heartbeat starts at once, so every replica is
     counted before it serves (and before any outage)."""
@@ -366,7 +374,7 @@ def build_governor(config: Config, redis: Any, metrics: Metrics) -> RedisGoverno
         m.limits.rpm or m.limits.tpm or m.limits.max_parallel for m in config.models
     ):
         return None
-    gov = RedisGovernor(config, redis, metrics)
+    gov = RedisGovernor(config, redis, metrics, health)
     with contextlib.suppress(RuntimeError):
         asyncio.get_running_loop()
         gov.start()

@@ -1,7 +1,8 @@
-"""Everything built from one Config: Redis client, caches, optional stages and upstream providers.
+"""Everything built from one Config: Redis client and its health, caches, optional stages and upstream providers.
 
-A reload builds a new Runtime and swaps it in; requests in flight finish on the one they started with, and the old
-one is closed after a grace period.
+A reload builds a new Runtime and swaps it in; requests in flight finish on the one they started with. The old one
+is retired: it waits for its last in-flight request and its background work, hands its spend records off (to Redis,
+or what Redis would not take to its successor), and only then closes. A closed runtime refuses new work loudly.
 """
 
 from __future__ import annotations
@@ -11,24 +12,27 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 
 from .auth import Identity, build_identity
 from .cache.exact import ExactCache
 from .config import Config, ConfigError, ModelConfig, load_config
-from .context import Caller
+from .context import CachedAnswer, Caller, RequestContext
+from .lifecycle import RequestLifecycle
 from .metrics import Metrics
 from .pipeline import Governor, SemanticLayer, SpendRecorder
 from .ratelimit import build_governor
 from .redis_capabilities import Capabilities
-from .redis_guard import RedisGuard
+from .redis_guard import RedisHealth
 from .redis_topology import AnyRedis, close_client, ensure_initialized, make_client
 from .spend import build_spend
+from .spend.records import record_from_dict
 from .upstream import UpstreamProvider, make_provider
 
 log = logging.getLogger("llmgw")
@@ -47,12 +51,16 @@ def caller_from_env(cfg: Config, environ: dict[str, str] | None = None) -> Calle
     )
 
 
-@dataclass
+class RuntimeClosedError(RuntimeError):
+    """Work was handed to a runtime that is already closed: a bug (the work would be lost silently otherwise)."""
+
+
+@dataclass(eq=False)
 class Runtime:
     config: Config
     metrics: Metrics
     redis: AnyRedis
-    guard: RedisGuard
+    health: RedisHealth  # the one breaker of this runtime: exact cache, semantic index, limits and spend share it
     models: dict[str, ModelConfig]
     providers: dict[str, UpstreamProvider]
     caller: Caller
@@ -63,33 +71,130 @@ class Runtime:
     identity: Identity | None = None  # gateway mode: who the caller is comes from its bearer token
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     capabilities: Capabilities | None = None  # what this Redis can do (issue 12)
+    inflight: int = 0
+    closing: bool = False  # retired: no longer current, finishing what it has
+    closed: bool = False
+    _idle: asyncio.Event | None = None
 
-    def background(self, coro: Awaitable[Any]) -> None:
-        """Fire and forget, but keep a reference (so it is not garbage collected) and wait for it on close."""
+    @property
+    def guard(self) -> RedisHealth:
+        return self.health
+
+    # --- requests -----------------------------------------------------------------------------------------------
+    def lifecycle(self, endpoint: str, request_id: str) -> RequestLifecycle:
+        return RequestLifecycle(self, endpoint, request_id)
+
+    def enter(self) -> None:
+        if self.closed:
+            log.error("a request reached a closed runtime (config generation replaced): refused")
+            raise RuntimeClosedError("runtime is closed")
+        self.inflight += 1
+
+    def leave(self) -> None:
+        self.inflight -= 1
+        if self.inflight == 0 and self._idle is not None:
+            self._idle.set()
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait until no request is in flight on this runtime (True) or the timeout passed (False)."""
+        if self.inflight:
+            self._idle = asyncio.Event()
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await self._idle.wait()
+            except TimeoutError:
+                return False
+        return True
+
+    # --- background work ----------------------------------------------------------------------------------------
+    def background(self, coro: Coroutine[Any, Any, Any], what: str = "background work") -> None:
+        """Run after the answer, owned by this runtime: referenced until done, awaited before the runtime closes."""
+        if self.closed:
+            coro.close()
+            log.error("%s handed to a closed runtime: refused", what)
+            raise RuntimeClosedError(f"{what} handed to a closed runtime")
         task = asyncio.ensure_future(coro)
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(self._task_done)
 
-    async def close(self, grace_s: float = 5.0) -> None:
-        if self.tasks:
-            await asyncio.wait(list(self.tasks), timeout=grace_s)
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("background work failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
+
+    def store(self, ctx: RequestContext, make_answer: Callable[[], CachedAnswer]) -> None:
+        """Store a complete answer in the background; building the stored form is part of that work."""
+        exact, semantic = self.exact, self.semantic
+        if exact is None and (semantic is None or ctx.endpoint != "chat"):
+            return
+
+        async def store() -> None:
+            answer = make_answer()
+            if exact is not None and ctx.cache_key:
+                await exact.put(ctx.cache_key, answer, ctx.directives.ttl_s)
+            if semantic is not None and ctx.endpoint == "chat":
+                semantic.store(ctx, answer)
+
+        self.background(store(), "cache store")
+
+    # --- the end ------------------------------------------------------------------------------------------------
+    async def retire(self, successor: Callable[[], Runtime | None], drain_s: float | None = None) -> None:
+        """After a reload: let in-flight requests finish (up to the longest upstream deadline), then close, handing
+        spend records Redis would not take to the successor so that nothing is lost or counted twice."""
+        self.closing = True
+        limit = drain_s if drain_s is not None else max(m.timeouts.total_s for m in self.config.models) + 5
+        if not await self.drain(limit):
+            log.warning("retiring runtime: %d request(s) still in flight after %.0fs; closing anyway",
+                        self.inflight, limit)
+        await self.close(successor=successor)
+
+    async def close(self, grace_s: float = 5.0, successor: Callable[[], Runtime | None] | None = None) -> None:
+        if self.closed:
+            return
+        # Requests that are still running may add work until they end; wait for that work too (bounded).
+        deadline = time.monotonic() + grace_s
+        while self.tasks and time.monotonic() < deadline:
+            await asyncio.wait(list(self.tasks), timeout=max(0.0, deadline - time.monotonic()))
+        self.closed = True
         for stage in (self.semantic, self.governor, self.spend, self.identity):
             if stage is not None:
                 try:
                     await stage.close()
                 except Exception:  # closing must go on for the other stages
                     log.exception("closing %s failed", type(stage).__name__)
+        heir = successor() if successor is not None else None  # asked now: reloads may have followed meanwhile
+        if heir is not None and heir is not self and not heir.closed:
+            hand_over_spend(self.spend, heir.spend)
         await close_client(self.redis)
+
+
+def hand_over_spend(old: SpendRecorder | None, new: SpendRecorder | None) -> int:
+    """Move the spend records a closing runtime could not hand to Redis into its successor's buffer (same batch id
+    for a batch whose hand-off may have landed: the commit is idempotent by id). Returns the records moved."""
+    old_buf, new_buf = getattr(old, "buffer", None), getattr(new, "buffer", None)
+    if old_buf is None or new_buf is None or not old_buf.depth:
+        return 0
+    moved = old_buf.depth
+    pending, old_buf.pending = old_buf.pending, None
+    if pending is not None:
+        if new_buf.pending is None:
+            new_buf.pending = pending
+        else:
+            new_buf.records.extend(record_from_dict(d) for d in orjson.loads(pending[1])["records"])
+    new_buf.records.extend(old_buf.records)
+    old_buf.records.clear()
+    log.info("handed %d spend record(s) of the retired runtime to the new one", moved)
+    return moved
 
 
 async def build_runtime(config: Config, metrics: Metrics, session: aiohttp.ClientSession) -> Runtime:
     redis = make_client(config.redis, on_auth_event=lambda kind, result: metrics.redis_auth.labels(kind, result).inc())
-    guard = RedisGuard(config.redis.op_timeout_ms / 1000, config.redis.circuit_breaker, metrics)
+    health = RedisHealth(config.redis.op_timeout_ms / 1000, config.redis.circuit_breaker, metrics)
     rt = Runtime(
         config=config,
         metrics=metrics,
         redis=redis,
-        guard=guard,
+        health=health,
         models=config.model_by_name(),
         providers={m.name: make_provider(m, session, metrics) for m in config.models},
         caller=caller_from_env(config),
@@ -97,13 +202,13 @@ async def build_runtime(config: Config, metrics: Metrics, session: aiohttp.Clien
     )
     # Cluster clients initialise lazily and race on a burst of first commands: do it once now (Redis may be down:
     # then the stages initialise on first use).
-    await guard.call("initialize", lambda: ensure_initialized(redis), default=None,
+    await health.call("initialize", lambda: ensure_initialized(redis), default=None,
                      timeout_s=config.redis.connect_timeout_ms / 1000 * 4)
     rt.capabilities = Capabilities(metrics, need_search=config.cache.semantic.enabled)
     await guard.call("capabilities", lambda: rt.capabilities.check(redis), default=None,
                      timeout_s=config.redis.connect_timeout_ms / 1000 * 4)
     if config.cache.exact.enabled:
-        rt.exact = ExactCache(redis, guard, metrics, config.cache.exact.ttl_s, config.cache.exact.max_entry_bytes)
+        rt.exact = ExactCache(redis, health, metrics, config.cache.exact.ttl_s, config.cache.exact.max_entry_bytes)
     await _build_stages(rt)
     return rt
 
@@ -115,8 +220,8 @@ async def _build_stages(rt: Runtime) -> None:
         # Imported only when enabled: the embedding runtime (onnxruntime, tokenizers) is heavy.
         from .cache.semantic import build_semantic
 
-        rt.semantic = await _maybe_await(build_semantic(cfg, rt.redis, rt.metrics))
-    rt.governor = build_governor(cfg, rt.redis, rt.metrics)
+        rt.semantic = await _maybe_await(build_semantic(cfg, rt.redis, rt.metrics, health=rt.health))
+    rt.governor = build_governor(cfg, rt.redis, rt.metrics, health=rt.health)
     rt.spend = build_spend(cfg, rt.redis, rt.metrics)
 
 

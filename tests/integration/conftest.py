@@ -18,7 +18,8 @@ from llmgw_sidecar.runtime import Runtime
 from tests.fake_upstream import FakeUpstream
 from tests.servers import ThreadServer
 
-UPSTREAM_MODELS = ("ok", "tools", "flaky-429", "flaky-500", "bad-400", "slow", "broken-stream", "no-usage")
+UPSTREAM_MODELS = ("ok", "tools", "flaky-429", "flaky-500", "bad-400", "slow", "broken-stream", "no-usage",
+                   "bad-event", "null-event", "error-event", "slow-stream")
 
 
 @pytest.fixture(scope="session")

@@ -10,10 +10,15 @@ from tests.redis_servers import ClusterTopology, SentinelTopology
 
 
 def _hit_after_miss(gw, content: str) -> list[str]:
+    """Miss, then (once the background store has landed: it runs after the answer) the same request again."""
     c = gw.client()
     msgs = [{"role": "user", "content": content}]
-    return [c.chat.completions.with_raw_response.create(model="ok", messages=msgs).headers["x-llmgw-cache"]
-            for _ in range(2)]
+    stored = gw.sample("llmgw_cache_stores_total")
+    first = c.chat.completions.with_raw_response.create(model="ok", messages=msgs).headers["x-llmgw-cache"]
+    deadline = time.monotonic() + 5
+    while gw.sample("llmgw_cache_stores_total") == stored and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return [first, c.chat.completions.with_raw_response.create(model="ok", messages=msgs).headers["x-llmgw-cache"]]
 
 
 def test_sentinel_topology(make_gateway, redis_sentinel: SentinelTopology, fake_upstream: FakeUpstream) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import urllib.request
 from pathlib import Path
 
 import openai
@@ -41,5 +42,66 @@ def test_reload_adds_model_and_ignores_invalid_file(tmp_path: Path, redis_standa
         assert [m.id for m in c.models.list()] == ["a", "b"]
         with pytest.raises(openai.NotFoundError):
             c.chat.completions.create(model="broken", messages=[{"role": "user", "content": "x"}])
+    finally:
+        srv.stop()
+
+
+def test_requests_in_flight_during_reload_are_recorded_exactly_once(tmp_path: Path, redis_standalone: str,
+                                                                    fake_upstream) -> None:
+    """A 2 s streamed request and a 2 s plain one both span a reload: each is answered in full and recorded once
+    (the old runtime drains them, hands its spend off, and only then closes)."""
+    import http.client
+    import json
+    import threading
+    import uuid
+
+    from llmgw_sidecar.app import RUNTIME
+
+    path = tmp_path / "config.yaml"
+    up = {"provider": "openai", "base_url": fake_upstream.url, "api_key": "sk-upstream",
+          "timeouts": {"first_byte_s": 5, "total_s": 10}}
+    doc = {"gateway": {"name": f"reload-{uuid.uuid4().hex[:6]}"},
+           "redis": {"url": redis_standalone, "key_prefix": f"rl{uuid.uuid4().hex[:8]}"},
+           "spend": {"flush_interval_s": 0.1}, "cache": {"exact": {"enabled": False}},
+           "models": [{"name": "slow-stream", **up}, {"name": "slow", **up}]}
+    path.write_text(yaml.safe_dump(doc))
+    fake_upstream.slow_s, fake_upstream.slow_chunk_s = 2.0, 0.4
+    srv = ThreadServer(lambda: create_app(load_config(path), config_path=path, metrics=Metrics(),
+                                          reload_interval_s=0.05)).start()
+    results: dict[str, tuple[int, bytes]] = {}
+
+    def call(model: str, stream: bool) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=20)
+        body = {"model": model, "stream": stream, "messages": [{"role": "user", "content": "a b c d"}]}
+        conn.request("POST", "/v1/chat/completions", json.dumps(body), {"Content-Type": "application/json"})
+        r = conn.getresponse()
+        results[model] = (r.status, r.read())
+        conn.close()
+
+    try:
+        old = srv.app[RUNTIME].current
+        threads = [threading.Thread(target=call, args=("slow-stream", True)),
+                   threading.Thread(target=call, args=("slow", False))]
+        for t in threads:
+            t.start()
+        _wait(lambda: old.inflight == 2)
+        doc["models"].append({"name": "new", "provider": "mock"})
+        path.write_text(yaml.safe_dump(doc))
+        _wait(lambda: srv.app[RUNTIME].current is not old)
+        assert old.inflight == 2 and not old.closed  # swapped while both are still running on the old runtime
+        for t in threads:
+            t.join(20)
+        status, raw = results["slow-stream"]
+        assert status == 200 and raw.rstrip().endswith(b"data: [DONE]") and b'"error"' not in raw
+        assert results["slow"][0] == 200
+        _wait(lambda: old.closed, timeout=10)
+
+        def totals() -> dict:
+            with urllib.request.urlopen(srv.url + "/spend", timeout=5) as r:
+                return json.loads(r.read())["totals"]
+
+        _wait(lambda: totals()["requests"] == 2, timeout=10)
+        time.sleep(0.5)  # several flush intervals later: still exactly once each
+        assert totals()["requests"] == 2
     finally:
         srv.stop()

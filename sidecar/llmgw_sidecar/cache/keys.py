@@ -1,7 +1,8 @@
 """Cache keys: the scope a caller may share answers in, and the fingerprint of a request.
 
-The fingerprint covers the model and every field that can change the output; fields that only track, bill or
-transport (user, metadata, stream, cache controls...) are left out so that they never split or leak the cache.
+The fingerprint covers the upstream identity (who produced the answer) and every field that can change the output;
+fields that only track, bill or transport (user, metadata, stream, cache controls...) are left out so that they never
+split or leak the cache. Exact and semantic keys both derive from `canonical()` with `upstream_identity()`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from urllib.parse import quote
 
 import orjson
 
-from ..config import Scope
+from ..config import ModelConfig, Provider, Scope
 from ..context import Caller
 
 # Never part of the fingerprint: they do not change what the model answers.
@@ -38,15 +39,41 @@ def scope_key(scope: Scope, gateway_ns: str, gateway_name: str, caller: Caller) 
     return f"{gw}|key:{caller.api_key_hash or '-'}"
 
 
-def canonical(endpoint: str, upstream_model: str, body: dict[str, Any], drop: frozenset[str] = frozenset()) -> bytes:
-    """Deterministic bytes for the output-relevant part of a request (sorted keys, compact)."""
+_IDENTITIES: dict[int, tuple[ModelConfig, str]] = {}
+
+
+def upstream_identity(model: ModelConfig) -> str:
+    """Who answers for this model: provider, base URL (scheme and host lower-cased, no trailing slash), upstream
+    model or Azure deployment, api-version; for the mock, its settings (they change its answers). Changing any of
+    them changes every cache key of the model, so one upstream's answers are never served for another's.
+    Only ever hashed into keys (a base URL may carry credentials)."""
+    hit = _IDENTITIES.get(id(model))
+    if hit is not None and hit[0] is model:
+        return hit[1]
+    if model.provider == Provider.mock:
+        ident = f"mock|{model.upstream_model}|{model.mock.model_dump_json()}"
+    else:
+        base = (model.base_url or "").rstrip("/")
+        scheme, sep, rest = base.partition("://")
+        host, slash, path = rest.partition("/")
+        base = f"{scheme.lower()}{sep}{host.lower()}{slash}{path}"
+        ident = f"{model.provider.value}|{base}|{model.upstream_model}|{model.api_version or ''}"
+    if len(_IDENTITIES) > 1000:  # one entry per model of the live runtimes; reloads add new objects
+        _IDENTITIES.clear()
+    _IDENTITIES[id(model)] = (model, ident)
+    return ident
+
+
+def canonical(endpoint: str, upstream: str, body: dict[str, Any], drop: frozenset[str] = frozenset()) -> bytes:
+    """Deterministic bytes for the output-relevant part of a request (sorted keys, compact). `upstream` is
+    `upstream_identity(model)`."""
     fields = {k: v for k, v in body.items() if k not in NON_OUTPUT_FIELDS and k not in drop and v is not None}
-    fields["model"] = upstream_model
+    fields["model"] = upstream
     return orjson.dumps({"e": endpoint, "r": fields}, option=orjson.OPT_SORT_KEYS)
 
 
-def fingerprint(endpoint: str, upstream_model: str, body: dict[str, Any], drop: frozenset[str] = frozenset()) -> str:
-    return hashlib.sha256(canonical(endpoint, upstream_model, body, drop)).hexdigest()
+def fingerprint(endpoint: str, upstream: str, body: dict[str, Any], drop: frozenset[str] = frozenset()) -> str:
+    return hashlib.sha256(canonical(endpoint, upstream, body, drop)).hexdigest()
 
 
 def key_part(value: str) -> str:
@@ -72,4 +99,5 @@ def api_key_hash(authorization: str | None) -> str | None:
     token = authorization.removeprefix("Bearer ").strip()
     if not token:
         return None
-    return hashlib.sha256(token.encode()).hexdigest()[:16]
+    # surrogateescape: a header with bytes that are not UTF-8 still hashes (aiohttp decodes them that way)
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()[:16]

@@ -27,9 +27,9 @@ from ..context import CachedAnswer, RequestContext, Usage
 from ..embeddings.base import Embedder, EmbeddingError
 from ..embeddings.factory import make_embedder
 from ..metrics import Metrics
-from ..redis_guard import CircuitBreaker, RateLimitedLog
+from ..redis_guard import CircuitBreaker, RateLimitedLog, RedisHealth
 from .guards import first_rejecting
-from .keys import canonical
+from .keys import canonical, upstream_identity
 from .semantic_index import Candidate, ShardIndex, VectorStore
 
 log = logging.getLogger("llmgw.semantic")
@@ -67,9 +67,10 @@ def question_and_context(body: dict[str, Any], max_chars: int) -> tuple[str, dic
     return text, rest
 
 
-def context_hash(upstream_model: str, rest: dict[str, Any]) -> str:
-    """The exact part of a request: canonical request (cache.keys rules) without the last user message's text."""
-    return hashlib.sha256(canonical("chat", upstream_model, rest)).hexdigest()[:32]
+def context_hash(upstream: str, rest: dict[str, Any]) -> str:
+    """The exact part of a request: canonical request (cache.keys rules, upstream identity included) without the last
+    user message's text."""
+    return hashlib.sha256(canonical("chat", upstream, rest)).hexdigest()[:32]
 
 
 def scope_hash(scope: str, namespace: str | None, generation: int = 0) -> str:
@@ -80,7 +81,7 @@ def scope_hash(scope: str, namespace: str | None, generation: int = 0) -> str:
 class SemanticCache:
     def __init__(self, cfg: SemanticCacheConfig, embedder: Embedder, metrics: Metrics, *, redis: Any, key_prefix: str,
                  node_client: Any = None, search_timeout_s: float = 0.1,
-                 breaker: CircuitBreakerConfig | None = None, generation: int = 0, gateway: str = "") -> None:
+                 breaker: CircuitBreakerConfig | CircuitBreaker | None = None, generation: int = 0, gateway: str = "") -> None:
         self.cfg = cfg
         self.generation = generation
         self.gateway = gateway  # "ns/name": stored in plain text so that cache.admin can select this gateway's entries
@@ -96,7 +97,8 @@ class SemanticCache:
         self._log = RateLimitedLog(log, every_s=30.0)
         # While Redis is down, do not pay the search deadline on every request: skip the lookup (and stores) until
         # the breaker lets one probe through.
-        self.breaker = CircuitBreaker(breaker or CircuitBreakerConfig())
+        # (the runtime passes its one shared breaker; a private one when used alone)
+        self.breaker = breaker if isinstance(breaker, CircuitBreaker) else CircuitBreaker(breaker or CircuitBreakerConfig())
 
     # --- lookup --------------------------------------------------------------------------------------------------
 
@@ -116,7 +118,7 @@ class SemanticCache:
             self._count("ineligible")
             return None
         text, rest = split
-        ctx_h = context_hash(ctx.model.upstream_model, rest)
+        ctx_h = context_hash(upstream_identity(ctx.model), rest)
         scope_h = scope_hash(ctx.scope, ctx.directives.namespace, self.generation)
         vec = await self._embed(text)
         # Keep what we computed: a miss stores this very question after the upstream answers.
@@ -135,7 +137,7 @@ class SemanticCache:
                 found, failed = await store.search(vec, ctx.model.name, ctx_h, scope_h, CANDIDATES_PER_SHARD,
                                                    self._shard_error, timeout_s=self.search_timeout_s)
         except Exception as e:  # noqa: BLE001 - timeout, cluster layout unreadable, ...: a miss, and the breaker knows
-            self.breaker.failure()
+            self.breaker.failure(e)
             self.metrics.redis_errors.labels("semantic_search").inc()
             self._count("error")
             self._log.warning("search", f"semantic search failed: {type(e).__name__}: {e}")
@@ -234,7 +236,7 @@ class SemanticCache:
             if split is None:
                 return "skipped"
             text, rest = split
-            state = (text, context_hash(ctx.model.upstream_model, rest),
+            state = (text, context_hash(upstream_identity(ctx.model), rest),
                      scope_hash(ctx.scope, ctx.directives.namespace, self.generation), None)
         text, ctx_h, scope_h, vec = state
         if vec is None:
@@ -294,8 +296,8 @@ def _answer(cand: Candidate) -> CachedAnswer | None:
                         distance=round(cand.distance, 6))
 
 
-async def build_semantic(config: Config, redis: Any, metrics: Metrics, *, embedder: Embedder | None = None
-                         ) -> SemanticCache | None:
+async def build_semantic(config: Config, redis: Any, metrics: Metrics, *, embedder: Embedder | None = None,
+                         health: RedisHealth | None = None) -> SemanticCache | None:
     """The app's factory: None when disabled. Model trouble does not stop the sidecar (lookups are misses). The model
     loads in a thread (about half a second): a config reload must not stall requests in flight."""
     cfg = config.cache.semantic
@@ -320,6 +322,6 @@ async def build_semantic(config: Config, redis: Any, metrics: Metrics, *, embedd
         key_prefix=config.redis.key_prefix, node_client=node_client,
         # one KNN per shard, concurrently; a little more than one cache op, but still a hard bound
         search_timeout_s=max(config.redis.op_timeout_ms / 1000 * 2, 0.05),
-        breaker=config.redis.circuit_breaker,
+        breaker=health.breaker if health is not None else config.redis.circuit_breaker,
         generation=config.cache.generation, gateway=f"{config.gateway.namespace}/{config.gateway.name}",
     )
