@@ -17,6 +17,7 @@ from kubernetes import client
 from . import webhook
 from .apply import Applier
 from .crd import GROUP, PLURAL, VERSION
+from .metrics import OPERATOR_METRICS
 from .reconcile import Reconciler, Result, Settings
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,8 @@ def register(registry: kopf.OperatorRegistry, api_client_factory: Callable[[], c
     settings = settings or HandlerSettings()
     reconciler = Reconciler(Applier(api_client_factory()), settings.reconcile)
 
-    def write(body: kopf.Body, result: Result) -> None:
+    def write(body: kopf.Body, result: Result, trigger: str = "change") -> None:
+        OPERATOR_METRICS.reconciled(body["metadata"]["namespace"], body["metadata"]["name"], trigger, result.status)
         changed = {k: v for k, v in result.applied.items() if v != "unchanged"}
         if changed:
             log.info("%s/%s: %s", body["metadata"]["namespace"], body["metadata"]["name"], changed)
@@ -52,7 +54,7 @@ def register(registry: kopf.OperatorRegistry, api_client_factory: Callable[[], c
     @kopf.timer(GROUP, VERSION, PLURAL, registry=registry, id="refresh", interval=settings.status_interval_s,
                 initial_delay=min(5.0, settings.status_interval_s), sharp=False)
     def refresh_gateway(body: kopf.Body, **_: Any) -> None:
-        write(body, reconciler.reconcile(_plain(body), read_spend=True))
+        write(body, reconciler.reconcile(_plain(body), read_spend=True), trigger="timer")
 
     if settings.webhook:
         webhook.register(registry)

@@ -30,6 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 
 from llmgw_operator import injection
 from llmgw_operator.crd import GROUP, PLURAL, VERSION
+from llmgw_operator.metrics import OPERATOR_METRICS
 from llmgw_operator.webhook_kube import (
     API_CALLS,
     KubeBackend,
@@ -247,7 +248,8 @@ class WebhookServer:
         return web.json_response(out)
 
     async def _metrics(self, _request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        body = generate_latest(self.metrics.registry) + generate_latest(OPERATOR_METRICS.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app(), access_log=None)
@@ -326,6 +328,7 @@ def register(registry: Any, api_client_factory: Callable[[], Any] | None = None,
         if api is None:  # the server has not started (yet): nothing to compare against
             return
         status, names = uninjected_report(list_pods(api, namespace), name, spec)
+        OPERATOR_METRICS.uninjected_pods.labels(namespace, name).set(len(names))
         if (body.get("status") or {}).get("injection") != status:
             patch.status["injection"] = status
         key = (namespace, name)

@@ -171,6 +171,10 @@ class Metrics:
         self.budget_remaining = Gauge(
             "llmgw_budget_remaining_usd", "Remaining USD of a budget after the latest decision.", ["budget"], registry=r,
         )
+        self.budget_used = Gauge(
+            "llmgw_budget_used_ratio", "Share of a budget used (0-1+) by the caller of the latest decision.",
+            ["budget"], registry=r,
+        )
         self.spend = Counter(
             "llmgw_spend_usd", "USD spent upstream, by model (estimated costs included). Per scope: GET /spend.",
             ["model"], registry=r,
@@ -202,6 +206,14 @@ class Metrics:
         self.spend_flush_latency = Histogram(
             "llmgw_spend_flush_duration_seconds", "Time to commit one batch (move, sinks, commit, acknowledge).",
             buckets=FAST_BUCKETS, registry=r,
+        )
+        self.spend_handoff_age = Gauge(
+            "llmgw_spend_handoff_age_seconds", "Age of the oldest spend record of this process not yet handed to "
+            "Redis (0 when none waits).", registry=r,
+        )
+        self.spend_flush_interval = Gauge(
+            "llmgw_spend_flush_interval_seconds", "spend.flush_interval_s: how often records are handed to Redis "
+            "(alerts compare the hand-off age with it).", registry=r,
         )
         self.spend_flusher_leader = Gauge(
             "llmgw_spend_flusher_leader", "1 while this process holds the flusher lock.", registry=r,

@@ -290,6 +290,7 @@ class RedisGovernor:
         if budgets and d.budget_left:
             for b, left in zip(budgets, d.budget_left, strict=True):
                 self.metrics.budget_remaining.labels(b.name).set(max(0, left) / NANO)
+                self.metrics.budget_used.labels(b.name).set(1 - left / b.max_nusd if b.max_nusd else 0.0)
             ctx.headers["x-llmgw-budget-remaining"] = f"{max(0, min(d.budget_left)) / NANO:.6f}"
 
     def _reject(self, ctx: RequestContext, specs: list[LimitSpec], budgets: list[BudgetCheck], d: Decision) -> None:

@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "llmgateway"
 RELEASE, NAMESPACE = "llmgw", "llmgateway-system"
 VERSIONS = ("1.29", kubernetes_validate.latest_version())
+PROM_OPERATOR_CRDS = REPO / "tests" / "data" / "prometheus-operator"
 
 
 def render(values: dict[str, Any] | None = None, namespace: str = NAMESPACE) -> list[dict[str, Any]]:
@@ -46,15 +47,25 @@ def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     return found[0]
 
 
+def _go_patterns(schema: Any) -> Any:
+    """Go's RE2 takes a flag group after ^ ("^(?i)..."), Python's re only at the start: move it, same meaning."""
+    if isinstance(schema, dict):
+        return {k: (v.replace("^(?i)", "(?i)^") if k == "pattern" else _go_patterns(v)) for k, v in schema.items()}
+    if isinstance(schema, list):
+        return [_go_patterns(v) for v in schema]
+    return schema
+
+
 @functools.cache
 def _crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
     """(apiVersion, kind) -> JSON schema of every CRD the chart ships."""
     out = {}
-    for path in sorted((CHART / "crds").glob("*.yaml")):
+    # The chart's own CRDs, and the prometheus-operator CRDs it can render objects of (vendored test data).
+    for path in [*sorted((CHART / "crds").glob("*.yaml")), *sorted(PROM_OPERATOR_CRDS.glob("*.yaml"))]:
         for crd in yaml.safe_load_all(path.read_text()):
             for v in crd["spec"]["versions"]:
                 key = (f"{crd['spec']['group']}/{v['name']}", crd["spec"]["names"]["kind"])
-                out[key] = crd_mod.to_json_schema(v["schema"]["openAPIV3Schema"])
+                out[key] = _go_patterns(crd_mod.to_json_schema(v["schema"]["openAPIV3Schema"]))
     return out
 
 

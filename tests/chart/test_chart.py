@@ -21,6 +21,8 @@ MATRIX: dict[str, dict[str, Any]] = {
                                                                           "group": "cert-manager.io"}}},
     "certgen-job": {"webhook": {"certgenJob": {"enabled": True}}},
     "everything-on": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
+                      "podMonitor": {"enabled": True, "namespaces": ["team-a"], "selector": {"matchLabels": {"a": "b"}}},
+                      "prometheusRule": {"enabled": True}, "grafanaDashboard": {"enabled": True},
                       "webhook": {"excludeNamespaces": ["ci", "kube-system"], "nativeSidecars": "false",
                                   "timeoutSeconds": 10},
                       "operator": {"replicas": 3, "watchNamespaces": ["a", "b"], "priorityClassName": "high",

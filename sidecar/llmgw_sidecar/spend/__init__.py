@@ -81,6 +81,7 @@ class SpendService:
         self.flusher = Flusher(redis, base, self.prefix, g.namespace, g.name, metrics,
                                lock_ttl_s=self.cfg.lock_ttl_s, sinks=sinks, sink_backlog=self.cfg.sink_backlog_batches)
         self._children: dict[tuple[Any, ...], Any] = {}
+        metrics.spend_flush_interval.set(self.cfg.flush_interval_s)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 

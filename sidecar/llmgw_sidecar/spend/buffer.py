@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections import deque
 from typing import Any
@@ -42,6 +43,7 @@ class SpendBuffer:
         self.timeout_s = timeout_s
         self.records: deque[SpendRecord] = deque()
         self.pending: tuple[str, bytes, int] | None = None  # (batch id, payload, records) awaiting confirmation
+        self._pending_ts = 0.0  # wall time of the oldest record in `pending`
         self.dropped = 0
         self._aof: bool | None = None
         self._lock = asyncio.Lock()
@@ -70,6 +72,7 @@ class SpendBuffer:
             recs = [self.records.popleft().to_dict() for _ in range(n)]
             bid = uuid.uuid4().hex
             self.pending = (bid, orjson.dumps({"id": bid, "records": recs}), n)
+            self._pending_ts = recs[0]["ts"]
         return self.pending
 
     async def _one_connection(self, cmds: list[tuple[Any, ...]]) -> list[Any]:
@@ -131,6 +134,8 @@ class SpendBuffer:
                 self.metrics.spend_handoffs.labels("ok").inc()
                 self.metrics.spend_records.labels("handed_off").inc(batch[2])
         self.metrics.spend_buffer_depth.labels("memory").set(self.depth)
+        oldest = self._pending_ts if self.pending else (self.records[0].ts if self.records else None)
+        self.metrics.spend_handoff_age.set(max(0.0, time.time() - oldest) if oldest is not None else 0.0)
         return handed
 
     async def _push(self, payload: bytes) -> bool:
