@@ -170,7 +170,9 @@ class Reconciler:
             if ext.get("urlSecretRef"):
                 url = self.applier.secret_value(gw.namespace, ext["urlSecretRef"]["name"],
                                                 ext["urlSecretRef"]["key"])[1]
-            tls = bool(ext["tls"]) or str(url or "").startswith("rediss://")
+            tls = bool(ext["tls"]) or str(url or "").startswith("rediss://") or "caSecretRef" in ext
+            if ext.get("caSecretRef"):
+                ca = self.applier.secret_value(gw.namespace, ext["caSecretRef"]["name"], ext["caSecretRef"]["key"])[1]
         elif gw.tls:
             ca = self.applier.secret_value(gw.namespace, gw.redis["tls"]["secretName"], "ca.crt")[1]
         if url and url.startswith("rediss://"):
@@ -180,6 +182,7 @@ class Reconciler:
             mode=ep["mode"], url=_dial_url(url, dial) if url else url,
             sentinels=tuple(dial(s) for s in ep.get("sentinels", ())), master_name=ep.get("masterName", ""),
             nodes=tuple(dial(n) for n in ep.get("nodes", ())), password=password, tls=tls, ca_pem=ca,
+            username=(gw.redis.get("external") or {}).get("username") if gw.mode == "external" else None,
             timeout_s=self.settings.redis_timeout_s,
         )
 
@@ -187,6 +190,10 @@ class Reconciler:
         if gw.mode == "external":
             target = self._target(gw)
             ok, msg = self._ping(target)
+            if not ok and gw.redis["external"].get("iam") and "auth" in msg.lower():
+                # IAM tokens belong to the sidecars' identity, not the operator's: an answer asking for AUTH is
+                # as much as the operator can see.
+                ok, msg = True, "answers; IAM authentication is done by the sidecars"
             obs.redis = Check(True, "Reachable", f"external {target.mode} Redis answers PING") if ok \
                 else Check(False, "Unreachable", f"external Redis: {msg}")
         else:

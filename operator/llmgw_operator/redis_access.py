@@ -23,6 +23,7 @@ class Target:
     master_name: str = "mymaster"
     nodes: tuple[str, ...] = ()
     password: str | None = None
+    username: str | None = None  # external Redis: ACL user
     tls: bool = False
     ca_pem: str | None = None
     timeout_s: float = 1.0
@@ -36,6 +37,7 @@ def _split(hostport: str) -> tuple[str, int]:
 def _kw(t: Target) -> dict[str, Any]:
     kw: dict[str, Any] = {
         "password": t.password,
+        "username": t.username,
         "socket_timeout": t.timeout_s,
         "socket_connect_timeout": t.timeout_s,
         "decode_responses": True,

@@ -25,6 +25,11 @@ CONFIG_PATH = f"{CONFIG_DIR}/{CONFIG_KEY}"
 CONFIG_VOLUME = "llmgw-config"
 TLS_VOLUME = "llmgw-redis-tls"
 TLS_DIR = "/etc/llmgw-redis-tls"
+# external Redis: the user's CA bundle and client certificate (issue 12)
+EXT_CA_VOLUME = "llmgw-redis-ca"
+EXT_CA_DIR = "/etc/llmgw-redis-ca"
+EXT_CLIENT_VOLUME = "llmgw-redis-client"
+EXT_CLIENT_DIR = "/etc/llmgw-redis-client"
 KEY_PREFIX = "llmgw"
 SENTINEL_MASTER_NAME = "llmgw"
 
@@ -100,7 +105,33 @@ def referenced_secrets(gw: Gateway) -> list[tuple[str, str]]:
         pairs.append((ref["name"], ref["key"]))
     if gw.tls and gw.mode != "external":
         pairs += [(gw.redis["tls"]["secretName"], k) for k in ("tls.crt", "tls.key", "ca.crt")]
+    pairs += _external_tls_pairs(gw)
     return pairs
+
+
+def _external_tls_pairs(gw: Gateway) -> list[tuple[str, str]]:
+    ext = gw.redis.get("external") or {} if gw.mode == "external" else {}
+    pairs = [(ext["caSecretRef"]["name"], ext["caSecretRef"]["key"])] if ext.get("caSecretRef") else []
+    if ext.get("clientCertSecretName"):
+        pairs += [(ext["clientCertSecretName"], k) for k in ("tls.crt", "tls.key")]
+    return pairs
+
+
+def _external_tls_volumes(gw: Gateway) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The external Redis's CA bundle and client certificate, mounted read-only (only the keys needed)."""
+    ext = gw.redis.get("external") or {} if gw.mode == "external" else {}
+    vols: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    if ext.get("caSecretRef"):
+        ref = ext["caSecretRef"]
+        vols.append({"name": EXT_CA_VOLUME, "secret": {"secretName": ref["name"],
+                                                       "items": [{"key": ref["key"], "path": "ca.crt"}]}})
+        mounts.append({"name": EXT_CA_VOLUME, "mountPath": EXT_CA_DIR, "readOnly": True})
+    if ext.get("clientCertSecretName"):
+        vols.append({"name": EXT_CLIENT_VOLUME, "secret": {"secretName": ext["clientCertSecretName"], "items": [
+            {"key": "tls.crt", "path": "tls.crt"}, {"key": "tls.key", "path": "tls.key"}]}})
+        mounts.append({"name": EXT_CLIENT_VOLUME, "mountPath": EXT_CLIENT_DIR, "readOnly": True})
+    return vols, mounts
 
 
 def sidecar_volumes(spec: Any, gateway_name: str | None = None) -> list[dict[str, Any]]:
@@ -112,7 +143,7 @@ def sidecar_volumes(spec: Any, gateway_name: str | None = None) -> list[dict[str
     if gw.tls and gw.mode != "external":
         vols.append({"name": TLS_VOLUME, "secret": {"secretName": gw.redis["tls"]["secretName"],
                                                     "items": [{"key": "ca.crt", "path": "ca.crt"}]}})
-    return vols
+    return vols + _external_tls_volumes(gw)[0]
 
 
 def sidecar_volume_mounts(spec: Any, gateway_name: str | None = None) -> list[dict[str, Any]]:
@@ -120,7 +151,7 @@ def sidecar_volume_mounts(spec: Any, gateway_name: str | None = None) -> list[di
     mounts = [{"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True}]
     if gw.tls and gw.mode != "external":
         mounts.append({"name": TLS_VOLUME, "mountPath": TLS_DIR, "readOnly": True})
-    return mounts
+    return mounts + _external_tls_volumes(gw)[1]
 
 
 def redis_endpoints(gw: Gateway) -> dict[str, Any]:
@@ -162,8 +193,22 @@ def _redis_section(gw: Gateway) -> dict[str, Any]:
             sec["url"] = ext["url"] if ext.get("url") else ENV_REF + REDIS_URL_ENV
         if ext.get("passwordSecretRef"):
             sec["password"] = ENV_REF + REDIS_PASSWORD_ENV
-        if ext["tls"] or str(ext.get("url", "")).startswith("rediss://"):
+        if ext["tls"] or str(ext.get("url", "")).startswith("rediss://") or ext.get("caSecretRef") \
+                or ext.get("clientCertSecretName"):
             sec["tls"] = {"enabled": True}
+        if ext.get("caSecretRef"):
+            sec["tls"]["ca_file"] = f"{EXT_CA_DIR}/ca.crt"
+        if ext.get("clientCertSecretName"):
+            sec["tls"].update(cert_file=f"{EXT_CLIENT_DIR}/tls.crt", key_file=f"{EXT_CLIENT_DIR}/tls.key")
+        if ext.get("username"):
+            sec["username"] = ext["username"]
+        if ext.get("iam"):
+            iam = ext["iam"]
+            sec["iam"] = {"provider": iam["provider"]}
+            for src, dst in (("gcpServiceAccount", "gcp_service_account"), ("awsRegion", "aws_region"),
+                             ("awsCacheName", "aws_cache_name"), ("awsServerless", "aws_serverless")):
+                if src in iam:
+                    sec["iam"][dst] = iam[src]
     else:
         if gw.auth:
             sec["password"] = ENV_REF + REDIS_PASSWORD_ENV
