@@ -93,7 +93,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return kopf.login_via_client(**kw)  # type: ignore[arg-type]
 
     settings = HandlerSettings(status_interval_s=args.status_interval,
-                               reconcile=Settings(cluster_domain=args.cluster_domain), webhook=not args.no_webhook)
+                               reconcile=Settings(
+                                   cluster_domain=args.cluster_domain,
+                                   gateway_image=os.environ.get("LLMGW_SIDECAR_IMAGE") or Settings.gateway_image,
+                                   gateway_cluster_role=os.environ.get("LLMGW_GATEWAY_CLUSTER_ROLE")
+                                   or Settings.gateway_cluster_role), webhook=not args.no_webhook)
     from kubernetes.config import ConfigException
 
     try:

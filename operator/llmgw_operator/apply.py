@@ -21,6 +21,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from .builders.common import MANAGED_BY, Manifest, content_hash
+from .builders.gateway import GATEWAY_NS_LABEL
 from .crd import GROUP, PLURAL, VERSION
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class Kind:
     suffix: str  # e.g. "config_map" in read_namespaced_config_map
     create_only: bool = False  # never patched (the generated password must not change)
     prunable: bool = True
+    namespaced: bool = True  # cluster-scoped children cannot be owned by a gateway: pruned by their labels
 
 
 KINDS: dict[str, Kind] = {
@@ -45,6 +47,14 @@ KINDS: dict[str, Kind] = {
     "Service": Kind("", "services", client.CoreV1Api, "service"),
     "StatefulSet": Kind("apps", "statefulsets", client.AppsV1Api, "stateful_set"),
     "PodDisruptionBudget": Kind("policy", "poddisruptionbudgets", client.PolicyV1Api, "pod_disruption_budget"),
+    # The shared gateway (builders/gateway.py).
+    "ServiceAccount": Kind("", "serviceaccounts", client.CoreV1Api, "service_account"),
+    "Deployment": Kind("apps", "deployments", client.AppsV1Api, "deployment"),
+    "NetworkPolicy": Kind("networking.k8s.io", "networkpolicies", client.NetworkingV1Api, "network_policy"),
+    "HorizontalPodAutoscaler": Kind("autoscaling", "horizontalpodautoscalers", client.AutoscalingV2Api,
+                                    "horizontal_pod_autoscaler"),
+    "ClusterRoleBinding": Kind("rbac.authorization.k8s.io", "clusterrolebindings", client.RbacAuthorizationV1Api,
+                               "cluster_role_binding", namespaced=False),
 }
 
 
@@ -57,6 +67,8 @@ def _calls() -> list[tuple[str, str, str]]:
         if k.prunable:
             calls += [(k.group, k.resource, "list"), (k.group, k.resource, "delete")]
     calls.append((GROUP, f"{PLURAL}/status", "patch"))
+    calls.append(("", "secrets", "list"))  # virtual-key Secrets of a shared gateway, by label, in its namespace
+    calls.append((GROUP, PLURAL, "get"))  # does the gateway of a cluster-scoped child still exist?
     return calls
 
 
@@ -85,7 +97,8 @@ def owner_reference(owner: dict[str, Any]) -> dict[str, Any]:
 
 
 def _hashed(manifest: Manifest, owner_ref: dict[str, Any]) -> tuple[Manifest, str]:
-    body = {**manifest, "metadata": {**manifest["metadata"], "ownerReferences": [owner_ref]}}
+    refs = [owner_ref] if KINDS[manifest["kind"]].namespaced else []  # a namespaced owner is invalid on these
+    body = {**manifest, "metadata": {**manifest["metadata"], **({"ownerReferences": refs} if refs else {})}}
     digest = content_hash(body)
     body["metadata"]["annotations"] = {**body["metadata"].get("annotations", {}), HASH_ANNOTATION: digest}
     return body, digest
@@ -106,6 +119,8 @@ class Applier:
     def read(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         k, api = self._api(kind)
         try:
+            if not k.namespaced:
+                return self._plain(getattr(api, f"read_{k.suffix}")(name))
             return self._plain(getattr(api, f"read_namespaced_{k.suffix}")(name, namespace))
         except ApiException as e:
             if e.status == 404:
@@ -114,13 +129,16 @@ class Applier:
 
     def ensure(self, manifest: Manifest, owner_ref: dict[str, Any]) -> str:
         """Create or patch one object. Returns "created", "patched" or "unchanged"."""
-        kind, ns, name = manifest["kind"], manifest["metadata"]["namespace"], manifest["metadata"]["name"]
+        kind, ns, name = manifest["kind"], manifest["metadata"].get("namespace", ""), manifest["metadata"]["name"]
         k, api = self._api(kind)
         body, digest = _hashed(manifest, owner_ref)
         existing = self.read(kind, ns, name)
         try:
             if existing is None:
-                getattr(api, f"create_namespaced_{k.suffix}")(ns, body)
+                if k.namespaced:
+                    getattr(api, f"create_namespaced_{k.suffix}")(ns, body)
+                else:
+                    getattr(api, f"create_{k.suffix}")(body)
                 return "created"
             if k.create_only:
                 return "unchanged"
@@ -128,7 +146,10 @@ class Applier:
                 return "unchanged"
             if kind == "StatefulSet":
                 body = _statefulset_patch(body, existing)
-            getattr(api, f"patch_namespaced_{k.suffix}")(name, ns, body, _content_type=MERGE_PATCH)
+            if k.namespaced:
+                getattr(api, f"patch_namespaced_{k.suffix}")(name, ns, body, _content_type=MERGE_PATCH)
+            else:
+                getattr(api, f"patch_{k.suffix}")(name, body, _content_type=MERGE_PATCH)
             return "patched"
         except ApiException as e:
             if e.status == 409 and existing is None:
@@ -143,8 +164,16 @@ class Applier:
         for kind, k in KINDS.items():
             if not k.prunable:
                 continue
+            if not k.namespaced:
+                deleted += self._prune_cluster_scoped(kind, k, namespace, gateway, keep)
+                continue
             api = k.api(self.api_client)
-            items = self._plain(getattr(api, f"list_namespaced_{k.suffix}")(namespace, label_selector=selector))
+            try:
+                items = self._plain(getattr(api, f"list_namespaced_{k.suffix}")(namespace, label_selector=selector))
+            except ApiException as e:
+                if e.status == 404:
+                    continue  # this API version is not served here (e.g. autoscaling/v2 before 1.23): nothing of ours
+                raise
             for obj in items.get("items") or []:
                 md = obj["metadata"]
                 labels = md.get("labels") or {}
@@ -158,6 +187,54 @@ class Applier:
                 getattr(api, f"delete_namespaced_{k.suffix}")(md["name"], namespace)
                 deleted.append(f"{kind}/{md['name']}")
         return deleted
+
+    def _prune_cluster_scoped(self, kind: str, k: Kind, namespace: str, gateway: str,
+                              keep: set[tuple[str, str]]) -> list[str]:
+        """Cluster-scoped children (the gateway's ClusterRoleBinding) carry the gateway's namespace and name as labels.
+        Deleted when this gateway no longer wants them, and when their gateway is gone (no ownerReference can
+        do that for them), whichever gateway's pass notices first."""
+        api = k.api(self.api_client)
+        selector = f"app.kubernetes.io/managed-by={MANAGED_BY},{GATEWAY_NS_LABEL}"
+        items = self._plain(getattr(api, f"list_{k.suffix}")(label_selector=selector))
+        deleted = []
+        for obj in items.get("items") or []:
+            md = obj["metadata"]
+            labels = md.get("labels") or {}
+            owner_ns, owner = labels.get(GATEWAY_NS_LABEL), labels.get("llmgateway.dev/gateway")
+            if labels.get("app.kubernetes.io/managed-by") != MANAGED_BY or not owner_ns or not owner:
+                continue
+            if (owner_ns, owner) == (namespace, gateway):
+                gone = (kind, md["name"]) not in keep
+            else:
+                gone = not self._gateway_exists(owner_ns, owner)
+            if gone:
+                getattr(api, f"delete_{k.suffix}")(md["name"])
+                deleted.append(f"{kind}/{md['name']}")
+        return deleted
+
+    def _gateway_exists(self, namespace: str, name: str) -> bool:
+        try:
+            self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+            return True
+        except ApiException as e:
+            if e.status == 404:
+                return False
+            raise
+
+    def secret_names(self, namespace: str, label_selector: str) -> list[str]:
+        """Names of the Secrets with these labels (virtual keys of a shared gateway); values are never read here."""
+        items = self._plain(client.CoreV1Api(self.api_client).list_namespaced_secret(
+            namespace, label_selector=label_selector))
+        return sorted(i["metadata"]["name"] for i in items.get("items") or [])
+
+    def deployment_readiness(self, namespace: str, name: str) -> tuple[int, int] | None:
+        dep = self.read("Deployment", namespace, name)
+        if dep is None:
+            return None
+        status = dep.get("status") or {}
+        desired = status.get("replicas") if status.get("replicas") is not None else (dep.get("spec") or {}).get(
+            "replicas", 1)
+        return int(status.get("readyReplicas") or 0), int(desired or 0)
 
     def secret_value(self, namespace: str, name: str, key: str) -> tuple[bool, str | None]:
         """(Secret exists, base64-decoded value of key or None)."""

@@ -18,10 +18,11 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
+from kubernetes.client.rest import ApiException
 
 from . import cluster_bootstrap, redis_access, spend_reader
 from .apply import Applier, ApplyError, owner_reference
-from .builders import BUILDERS, Gateway, SpecError, build_all
+from .builders import BUILDERS, Gateway, SpecError, build_all, gateway
 from .builders.common import DEFAULT_CLUSTER_DOMAIN, auth_secret
 from .builders.sidecar_config import KEY_PREFIX, redis_endpoints, referenced_secrets, sidecar_configmap_name
 from .status import Check, Observation, build_status, ready_condition
@@ -41,6 +42,9 @@ class Settings:
     # Maps a "host:port" the operator is about to dial (never what it renders for the sidecars). Identity in a
     # cluster; a port-forward table when the operator runs on a laptop, and the local Redis processes in tests.
     dial: Callable[[str], str] = _same
+    # The shared gateway (spec.gateway): default image, and the chart's ClusterRole its ServiceAccount is bound to.
+    gateway_image: str = gateway.DEFAULT_IMAGE
+    gateway_cluster_role: str = gateway.DEFAULT_CLUSTER_ROLE
 
 
 @dataclass
@@ -93,6 +97,7 @@ class Reconciler:
         manifests: list[dict[str, Any]] = []
         try:
             manifests = build_all(gw, secrets.token_urlsafe(32))
+            manifests += self._gateway_manifests(gw)
         except SpecError as e:
             config = Check(False, e.reason, e.message)
         if config.ok and (missing := self._missing_secrets(gw)):
@@ -130,7 +135,24 @@ class Reconciler:
         )
         if redis_check is None:
             self._observe_redis(gw, obs, read_spend, now)
+        if gateway.enabled(gw):
+            ready, desired = self.applier.deployment_readiness(ns, gateway.name(gw)) or (0, 0)
+            obs.gateway = {"endpoint": gateway.endpoint(gw), "readyReplicas": ready, "desiredReplicas": desired,
+                           "replicas": f"{ready}/{desired}"}
         return self._result(obs, previous, now, applied)
+
+    def _gateway_manifests(self, gw: Gateway) -> list[dict[str, Any]]:
+        if not gateway.enabled(gw):
+            return []
+        keys: list[str] = []
+        if gw.spec["gateway"]["auth"]["virtualKeys"]:
+            try:
+                keys = self.applier.secret_names(gw.namespace, f"{gateway.VIRTUAL_KEY_LABEL}={gw.name}")
+            except ApiException as e:
+                raise SpecError("VirtualKeysUnreadable", f"cannot list virtual-key Secrets: {e.status} {e.reason}") \
+                    from None
+        return gateway.build(gw, image=self.settings.gateway_image, cluster_role=self.settings.gateway_cluster_role,
+                             key_secrets=keys)
 
     # -- pieces ---------------------------------------------------------------------------------------------------
     def _redis_only(self, gw: Gateway) -> list[dict[str, Any]]:

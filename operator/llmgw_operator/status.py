@@ -36,6 +36,7 @@ class Observation:
     config_hash: str | None = None
     spend: dict[str, Any] | None = None
     cache: dict[str, Any] | None = None  # rendered cache generation and the sidecars' reports of it
+    gateway: dict[str, Any] | None = None  # the shared gateway: endpoint and replicas
 
 
 def condition(type_: str, check: Check, generation: int, now: str, previous: list[dict[str, Any]]) -> dict[str, Any]:
@@ -88,6 +89,10 @@ def build_status(obs: Observation, previous: dict[str, Any] | None, now: str) ->
         status["spend"] = obs.spend
     if obs.cache is not None:
         status["cache"] = obs.cache
+    if obs.gateway is not None:
+        status["gateway"] = obs.gateway
+    elif (previous or {}).get("gateway"):
+        status["gateway"] = None  # merge patch: removes the stale section when the gateway was turned off
     return status
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import yaml
 
 from llmgw_operator import apply, webhook
-from tests.chart.helpers import CHART, one, render
+from tests.chart.helpers import CHART, by_kind, one, render
 
 # Calls kopf itself makes (not visible in our code): the watched resource, resource discovery (CRDs appearing
 # later, e.g. the peering CRD), namespace observation when watchNamespaces holds patterns, peering keep-alives, and the
@@ -28,9 +28,26 @@ KOPF_CALLS = [
 ]
 
 
+def operator_role(docs: list[dict] | None = None) -> dict:
+    roles = [r for r in by_kind(docs or render(), "ClusterRole")
+             if not r["metadata"]["name"].endswith(("-gateway", "-certgen"))]
+    assert len(roles) == 1, [r["metadata"]["name"] for r in roles]
+    return roles[0]
+
+
+def gateway_role(docs: list[dict] | None = None) -> dict:
+    return next(r for r in by_kind(docs or render(), "ClusterRole") if r["metadata"]["name"].endswith("-gateway"))
+
+
+def bind_rules(rules: list[dict]) -> list[dict]:
+    return [r for r in rules if r["verbs"] == ["bind"]]
+
+
 def granted(rules: list[dict]) -> set[tuple[str, str, str]]:
     out = set()
     for rule in rules:
+        if rule in bind_rules(rules):
+            continue  # checked by test_operator_may_bind_only_the_gateway_role
         assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"], rule
         assert "resourceNames" not in rule, "names are per gateway: no static resourceNames for the operator"
         out |= {(g, r, v) for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
@@ -47,7 +64,7 @@ def needed() -> set[tuple[str, str, str]]:
 
 
 def test_cluster_role_covers_every_call_and_nothing_else() -> None:
-    rules = one(render(), "ClusterRole")["rules"]
+    rules = operator_role()["rules"]
     have, want = granted(rules), needed()
     assert not want - have, f"API calls without RBAC: {sorted(want - have)}"
     assert not have - want, f"RBAC nobody uses (least privilege): {sorted(have - want)}"
@@ -55,7 +72,24 @@ def test_cluster_role_covers_every_call_and_nothing_else() -> None:
 
 def test_rules_file_is_what_the_template_renders() -> None:
     rules = yaml.safe_load((CHART / "files" / "operator-rules.yaml").read_text())
-    assert one(render(), "ClusterRole")["rules"] == rules
+    rendered = operator_role()["rules"]
+    assert [r for r in rendered if r not in bind_rules(rendered)] == rules
+
+
+def test_operator_may_bind_only_the_gateway_role() -> None:
+    docs = render()
+    (rule,) = bind_rules(operator_role(docs)["rules"])
+    assert rule == {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"], "verbs": ["bind"],
+                    "resourceNames": [gateway_role(docs)["metadata"]["name"]]}
+    # The operator is told the same name (it binds it to each shared gateway's ServiceAccount).
+    env = {e["name"]: e.get("value") for e in one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["LLMGW_GATEWAY_CLUSTER_ROLE"] == gateway_role(docs)["metadata"]["name"]
+
+
+def test_gateway_service_account_may_review_tokens_and_read_no_secrets() -> None:
+    rules = gateway_role()["rules"]
+    have = {(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+    assert have == {("authentication.k8s.io", "tokenreviews", "create"), ("", "namespaces", "get")}
 
 
 def test_secrets_are_never_listed_cluster_wide_by_the_webhook() -> None:

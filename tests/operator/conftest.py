@@ -124,9 +124,15 @@ def declare_resources(k8s: Emulator) -> None:
     for gv, plural, kind in (("v1", "secrets", "Secret"), ("v1", "configmaps", "ConfigMap"),
                              ("v1", "services", "Service"), ("v1", "events", "Event"),
                              ("apps/v1", "statefulsets", "StatefulSet"),
-                             ("policy/v1", "poddisruptionbudgets", "PodDisruptionBudget")):
+                             ("policy/v1", "poddisruptionbudgets", "PodDisruptionBudget"),
+                             # the shared gateway's children (builders/gateway.py)
+                             ("v1", "serviceaccounts", "ServiceAccount"), ("apps/v1", "deployments", "Deployment"),
+                             ("networking.k8s.io/v1", "networkpolicies", "NetworkPolicy"),
+                             ("autoscaling/v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler")):
         rs[f"{gv}/{plural}"] = kmock.ResourceInfo(kind=kind, namespaced=True,
                                                   verbs={"get", "list", "watch", "create", "patch", "delete"})
+    rs["rbac.authorization.k8s.io/v1/clusterrolebindings"] = kmock.ResourceInfo(
+        kind="ClusterRoleBinding", namespaced=False, verbs={"get", "list", "watch", "create", "patch", "delete"})
     # kopf watches CRDs and namespaces to notice resources appearing later: they must exist, even if empty.
     rs["apiextensions.k8s.io/v1/customresourcedefinitions"] = kmock.ResourceInfo(
         kind="CustomResourceDefinition", namespaced=False, verbs={"get", "list", "watch"})

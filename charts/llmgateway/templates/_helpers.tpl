@@ -56,6 +56,10 @@ app.kubernetes.io/part-of: llmgateway
 {{- printf "%s-%s" (include "llmgateway.fullname" .) .Release.Namespace | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{- define "llmgateway.gatewayRoleName" -}}
+{{- printf "%s-gateway" (include "llmgateway.clusterName" . | trunc 55 | trimSuffix "-") }}
+{{- end }}
+
 {{- define "llmgateway.mwcName" -}}
 {{- include "llmgateway.clusterName" . }}
 {{- end }}
