@@ -129,6 +129,7 @@ class RedisConfig(_Model):
                                        "ElastiCache) instead of a static password.")
     # Where this section came from, for the start-up line: "config", "environment (...)" or "default".
     _source: str = PrivateAttr("config")
+    _credentials: Any = PrivateAttr(None)  # the IAM token source of this config (redis_auth.IamCredentials)
 
     @field_validator("url")
     @classmethod

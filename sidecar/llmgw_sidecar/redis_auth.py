@@ -116,6 +116,9 @@ class IamCredentials(CredentialProvider):
         self._task: asyncio.Task[None] | None = None
         self._on_event = on_event or (lambda kind, result: None)
 
+    def set_on_event(self, on_event: Any) -> None:
+        self._on_event = on_event
+
     def _args(self, token: str) -> tuple[str] | tuple[str, str]:
         return (self.username, token) if self.username else (token,)
 

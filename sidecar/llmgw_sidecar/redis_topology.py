@@ -45,6 +45,12 @@ def _common_kwargs(cfg: RedisConfig, protocol: int) -> dict[str, Any]:
         # Fail fast: the caller decides about fail-open; a retry here would blow the deadline.
         "retry": Retry(NoBackoff(), 0),
     }
+    if cfg.iam is not None:
+        # One token source per config, shared by the main client and any per-node clients built from these kwargs.
+        if cfg._credentials is None:
+            cfg._credentials = make_credentials(cfg.iam, cfg.username)
+        del kw["username"], kw["password"]
+        kw["credential_provider"] = cfg._credentials
     if cfg.tls.enabled:
         kw.update(
             ssl=True,
@@ -65,12 +71,9 @@ def make_client(cfg: RedisConfig, *, protocol: int = 2, decode_responses: bool =
     (redis_auth.py); `on_auth_event(kind, result)` counts refreshes and re-authentications."""
     kw = _common_kwargs(cfg, protocol)
     kw["decode_responses"] = decode_responses
-    creds = None
-    if cfg.iam is not None:
-        creds = make_credentials(cfg.iam, cfg.username, on_auth_event)
-        kw.pop("username")
-        kw.pop("password")
-        kw["credential_provider"] = creds
+    creds = kw.get("credential_provider")
+    if creds is not None and on_auth_event is not None:
+        creds.set_on_event(on_auth_event)
     tls = cfg.tls.enabled or cfg.url.startswith("rediss://")
     client: AnyRedis
     if cfg.mode == RedisMode.cluster:

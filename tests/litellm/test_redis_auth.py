@@ -20,7 +20,7 @@ from llmgw_sidecar.config import RedisIamConfig, parse_config
 from llmgw_sidecar.redis_topology import close_client, make_client
 from tests.integration.conftest import gateway_config
 from tests.litellm.token_server import SERVICE_ACCOUNT, TokenServer, lock_down
-from tests.redis_servers import ClusterTopology, RedisProcess, free_port, standalone
+from tests.redis_servers import ClusterTopology, RedisProcess, SentinelTopology, free_port, standalone
 from tests.servers import ThreadServer
 
 LIFETIME_S = 1.2  # tokens live 1.2 s: refreshed every 0.9 s, so a few seconds of load see several rotations
@@ -93,20 +93,19 @@ async def test_expired_token_is_refused_by_redis(iam_redis) -> None:
     assert redis.Redis(port=r.port, password="ya29.c").ping()
 
 
-async def test_iam_on_a_cluster(redis_cluster: ClusterTopology, tmp_path) -> None:
-    admins = [redis.Redis(port=n.port) for n in redis_cluster.nodes]
-    user = f"iam{free_port()}"
+async def rotate_through(admins: list[redis.Redis], redis_section: dict, user: str) -> None:
+    """Writes and reads on every node across a few token rotations, as an ACL user whose password rotates."""
     for a in admins:
         a.execute_command("ACL", "SETUSER", user, "on", "resetpass", "~*", "&*", "+@all")
     ts = TokenServer(admins, user, LIFETIME_S)
     srv = ThreadServer(ts.app).start()
     try:
         cfg = parse_config({"models": [{"name": "m", "provider": "mock"}],
-                            "redis": {"mode": "cluster", "nodes": redis_cluster.startup_nodes, "username": user,
-                                      "op_timeout_ms": 2000, **iam_section(srv)}}, environ={})
+                            "redis": {**redis_section, "username": user, "op_timeout_ms": 2000, **iam_section(srv)}},
+                           environ={})
         client = make_client(cfg.redis)
         try:
-            for i in range(30):  # keys on every shard, across a few rotations
+            for i in range(30):
                 await client.set(f"iam-{user}-{i}", b"v", ex=30)
                 assert await client.get(f"iam-{user}-{i}") == b"v"
                 await asyncio.sleep(0.1)
@@ -118,6 +117,18 @@ async def test_iam_on_a_cluster(redis_cluster: ClusterTopology, tmp_path) -> Non
         for a in admins:
             a.execute_command("ACL", "DELUSER", user)
             a.close()
+
+
+async def test_iam_on_sentinel(redis_sentinel: SentinelTopology) -> None:
+    # The ACL lives on each data node (a failover keeps it usable); sentinels themselves need no token.
+    admins = [redis.Redis(port=p.port) for p in (redis_sentinel.master, *redis_sentinel.replicas)]
+    await rotate_through(admins, {"mode": "sentinel", "sentinels": redis_sentinel.sentinel_addrs,
+                                  "master_name": redis_sentinel.master_name}, f"iam{free_port()}")
+
+
+async def test_iam_on_a_cluster(redis_cluster: ClusterTopology) -> None:
+    admins = [redis.Redis(port=n.port) for n in redis_cluster.nodes]
+    await rotate_through(admins, {"mode": "cluster", "nodes": redis_cluster.startup_nodes}, f"iam{free_port()}")
 
 
 def _sigv4_check(token: str, secret: str, region: str) -> None:
