@@ -253,7 +253,8 @@ class Scope(StrEnum):
 
 class ExactCacheConfig(_Model):
     enabled: bool = Field(True, description="Serve repeated identical requests from Redis.")
-    ttl_s: int = Field(3600, ge=1, description="Default lifetime of an entry; per request via max-age or cache.ttl.")
+    ttl_s: int = Field(3600, ge=1, description="Default lifetime of an entry; per request via Cache-Control "
+                       "s-maxage or cache.ttl.")
     max_entry_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="Larger answers are not stored.")
 
 
