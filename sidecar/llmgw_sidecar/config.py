@@ -541,8 +541,10 @@ def parse_config(data: Any, environ: dict[str, str] | None = None) -> Config:
     env = os.environ if environ is None else environ
     from .litellm_config import convert_if_litellm  # LiteLLM proxy configs: issue 12
 
-    data = convert_if_litellm(data, env)
+    litellm = data is not (data := convert_if_litellm(data, env))
     data, source, warnings = _redis_section(data, env)
+    if litellm and source.startswith("the config's redis section"):
+        source = source.replace("the config's redis section", "the LiteLLM config's cache_params", 1)
     try:
         cfg = Config.model_validate(resolve_env(data, environ=environ))
     except ValidationError as e:

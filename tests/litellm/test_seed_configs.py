@@ -97,7 +97,7 @@ def test_exact_seed_config(redis_pw: RedisProcess, upstream, tmp_path: Path) -> 
         proc.terminate()
         proc.wait(10)
     log = (tmp_path / "exact.log").read_text()
-    assert f"redis: standalone 127.0.0.1:{redis_pw.port}, from the config's redis section" in log
+    assert f"redis: standalone 127.0.0.1:{redis_pw.port}, from the LiteLLM config's cache_params" in log
     assert PASSWORD not in log
 
 
@@ -110,6 +110,13 @@ def test_semantic_seed_config(redis_pw: RedisProcess, upstream, tmp_path: Path) 
         q1 = f"what is the capital city of {tag} country"
         assert ask(client, q1) == ("miss", f"echo: {q1}")
         wait_hit(client, q1, "hit-exact")
+        # The semantic entry is written in the background after the exact one: wait until Redis holds it.
+        r = redis.Redis(port=redis_pw.port, password=PASSWORD)
+        for _ in range(100):
+            if next(iter(r.scan_iter("llmgw:sem:*:*")), None) is not None:
+                break
+            time.sleep(0.05)
+        r.close()
         result, answer = ask(client, f"tell me what the capital city of {tag} country is")
         assert (result, answer) == ("hit-semantic", f"echo: {q1}")
         unrelated = f"how do I bake sourdough bread {tag}"
