@@ -150,7 +150,6 @@ def main(argv: list[str] | None = None) -> int:
     sup = Supervisor(parse_args(argv))
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, sup._on_signal)
-    started = time.monotonic()
     try:
         sup.start()
         code = sup.wait()
@@ -158,10 +157,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"llmgw: {e}", file=sys.stderr, flush=True)
         code = EXIT_USAGE
     finally:
+        stopping = time.monotonic()
         sup.stop()
     if sup.stop_signal is not None:
-        print(f"llmgw: stopped the gateway{' and Redis' if sup.redis else ''} after "
-              f"{time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
+        print(f"llmgw: stopped the gateway{' and Redis' if sup.redis else ''} in {time.monotonic() - stopping:.1f} s",
+              file=sys.stderr, flush=True)
     return code
 
 
