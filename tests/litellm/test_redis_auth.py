@@ -23,7 +23,7 @@ from tests.litellm.token_server import SERVICE_ACCOUNT, TokenServer, lock_down
 from tests.redis_servers import ClusterTopology, RedisProcess, SentinelTopology, free_port, standalone
 from tests.servers import ThreadServer
 
-LIFETIME_S = 1.2  # tokens live 1.2 s: refreshed every 0.9 s, so a few seconds of load see several rotations
+LIFETIME_S = 2.0  # tokens live 2 s: refreshed every 1.5 s (0.5 s of slack on a busy machine); 6 s of load see 4
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ async def test_rotation_under_load_loses_nothing(iam_redis, make_gateway, fake_u
     try:
         gw = make_gateway(gateway_config({"url": r.url, **iam_section(srv)}, fake_upstream.url))
         client = gw.async_client()
-        stop = time.monotonic() + 4.5
+        stop = time.monotonic() + 6.0
         statuses: list[int] = []
         results: list[str] = []
 
@@ -66,13 +66,13 @@ async def test_rotation_under_load_loses_nothing(iam_redis, make_gateway, fake_u
 
         await asyncio.gather(*(worker(i) for i in range(8)))
         await client.close()
-        assert len(ts.issued) >= 4, ts.issued  # several rotations happened during the load
+        assert len(ts.issued) >= 3, ts.issued  # several rotations happened during the load
         gaps = [b - a for (a, _), (b, _) in zip(ts.issued, ts.issued[1:], strict=False)]
         assert max(gaps) < LIFETIME_S, gaps  # every token was replaced before it expired
         assert statuses and set(statuses) == {200}
         assert results.count("hit-exact") > len(results) // 2  # Redis really served the load
         assert gw.sample("llmgw_redis_errors_total") == 0  # not one Redis operation failed
-        assert gw.sample("llmgw_redis_auth_total", event="refresh", result="ok") >= 4
+        assert gw.sample("llmgw_redis_auth_total", event="refresh", result="ok") >= 3
         stats = admin.info("stats")
         auths = admin.info("commandstats").get("cmdstat_auth", {}).get("calls", 0)
         # Live connections re-authenticated: more AUTH calls than connections ever opened (admin's included).
@@ -105,7 +105,7 @@ async def rotate_through(admins: list[redis.Redis], redis_section: dict, user: s
                            environ={})
         client = make_client(cfg.redis)
         try:
-            for i in range(30):
+            for i in range(45):  # 4.5 s: tokens at 0, 1.5 and 3 s at least
                 await client.set(f"iam-{user}-{i}", b"v", ex=30)
                 assert await client.get(f"iam-{user}-{i}") == b"v"
                 await asyncio.sleep(0.1)
