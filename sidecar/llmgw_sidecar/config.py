@@ -557,7 +557,7 @@ def parse_config(data: Any, environ: dict[str, str] | None = None) -> Config:
 
 def _redis_section(data: dict[str, Any], env: Any) -> tuple[dict[str, Any], str, list[str]]:
     """The config's own `redis` section wins; without one, LiteLLM's REDIS_* environment; else the default."""
-    from .redis_env import MISSING_MESSAGE, RedisEnvError, env_selects_redis, redis_from_env
+    from .redis_env import MISSING_MESSAGE, SELECTORS, RedisEnvError, env_selects_redis, redis_from_env
 
     section = data.get("redis")
     if isinstance(section, dict) and section.get("from_env"):
@@ -570,7 +570,7 @@ def _redis_section(data: dict[str, Any], env: Any) -> tuple[dict[str, Any], str,
         why = f"the environment ({', '.join(found.used)}; the redis section asks for from_env)"
         return {**data, "redis": {**found.section, **section}}, why, found.warnings
     if "redis" in data:
-        ignored = [v for v in ("REDIS_URL", "REDIS_HOST", "REDIS_CLUSTER_NODES", "REDIS_SENTINEL_NODES") if env.get(v)]
+        ignored = [v for v in SELECTORS if env.get(v)]
         note = f" ({', '.join(ignored)} in the environment ignored: the redis section wins)" if ignored else ""
         return data, f"the config's redis section{note}", []
     try:
