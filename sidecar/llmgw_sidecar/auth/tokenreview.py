@@ -109,7 +109,8 @@ class KubeClient:
             raise ReviewUnavailable("no Kubernetes API server configured (auth.token_review.api_server)")
         if self._session is None:
             self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self._ssl(), limit=32))
-        headers = {"Authorization": f"Bearer {self._own_token()}", "Accept": "application/json"}
+        headers = {"Authorization": f"Bearer {self._own_token()}", "Accept": "application/json",
+                   "Content-Type": "application/json"}
         t0 = time.perf_counter()
         try:
             async with asyncio.timeout(self.cfg.timeout_ms / 1000):
