@@ -127,6 +127,10 @@ async def review(body: Mapping[str, Any], source: GatewaySource, sink: EventSink
     if req.get("operation") != "CREATE" or (req.get("kind") or {}).get("kind") != "Pod" or req.get("subResource"):
         return _response(uid, []), "not-a-pod-create"
     namespace = req.get("namespace") or (pod.get("metadata") or {}).get("namespace") or ""
+    shared = injection.requested_shared_gateway(pod, namespace)
+    if shared is not None and injection.requested_gateway(pod) is None:
+        return await _point_at_shared_gateway(uid, pod, namespace, shared, source, sink, lookup_timeout_s,
+                                              bool(req.get("dryRun")))
     wanted, reason = injection.skip_reason(pod)
     if wanted is None:
         return _response(uid, injection.build_patch(pod, "", None, settings).warnings), reason
@@ -152,6 +156,24 @@ async def review(body: Mapping[str, Any], source: GatewaySource, sink: EventSink
         await sink.warn(namespace, pod, event_reason, "; ".join(result.warnings))
     if result.injected:
         log.info("injecting %s into %s/%s", wanted, namespace, injection.pod_label(pod))
+    return _response(uid, result.warnings, result.patch), result.reason
+
+
+async def _point_at_shared_gateway(uid: str, pod: Mapping[str, Any], namespace: str, target: tuple[str, str],
+                                   source: GatewaySource, sink: EventSink, lookup_timeout_s: float,
+                                   dry_run: bool) -> tuple[dict[str, Any], str]:
+    """llmgateway.dev/use-gateway: no sidecar; env + a projected token that point the app at a shared gateway."""
+    gw_ns, gw_name = target
+    try:
+        spec = await asyncio.wait_for(source.get(gw_ns, gw_name), lookup_timeout_s)
+    except Exception as e:  # noqa: BLE001 -- admit unchanged, never block a pod
+        msg = f"llmgateway: could not read gateway {gw_ns}/{gw_name} ({type(e).__name__}); pod admitted unchanged"
+        if not dry_run:
+            await sink.warn(namespace, pod, "InjectionFailed", msg)
+        return _response(uid, [msg]), "lookup-failed"
+    result = injection.build_gateway_client_patch(pod, gw_ns, gw_name, spec)
+    if result.reason == "no-shared-gateway" and not dry_run:
+        await sink.warn(namespace, pod, "GatewayNotFound", "; ".join(result.warnings))
     return _response(uid, result.warnings, result.patch), result.reason
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.integration.conftest import fake_upstream, gateway_config, make_gateway  # noqa: F401 (fixtures)
+from tests.webhook.conftest import h, harness  # noqa: F401 (fixtures)
 
 
 def write_key(folder: Path, name: str, key: str, **extra: str) -> Path:
