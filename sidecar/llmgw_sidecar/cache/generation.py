@@ -25,12 +25,15 @@ def generation_key(prefix: str, ns: str, name: str) -> str:
     return f"{prefix}:gen:{gateway_tag(ns, name)}"
 
 
-async def report_loop(runtime: Callable[[], Any], every_s: float = REPORT_EVERY_S, tick_s: float = 1.0) -> None:
+async def report_loop(runtime: Callable[[], Any], stop: asyncio.Event, every_s: float = REPORT_EVERY_S,
+                      tick_s: float = 1.0) -> None:
     """Report the current runtime's generation at start, within `tick_s` of a reload that changes it, and every
-    `every_s` otherwise. Redis trouble is logged once per failure streak, never raised."""
+    `every_s` otherwise, until `stop` is set. Redis trouble is logged once per failure streak, never raised.
+    (Stopped by an event, not by cancellation: redis-py may turn a cancellation inside a command into a connection
+    error, which this loop would then swallow and go on.)"""
     failing = False
     last: tuple[int, float] | None = None  # (generation reported, when)
-    while True:
+    while not stop.is_set():
         rt = runtime()
         cfg = rt.config
         gen_now = cfg.cache.generation
@@ -45,7 +48,8 @@ async def report_loop(runtime: Callable[[], Any], every_s: float = REPORT_EVERY_
                 if not failing:
                     log.warning("cannot report the cache generation: %s: %s", type(e).__name__, e)
                 failing = True
-        await asyncio.sleep(tick_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=tick_s)
 
 
 def summarize(reports: dict[Any, Any], generation: int, now: float) -> tuple[dict[str, int], list[str]]:
@@ -71,17 +75,18 @@ def summarize(reports: dict[Any, Any], generation: int, now: float) -> tuple[dic
 
 def start(app: Any, runtime: Callable[[], Any]) -> None:
     """aiohttp hooks: start the report loop with the app, stop it on shutdown."""
-    holder: dict[str, asyncio.Task[None]] = {}
+    holder: dict[str, Any] = {}
 
     async def on_startup(_: Any) -> None:
-        holder["task"] = asyncio.create_task(report_loop(runtime), name="cache-generation-report")
+        holder["stop"] = stop = asyncio.Event()
+        holder["task"] = asyncio.create_task(report_loop(runtime, stop), name="cache-generation-report")
 
     async def on_cleanup(_: Any) -> None:
         task = holder.pop("task", None)
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            holder["stop"].set()
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(task, timeout=5)  # at most one report in flight (2 s deadline)
 
     app.on_startup.append(on_startup)
     app.on_cleanup.insert(0, on_cleanup)  # before the runtime (and its Redis client) is closed
