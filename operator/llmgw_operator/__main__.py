@@ -1,10 +1,12 @@
 """`llmgw-operator [run]`: the LLMGateway operator (kopf) with production settings.
 
 Configuration comes from flags or the environment the Helm chart sets:
-  LLMGW_WATCH_NAMESPACES   comma list; empty = all namespaces
-  LLMGW_PEERING_NAME       kopf peering object (HA: only one replica reconciles); empty = standalone
+  LLMGW_WATCH_NAMESPACES   comma list of namespace names; empty = all namespaces
+  LLMGW_PEERING_NAME       kopf peering object (HA: only one replica reconciles); empty = standalone. A
+                           ClusterKopfPeering, or with watched namespaces a KopfPeering in each (the chart creates them)
   LLMGW_LIVENESS_PORT      port of kopf's liveness endpoint /healthz (default 8081; 0 disables)
   LLMGW_STATUS_INTERVAL_S  status/heal/spend timer interval (default 30)
+  LLMGW_UNINJECTED_INTERVAL_S  interval of the report of pods running without their sidecar (default 60)
   LLMGW_CLUSTER_DOMAIN     cluster DNS domain for the stable Redis names (default cluster.local)
   LLMGW_WEBHOOK_ENABLED    "false" to run without the sidecar-injection webhook
   LLMGW_LOG_LEVEL          DEBUG | INFO | WARNING
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import secrets
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -41,7 +44,7 @@ def api_client() -> ApiClient:
     return client.ApiClient()
 
 
-def operator_settings(peering: str) -> kopf.OperatorSettings:
+def operator_settings(peering: str, namespaces: Sequence[str] = ()) -> kopf.OperatorSettings:
     s = kopf.OperatorSettings()
     # Watches end server-side before the client gives up, so a silently dropped connection is noticed and resumed.
     s.watching.server_timeout = 300
@@ -54,9 +57,33 @@ def operator_settings(peering: str) -> kopf.OperatorSettings:
                                                                       key="last-handled-configuration")
     s.execution.max_workers = 8  # sync handlers; cluster heals block one worker for up to the heal timeout
     s.peering.mandatory = bool(peering)  # with a peering name, refuse to run without the peering CRD
-    s.peering.clusterwide = True
+    s.peering.clusterwide = not namespaces  # watched namespaces: kopf keeps a KopfPeering in each of them
+    if peering:
+        # kopf peering is not an election: replicas of EQUAL priority pause each other ("Pausing all operators,
+        # including self"), and the chart runs two identical replicas. A random priority per process makes exactly
+        # one of them the active reconciler; when it dies, its keep-alive expires and the other resumes. Set here,
+        # at start-up, whatever else is enabled (the webhook, namespaces).
+        s.peering.priority = secrets.randbelow(2**31 - 2) + 1
     s.queueing.error_delays = (1, 5, 15, 30)
     return s
+
+
+def missing_peerings(api: ApiClient, peering: str, namespaces: Sequence[str]) -> list[str]:
+    """Namespaces among `namespaces` without the KopfPeering object `peering` (kopf would silently pause there)."""
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    custom = client.CustomObjectsApi(api)
+    missing = []
+    for ns in namespaces:
+        try:
+            custom.get_namespaced_custom_object("kopf.dev", "v1", ns, "kopfpeerings", peering,
+                                                _request_timeout=(5, 30))
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            missing.append(ns)
+    return missing
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
                             help="kopf peering name for HA (empty = standalone)")
         parser.add_argument("--liveness-port", type=int, default=int(env("LLMGW_LIVENESS_PORT", "8081")))
         parser.add_argument("--status-interval", type=float, default=float(env("LLMGW_STATUS_INTERVAL_S", "30")))
+        parser.add_argument("--uninjected-interval", type=float,
+                            default=float(env("LLMGW_UNINJECTED_INTERVAL_S", "60")))
         parser.add_argument("--cluster-domain", default=env("LLMGW_CLUSTER_DOMAIN", "cluster.local"))
         parser.add_argument("--no-webhook", action="store_true",
                             default=env("LLMGW_WEBHOOK_ENABLED", "true").lower() in ("false", "0", "no"))
@@ -97,7 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    cluster_domain=args.cluster_domain,
                                    gateway_image=os.environ.get("LLMGW_SIDECAR_IMAGE") or Settings.gateway_image,
                                    gateway_cluster_role=os.environ.get("LLMGW_GATEWAY_CLUSTER_ROLE")
-                                   or Settings.gateway_cluster_role), webhook=not args.no_webhook)
+                                   or Settings.gateway_cluster_role), webhook=not args.no_webhook,
+                               uninjected_interval_s=args.uninjected_interval)
     from kubernetes.config import ConfigException
 
     try:
@@ -107,12 +137,22 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     namespaces = [n.strip() for n in args.namespaces.split(",") if n.strip()]
+    if args.peering and namespaces:
+        # kopf pauses every watch of a namespace without its KopfPeering object and says so only at DEBUG level:
+        # refuse to start instead, naming what is missing.
+        missing = missing_peerings(api_client(), args.peering, namespaces)
+        if missing:
+            print(f"llmgw-operator: peering {args.peering!r} with watched namespaces needs a KopfPeering object "
+                  f"named {args.peering!r} in each of them (the chart creates them; CRD kopfpeerings.kopf.dev); "
+                  f"missing in: {', '.join(missing)}", file=sys.stderr)
+            return 2
+    settings_ = operator_settings(args.peering, namespaces)
     liveness = f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None
-    log.info("starting: namespaces=%s peering=%s liveness=%s webhook=%s", namespaces or "all",
-             args.peering or "standalone", liveness, settings.webhook)
+    log.info("starting: namespaces=%s peering=%s (priority %s) liveness=%s webhook=%s", namespaces or "all",
+             args.peering or "standalone", settings_.peering.priority, liveness, settings.webhook)
     kopf.run(
         registry=registry,
-        settings=operator_settings(args.peering),
+        settings=settings_,
         clusterwide=not namespaces,
         namespaces=namespaces,
         standalone=not args.peering,

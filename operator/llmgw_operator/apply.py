@@ -1,24 +1,32 @@
 """The only module that talks to the Kubernetes API (kopf's own watching and event posting aside).
 
-Create-or-patch with a content hash: each object we write carries `llmgateway.dev/applied-hash`, the hash of what we
-rendered. Equal hash -> no write at all, so a second reconcile makes no API writes (and no rollouts). The API server's
-defaulting of fields we never set does not matter, and values it normalises ("0.5" CPU -> "500m") cannot cause
-endless patching. Patches are JSON merge patches of the whole rendered object: lists we own are replaced as a whole.
+Server-side apply with our own field manager (`llmgateway-operator`) for every object a gateway owns: the API server
+records which fields we set, so a field the operator no longer renders (a removed nodeSelector, toleration or
+topology spread constraint) is removed from the live object, and fields of other managers are left alone.
 
-Every call is listed in API_CALLS as (group, resource, verb); the chart's ClusterRole is tested against that list.
+A write happens only when needed: each object carries `llmgateway.dev/applied-hash` (the hash of what we rendered),
+and we apply when that hash differs OR when a field we render has drifted on the live object (someone edited it).
+An object in sync costs one GET and no write, so a second reconcile causes no rollouts. Values the API server
+normalises ("0.5" CPU -> "500m") compare as equal quantities; fields it adds (defaults) are not ours and are ignored.
+
+Every call has a timeout (REQUEST_TIMEOUT) and is listed in API_CALLS as (group, resource, verb); the chart's
+ClusterRole is tested against that list (server-side apply is the `patch` verb).
 """
 
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+from kubernetes.utils import parse_quantity
 
 from .builders.common import MANAGED_BY, Manifest, content_hash
 from .builders.gateway import GATEWAY_NS_LABEL
@@ -28,6 +36,13 @@ log = logging.getLogger(__name__)
 
 HASH_ANNOTATION = "llmgateway.dev/applied-hash"
 MERGE_PATCH = "application/merge-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"
+JSON_PATCH = "application/json-patch+json"
+FIELD_MANAGER = "llmgateway-operator"
+# Field managers of earlier operator versions (create + merge patch; the client's user agent names the manager).
+LEGACY_MANAGERS = frozenset({"OpenAPI-Generator", "llmgw-operator"})
+# (connect, read) seconds for every API call: a stuck connection must fail a pass, not hang a worker forever.
+REQUEST_TIMEOUT = (5.0, 30.0)
 
 
 @dataclass(frozen=True)
@@ -108,6 +123,8 @@ class Applier:
     def __init__(self, api_client: client.ApiClient) -> None:
         self.api_client = api_client
         self.custom = client.CustomObjectsApi(api_client)
+        # Fields (paths) per kind the API server said it does not know; left out of every later apply.
+        self._undeclared: dict[str, set[tuple[str, ...]]] = {}
 
     def _api(self, kind: str) -> tuple[Kind, Any]:
         k = KINDS[kind]
@@ -120,41 +137,79 @@ class Applier:
         k, api = self._api(kind)
         try:
             if not k.namespaced:
-                return self._plain(getattr(api, f"read_{k.suffix}")(name))
-            return self._plain(getattr(api, f"read_namespaced_{k.suffix}")(name, namespace))
+                return self._plain(getattr(api, f"read_{k.suffix}")(name, _request_timeout=REQUEST_TIMEOUT))
+            return self._plain(getattr(api, f"read_namespaced_{k.suffix}")(name, namespace,
+                                                                           _request_timeout=REQUEST_TIMEOUT))
         except ApiException as e:
             if e.status == 404:
                 return None
             raise
 
     def ensure(self, manifest: Manifest, owner_ref: dict[str, Any]) -> str:
-        """Create or patch one object. Returns "created", "patched" or "unchanged"."""
+        """Apply one object if it is missing, changed or drifted. Returns "created", "patched" or "unchanged"."""
         kind, ns, name = manifest["kind"], manifest["metadata"].get("namespace", ""), manifest["metadata"]["name"]
         k, api = self._api(kind)
-        body, digest = _hashed(manifest, owner_ref)
         existing = self.read(kind, ns, name)
-        try:
-            if existing is None:
-                if k.namespaced:
-                    getattr(api, f"create_namespaced_{k.suffix}")(ns, body)
-                else:
-                    getattr(api, f"create_{k.suffix}")(body)
-                return "created"
-            if k.create_only:
+        for _attempt in range(2):
+            left_out = set(self._undeclared.get(kind, set()))  # a snapshot: passes run in parallel threads
+            body, digest = _hashed(_without(manifest, left_out), owner_ref)
+            try:
+                return self._ensure(k, api, body, digest, existing)
+            except ApiException as e:
+                if e.status == 409 and existing is None and k.create_only:
+                    return "unchanged"  # created concurrently (a replayed watch event, another pass)
+                undeclared = _undeclared_fields(e) - left_out
+                if not undeclared:
+                    raise ApplyError(_reason(e), f"{kind} {ns}/{name}: {e.status} {_message(e)}") from None
+                # An older API server does not know a field we render (1.20: persistentVolumeClaimRetentionPolicy):
+                # any other write would drop it silently, server-side apply refuses. Leave it out from now on.
+                log.warning("%s: the API server does not know %s; applying without", kind, ", ".join(sorted(
+                    ".".join(p) for p in undeclared)))
+                self._undeclared.setdefault(kind, set()).update(undeclared)
+        raise AssertionError("unreachable")  # the second attempt returns or raises
+
+    def _ensure(self, k: Kind, api: Any, body: Manifest, digest: str, existing: dict[str, Any] | None) -> str:
+        ns, name = body["metadata"].get("namespace", ""), body["metadata"]["name"]
+        where = (ns,) if k.namespaced else ()  # positional namespace argument of the client's namespaced calls
+        scope = "namespaced_" if k.namespaced else ""
+        if k.create_only:
+            # Created once and never written again (a generated password must not change): a plain create.
+            if existing is not None:
                 return "unchanged"
-            if (existing["metadata"].get("annotations") or {}).get(HASH_ANNOTATION) == digest:
-                return "unchanged"
-            if kind == "StatefulSet":
-                body = _statefulset_patch(body, existing)
-            if k.namespaced:
-                getattr(api, f"patch_namespaced_{k.suffix}")(name, ns, body, _content_type=MERGE_PATCH)
-            else:
-                getattr(api, f"patch_{k.suffix}")(name, body, _content_type=MERGE_PATCH)
-            return "patched"
-        except ApiException as e:
-            if e.status == 409 and existing is None:
-                return "unchanged"  # created concurrently (a replayed watch event, another pass): next pass patches
-            raise ApplyError(_reason(e), f"{kind} {ns}/{name}: {e.status} {_message(e)}") from None
+            getattr(api, f"create_{scope}{k.suffix}")(*where, body, field_manager=FIELD_MANAGER,
+                                                      _request_timeout=REQUEST_TIMEOUT)
+            return "created"
+        if existing is not None and (existing["metadata"].get("annotations") or {}).get(HASH_ANNOTATION) \
+                == digest and not drifted(body, existing):
+            return "unchanged"
+        if body["kind"] == "StatefulSet" and existing is not None:
+            _check_statefulset_immutables(body, existing)
+        if existing is not None:
+            self._adopt_legacy_fields(k, api, existing)
+        getattr(api, f"patch_{scope}{k.suffix}")(name, *where, body, field_manager=FIELD_MANAGER, force=True,
+                                                 _content_type=APPLY_PATCH, _request_timeout=REQUEST_TIMEOUT)
+        return "created" if existing is None else "patched"
+
+    def _adopt_legacy_fields(self, k: Kind, api: Any, existing: dict[str, Any]) -> None:
+        """Objects written by an earlier operator (create + merge patch) have their fields owned by an Update
+        manager: apply would never remove them. Hand that entry to our apply manager first (what kubectl's
+        client-side-to-server-side apply upgrade does), so the next apply owns, and can remove, those fields."""
+        md = existing["metadata"]
+        entries = md.get("managedFields") or []
+        if any(e.get("manager") == FIELD_MANAGER and e.get("operation") == "Apply" for e in entries):
+            return
+        legacy = [i for i, e in enumerate(entries) if e.get("manager") in LEGACY_MANAGERS
+                  and e.get("operation") == "Update" and not e.get("subresource")]
+        if not legacy:
+            return
+        ops: list[dict[str, Any]] = [{"op": "test", "path": "/metadata/resourceVersion",
+                                      "value": md["resourceVersion"]}]
+        for i in legacy[:1]:  # one entry becomes ours; an object has one legacy entry in practice
+            ops += [{"op": "replace", "path": f"/metadata/managedFields/{i}/manager", "value": FIELD_MANAGER},
+                    {"op": "replace", "path": f"/metadata/managedFields/{i}/operation", "value": "Apply"}]
+        where = (md["namespace"],) if k.namespaced else ()
+        getattr(api, f"patch_{'namespaced_' if k.namespaced else ''}{k.suffix}")(
+            md["name"], *where, ops, _content_type=JSON_PATCH, _request_timeout=REQUEST_TIMEOUT)
 
     def prune(self, namespace: str, gateway: str, owner_uid: str, keep: set[tuple[str, str]]) -> list[str]:
         """Delete our children of this gateway that the spec no longer asks for (e.g. a PDB that was disabled).
@@ -169,10 +224,11 @@ class Applier:
                 continue
             api = k.api(self.api_client)
             try:
-                items = self._plain(getattr(api, f"list_namespaced_{k.suffix}")(namespace, label_selector=selector))
+                items = self._plain(getattr(api, f"list_namespaced_{k.suffix}")(
+                    namespace, label_selector=selector, _request_timeout=REQUEST_TIMEOUT))
             except ApiException as e:
-                if e.status == 404:
-                    continue  # this API version is not served here (e.g. autoscaling/v2 before 1.23): nothing of ours
+                if e.status == 404:  # the server does not serve this kind (e.g. policy/v1 before 1.21): none to prune
+                    continue
                 raise
             for obj in items.get("items") or []:
                 md = obj["metadata"]
@@ -184,7 +240,7 @@ class Applier:
                     continue
                 if (kind, md["name"]) in keep:
                     continue
-                getattr(api, f"delete_namespaced_{k.suffix}")(md["name"], namespace)
+                getattr(api, f"delete_namespaced_{k.suffix}")(md["name"], namespace, _request_timeout=REQUEST_TIMEOUT)
                 deleted.append(f"{kind}/{md['name']}")
         return deleted
 
@@ -195,7 +251,8 @@ class Applier:
         do that for them), whichever gateway's pass notices first."""
         api = k.api(self.api_client)
         selector = f"app.kubernetes.io/managed-by={MANAGED_BY},{GATEWAY_NS_LABEL}"
-        items = self._plain(getattr(api, f"list_{k.suffix}")(label_selector=selector))
+        items = self._plain(getattr(api, f"list_{k.suffix}")(label_selector=selector,
+                                                             _request_timeout=REQUEST_TIMEOUT))
         deleted = []
         for obj in items.get("items") or []:
             md = obj["metadata"]
@@ -208,13 +265,14 @@ class Applier:
             else:
                 gone = not self._gateway_exists(owner_ns, owner)
             if gone:
-                getattr(api, f"delete_{k.suffix}")(md["name"])
+                getattr(api, f"delete_{k.suffix}")(md["name"], _request_timeout=REQUEST_TIMEOUT)
                 deleted.append(f"{kind}/{md['name']}")
         return deleted
 
     def _gateway_exists(self, namespace: str, name: str) -> bool:
         try:
-            self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+            self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name,
+                                                     _request_timeout=REQUEST_TIMEOUT)
             return True
         except ApiException as e:
             if e.status == 404:
@@ -224,7 +282,7 @@ class Applier:
     def secret_names(self, namespace: str, label_selector: str) -> list[str]:
         """Names of the Secrets with these labels (virtual keys of a shared gateway); values are never read here."""
         items = self._plain(client.CoreV1Api(self.api_client).list_namespaced_secret(
-            namespace, label_selector=label_selector))
+            namespace, label_selector=label_selector, _request_timeout=REQUEST_TIMEOUT))
         return sorted(i["metadata"]["name"] for i in items.get("items") or [])
 
     def deployment_readiness(self, namespace: str, name: str) -> tuple[int, int] | None:
@@ -257,12 +315,9 @@ class Applier:
 
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, PLURAL, name, {"status": status}, _content_type=MERGE_PATCH
+            GROUP, VERSION, namespace, PLURAL, name, {"status": status}, _content_type=MERGE_PATCH,
+            _request_timeout=REQUEST_TIMEOUT,
         )
-
-
-# StatefulSet fields the API server refuses to change after creation.
-STS_IMMUTABLE = ("selector", "serviceName", "podManagementPolicy", "volumeClaimTemplates")
 
 
 def _claims(spec: dict[str, Any]) -> dict[str, tuple[Any, ...]]:
@@ -275,11 +330,9 @@ def _claims(spec: dict[str, Any]) -> dict[str, tuple[Any, ...]]:
     return out
 
 
-def _statefulset_patch(body: Manifest, existing: dict[str, Any]) -> Manifest:
-    """The patch without the immutable fields, or ApplyError naming the change that would need a recreate.
-
-    Sending unchanged immutable fields back would be refused whenever the server's defaulted copy differs from
-    ours; sending changed ones is always refused. So: compare what matters, and leave them out of the patch."""
+def _check_statefulset_immutables(body: Manifest, existing: dict[str, Any]) -> None:
+    """ApplyError naming a change of a field the API server refuses to change in place (it would refuse the whole
+    apply, which is less clear). Unchanged immutable fields are applied as they are: the server sees no change."""
     want, have = body["spec"], existing.get("spec") or {}
     changes = []
     if _claims(want) != _claims(have):
@@ -295,7 +348,46 @@ def _statefulset_patch(body: Manifest, existing: dict[str, Any]) -> Manifest:
                          f"StatefulSet {name}: cannot change {'; '.join(changes)} in place. Expand the PVCs if "
                          f"needed, then `kubectl delete statefulset {name} --cascade=orphan`; the operator recreates "
                          "it (docs/operations.md, Upgrades)")
-    return {**body, "spec": {k: v for k, v in want.items() if k not in STS_IMMUTABLE}}
+
+
+def drifted(want: Any, have: Any) -> bool:
+    """True when a value we render differs on the live object. Fields only the live object has (server defaults,
+    other managers) do not count; quantities compare by value ("0.5" == "500m")."""
+    if isinstance(want, dict):
+        return not isinstance(have, dict) or any(k not in have or drifted(v, have[k]) for k, v in want.items())
+    if isinstance(want, list):
+        return not isinstance(have, list) or len(want) != len(have) or any(map(drifted, want, have))
+    if want == have:
+        return False
+    if isinstance(want, str | int | float) and isinstance(have, str | int | float):
+        try:
+            return parse_quantity(want) != parse_quantity(have)
+        except ValueError:
+            return True
+    return True
+
+
+_UNDECLARED = re.compile(r"(\.[A-Za-z0-9_.]+): field not declared in schema")
+
+
+def _undeclared_fields(e: ApiException) -> set[tuple[str, ...]]:
+    """Plain paths from server-side apply's "field not declared in schema" refusals (list items: not handled)."""
+    if e.status not in (400, 422, 500):
+        return set()
+    return {tuple(m.group(1).strip(".").split(".")) for m in _UNDECLARED.finditer(_message(e))}
+
+
+def _without(manifest: Manifest, paths: set[tuple[str, ...]]) -> Manifest:
+    if not paths:
+        return manifest
+    out = copy.deepcopy(manifest)
+    for path in paths:
+        node: Any = out
+        for part in path[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(path[-1], None)
+    return out
 
 
 def _message(e: ApiException) -> str:

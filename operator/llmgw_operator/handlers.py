@@ -28,6 +28,7 @@ class HandlerSettings:
     status_interval_s: float = 30.0  # timer: readiness, cluster heal, reachability, spend
     reconcile: Settings = field(default_factory=Settings)
     webhook: bool = True
+    uninjected_interval_s: float = 60.0  # timer: pods that ask for a gateway but run without its sidecar
 
 
 def register(registry: kopf.OperatorRegistry, api_client_factory: Callable[[], client.ApiClient],
@@ -57,7 +58,7 @@ def register(registry: kopf.OperatorRegistry, api_client_factory: Callable[[], c
         write(body, reconciler.reconcile(_plain(body), read_spend=True), trigger="timer")
 
     if settings.webhook:
-        webhook.register(registry)
+        webhook.register(registry, uninjected_interval_s=settings.uninjected_interval_s)
 
 
 def _plain(body: kopf.Body) -> dict[str, Any]:

@@ -163,10 +163,17 @@ class Reconciler:
         pairs = referenced_secrets(gw)
         if gw.mode != "external" and gw.auth and not gw.auth_secret_generated:
             pairs.insert(0, (gw.auth_secret_name, gw.auth_secret_key))
-        checked: dict[str, bool] = {}
+        return self._first_missing(gw, pairs)
+
+    def _external_secrets_missing(self, gw: Gateway) -> tuple[str, str] | None:
+        """The Secrets the operator itself needs to reach an external Redis (URL, password, CA)."""
+        ext = gw.redis["external"]
+        refs = [ext[k] for k in ("urlSecretRef", "passwordSecretRef", "caSecretRef") if ext.get(k)]
+        return self._first_missing(gw, [(r["name"], r["key"]) for r in refs])
+
+    def _first_missing(self, gw: Gateway, pairs: list[tuple[str, str]]) -> tuple[str, str] | None:
         for secret_name, key in pairs:
             exists, value = self.applier.secret_value(gw.namespace, secret_name, key)
-            checked[secret_name] = exists
             if not exists:
                 return "SecretNotFound", f"Secret {gw.namespace}/{secret_name} does not exist (needed for key {key!r})"
             if value is None:
@@ -210,14 +217,17 @@ class Reconciler:
 
     def _observe_redis(self, gw: Gateway, obs: Observation, read_spend: bool, now: dt.datetime) -> None:
         if gw.mode == "external":
-            target = self._target(gw)
-            ok, msg = self._ping(target)
-            if not ok and gw.redis["external"].get("iam") and "auth" in msg.lower():
-                # IAM tokens belong to the sidecars' identity, not the operator's: an answer asking for AUTH is
-                # as much as the operator can see.
-                ok, msg = True, "answers; IAM authentication is done by the sidecars"
-            obs.redis = Check(True, "Reachable", f"external {target.mode} Redis answers PING") if ok \
-                else Check(False, "Unreachable", f"external Redis: {msg}")
+            if missing := self._external_secrets_missing(gw):
+                obs.redis = Check(False, missing[0], f"external Redis: {missing[1]}")
+            else:
+                target = self._target(gw)
+                ok, msg = self._ping(target)
+                if not ok and gw.redis["external"].get("iam") and "auth" in msg.lower():
+                    # IAM tokens belong to the sidecars' identity, not the operator's: an answer asking for AUTH
+                    # is as much as the operator can see.
+                    ok, msg = True, "answers; IAM authentication is done by the sidecars"
+                obs.redis = Check(True, "Reachable", f"external {target.mode} Redis answers PING") if ok \
+                    else Check(False, "Unreachable", f"external Redis: {msg}")
         else:
             sets = [gw.redis_name] + ([gw.sentinel_name] if gw.mode == "sentinel" else [])
             ready = desired = 0

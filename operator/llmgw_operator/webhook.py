@@ -18,7 +18,6 @@ import hashlib
 import json
 import logging
 import os
-import secrets
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -87,9 +86,15 @@ class WebhookConfig:
 
 
 def settings_from_env(native_supported: bool, env: Mapping[str, str] | None = None) -> injection.InjectionSettings:
+    """native_supported: what the API server can run. LLMGW_NATIVE_SIDECARS (chart: webhook.nativeSidecars) is
+    auto | true | false; "true" on a server without native sidecars still injects plain containers (with a warning
+    here): an older server would refuse every injected pod, and the webhook never blocks a pod."""
     e = os.environ if env is None else env
-    mode = e.get("LLMGW_NATIVE_SIDECARS", "auto").lower()  # auto | true | false (chart: injection.nativeSidecars)
-    native = native_supported if mode == "auto" else mode == "true"
+    mode = e.get("LLMGW_NATIVE_SIDECARS", "auto").lower()
+    if mode == "true" and not native_supported:
+        log.warning("LLMGW_NATIVE_SIDECARS=true, but this API server does not run native sidecars (Kubernetes "
+                    ">= 1.29): injecting plain containers")
+    native = native_supported and mode != "false"
     return injection.InjectionSettings(
         default_image=e.get("LLMGW_SIDECAR_IMAGE", "ghcr.io/llmgateway/sidecar:0.1.0"),
         native_sidecars_supported=native,
@@ -324,16 +329,6 @@ def register(registry: Any, api_client_factory: Callable[[], Any] | None = None,
         await server.start()
         memo["llmgw_webhook"] = server
         memo["llmgw_webhook_api"] = api
-
-    @kopf.on.startup(registry=registry, id="llmgw-peering-priority")
-    def peering_priority(settings: Any, logger: Any, **_: Any) -> None:
-        # kopf peering is not an election: replicas of EQUAL priority pause each other ("Pausing all operators,
-        # including self"), and the chart runs two identical replicas. A random priority per process makes exactly
-        # one of them the active reconciler; when it dies, its keep-alive expires and the other resumes. Startup
-        # handlers run before peering starts, and kopf documents them as the place to adjust settings.
-        if settings.peering.name and not settings.peering.standalone and settings.peering.priority == 0:
-            settings.peering.priority = secrets.randbelow(2**31 - 2) + 1
-            logger.info("peering %r: priority %d", settings.peering.name, settings.peering.priority)
 
     @kopf.on.cleanup(registry=registry, id="llmgw-webhook-stop")
     async def stop_webhook(memo: Any, **_: Any) -> None:

@@ -29,6 +29,10 @@ API_CALLS = [
     ("", "pods", "list"),  # pods of a gateway's namespace, for the uninjected-pod report
 ]
 MAX_LISTED_PODS = 20  # names in status and Events; the count is always complete
+# (connect, read) seconds. The gateway lookup must answer well inside the webhook configuration's timeoutSeconds
+# (the admission answer is also bounded by WebhookConfig.lookup_timeout_s, but a thread stuck in a read would stay).
+LOOKUP_TIMEOUT = (2.0, 3.0)
+REQUEST_TIMEOUT = (5.0, 30.0)
 
 
 class KubeBackend:
@@ -58,7 +62,7 @@ class KubeBackend:
             return hit[1]
         try:
             obj = await asyncio.to_thread(self._custom.get_namespaced_custom_object, GROUP, VERSION, namespace,
-                                          PLURAL, name)
+                                          PLURAL, name, _request_timeout=LOOKUP_TIMEOUT)
         except self._exc as e:
             if e.status == 404:
                 self._cache.pop((namespace, name), None)
@@ -87,7 +91,8 @@ class KubeBackend:
 
     async def _post(self, namespace: str, body: dict[str, Any]) -> None:
         try:
-            await asyncio.to_thread(self._core.create_namespaced_event, namespace, body)
+            await asyncio.to_thread(self._core.create_namespaced_event, namespace, body,
+                                    _request_timeout=REQUEST_TIMEOUT)
         except Exception as e:  # noqa: BLE001 -- an event is best effort, never worth a crash
             log.warning("event not recorded in %s: %s", namespace, e)
 
@@ -127,7 +132,7 @@ def native_sidecars_supported(major: str, minor: str) -> bool:
 def detect_native_support(api_client: Any) -> bool:
     """Ask the API server for its version (/version is readable by every authenticated client)."""
     try:
-        info = client.VersionApi(api_client).get_code()
+        info = client.VersionApi(api_client).get_code(_request_timeout=REQUEST_TIMEOUT)
     except Exception as e:  # noqa: BLE001 -- unknown version: plain containers work on every version
         log.warning("cannot read the server version (%s); injecting plain-container sidecars", e)
         return False
@@ -141,7 +146,7 @@ def list_pods(api_client: Any, namespace: str) -> list[dict[str, Any]]:
     at worst, which is all a periodic report needs. The raw response skips the client's model conversion.
     """
     resp = client.CoreV1Api(api_client).list_namespaced_pod(namespace, resource_version="0", _preload_content=False,
-                                                            _request_timeout=30)
+                                                            _request_timeout=REQUEST_TIMEOUT)
     return list(json.loads(resp.data).get("items") or [])
 
 

@@ -54,12 +54,20 @@ def test_render_and_validate_every_object(case: str) -> None:
     assert docs
     for doc in docs:
         validate(doc)
-    names = [(d["kind"], d["metadata"]["name"]) for d in docs]
+    names = [(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]) for d in docs]
     assert len(names) == len(set(names)), "duplicate objects"
+    watched = MATRIX[case].get("operator", {}).get("watchNamespaces")
     for d in docs:
-        if d["kind"] not in {"ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration",
-                             "ClusterKopfPeering"}:
+        if d["kind"] == "KopfPeering":  # kopf's namespaced peering: one in each watched namespace
+            assert d["metadata"]["namespace"] in watched, d["metadata"]
+        elif d["kind"] not in {"ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration",
+                               "ClusterKopfPeering"}:
             assert d["metadata"]["namespace"] == NAMESPACE, d["metadata"]["name"]
+    peerings = [d for d in docs if d["kind"] in {"KopfPeering", "ClusterKopfPeering"}]
+    if MATRIX[case].get("peering", {}).get("enabled", True):
+        assert [d["kind"] for d in peerings] == (["KopfPeering"] * len(watched) if watched else ["ClusterKopfPeering"])
+    else:
+        assert not peerings
 
 
 def _mwc(docs: list[dict[str, Any]]) -> dict[str, Any]:

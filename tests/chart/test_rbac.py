@@ -24,6 +24,11 @@ KOPF_CALLS = [
     ("kopf.dev", "clusterkopfpeerings", "list"),
     ("kopf.dev", "clusterkopfpeerings", "watch"),
     ("kopf.dev", "clusterkopfpeerings", "patch"),
+    # With watchNamespaces kopf keeps its peering in a KopfPeering per namespace (the operator reads it at start).
+    ("kopf.dev", "kopfpeerings", "get"),
+    ("kopf.dev", "kopfpeerings", "list"),
+    ("kopf.dev", "kopfpeerings", "watch"),
+    ("kopf.dev", "kopfpeerings", "patch"),
     ("", "events", "create"),
 ]
 

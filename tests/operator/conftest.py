@@ -41,6 +41,9 @@ class Emulator(kmock.KubernetesEmulator):
     _rv: int = 0
 
     async def _handle(self, request: kmock.Request) -> Any:
+        if request.action == kmock.action.UPDATE and request.name is not None and \
+                request.headers.get("Content-Type", "").startswith("application/apply-patch"):
+            self._server_side_apply(request)
         data = request.data
         if request.resource is not None and isinstance(data, dict):
             Emulator._rv += 1
@@ -62,6 +65,36 @@ class Emulator(kmock.KubernetesEmulator):
                     if "spec" in data and data["spec"] != cur.get("spec") and request.subresource != "status":
                         meta["generation"] = int(cur.get("metadata", {}).get("generation", 1)) + 1
         return await super()._handle(request)
+
+    def _server_side_apply(self, request: kmock.Request) -> None:
+        """Server-side apply, approximated for objects with one writer (the operator): a missing object is created;
+        an existing one gets what was applied, and loses what it held but the apply no longer names (in metadata
+        only labels, annotations and owner references: the rest is the server's).
+
+        The request is rewritten in place (kmock matches reactions by request identity, so no copy)."""
+        key = (request.resource, request.namespace, request.name)
+        if key not in self.objects or self.objects[key].deleted:
+            _rewrite(request, action=kmock.action.CREATE, method=kmock.method.POST, name=None)
+            return
+        cur = self.objects[key].raw
+        patch: dict[str, Any] = {k: _replacing(cur.get(k), v) for k, v in request.data.items() if k != "metadata"}
+        patch.update({k: None for k in cur if k not in request.data and k not in ("metadata", "status")})
+        md = request.data.get("metadata") or {}
+        patch["metadata"] = {k: _replacing((cur.get("metadata") or {}).get(k), md.get(k))
+                             for k in ("labels", "annotations", "ownerReferences")}
+        _rewrite(request, data=patch)
+
+
+def _rewrite(request: kmock.Request, **fields: Any) -> None:
+    for k, v in fields.items():
+        object.__setattr__(request, k, v)  # a frozen attrs class: the one way to change it in place
+
+
+def _replacing(cur: Any, new: Any) -> Any:
+    """A merge patch that turns cur into new (keys only cur has become null)."""
+    if isinstance(cur, dict) and isinstance(new, dict):
+        return {**{k: None for k in cur if k not in new}, **{k: _replacing(cur.get(k), v) for k, v in new.items()}}
+    return new
 
 
 @dataclass

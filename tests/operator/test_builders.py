@@ -334,17 +334,29 @@ def test_each_example_builds_a_valid_set(path: Path) -> None:
     assert any(o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-sidecar") for o in objs)
 
 
-def test_statefulset_patches_leave_immutable_fields_out() -> None:
-    from llmgw_operator.apply import STS_IMMUTABLE, ApplyError, _statefulset_patch
+def test_statefulset_immutable_changes_are_named_and_server_additions_are_not_changes() -> None:
+    from llmgw_operator.apply import ApplyError, _check_statefulset_immutables, drifted
 
     sts = by(build_all(gw(), PASSWORD), "StatefulSet")
     server = yaml.safe_load(yaml.safe_dump(sts))
     # What the API server adds to claim templates must not count as a change.
     server["spec"]["volumeClaimTemplates"][0]["spec"]["volumeMode"] = "Filesystem"
     server["spec"]["volumeClaimTemplates"][0]["status"] = {"phase": "Pending"}
-    patch = _statefulset_patch(sts, server)
-    assert not set(STS_IMMUTABLE) & set(patch["spec"]) and patch["spec"]["template"] == sts["spec"]["template"]
+    _check_statefulset_immutables(sts, server)
+    assert not drifted(sts, server)
     bigger = by(build_all(gw({"storage": {"size": "5Gi"}}), PASSWORD), "StatefulSet")
     with pytest.raises(ApplyError) as e:
-        _statefulset_patch(bigger, server)
+        _check_statefulset_immutables(bigger, server)
     assert e.value.reason == "ImmutableFieldChanged" and "5Gi" in e.value.message
+
+
+def test_drift_is_a_changed_or_missing_rendered_value_not_a_normalised_one() -> None:
+    from llmgw_operator.apply import drifted
+
+    want = {"spec": {"cpu": "0.5", "tolerations": [{"key": "a"}], "nodeSelector": {"disk": "ssd"}}}
+    assert not drifted(want, {"spec": {"cpu": "500m", "tolerations": [{"key": "a", "operator": "Equal"}],
+                                       "nodeSelector": {"disk": "ssd"}, "extra": 1}})
+    assert drifted(want, {"spec": {"cpu": "1", "tolerations": [{"key": "a"}], "nodeSelector": {"disk": "ssd"}}})
+    assert drifted(want, {"spec": {"cpu": "0.5", "tolerations": [], "nodeSelector": {"disk": "ssd"}}})
+    assert drifted(want, {"spec": {"cpu": "0.5", "tolerations": [{"key": "a"}], "nodeSelector": {}}})
+    assert drifted({"image": "redis:7"}, {"image": "redis:8"})

@@ -115,7 +115,8 @@ def test_every_mode_has_an_example() -> None:
     assert modes == {"standalone", "sentinel", "cluster", "external"}
 
 
-@pytest.mark.parametrize("bad,where", [
+# (bad part of a spec, where the error points). tests/apiserver sends them to a real API server too.
+BAD_SPECS: list[tuple[dict[str, Any], str]] = [
     ({"redis": {"mode": "replicated"}}, "mode"),
     ({"redis": {"shards": 2, "mode": "cluster"}}, "shards"),
     ({"redis": {"storage": {"size": "lots"}}}, "size"),
@@ -126,7 +127,10 @@ def test_every_mode_has_an_example() -> None:
     ({"models": []}, "models"),
     ({"models": [{"name": "m", "apiKeySecretRef": {"name": "s"}}]}, "key"),
     ({"budgets": [{"scope": "pod", "maxUsd": 0}]}, "maxUsd"),
-])
+]
+
+
+@pytest.mark.parametrize("bad,where", BAD_SPECS)
 def test_schema_refuses_bad_specs(bad: dict[str, Any], where: str) -> None:
     spec: dict[str, Any] = {"models": [{"name": "m", "provider": "mock"}]}
     spec.update(bad)

@@ -89,6 +89,16 @@ def test_cli_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch)
     assert s.posting.level == logging.INFO
     assert isinstance(s.persistence.progress_storage, kopf.AnnotationsProgressStorage)
     assert not cli.operator_settings("").peering.mandatory
+    assert not cli.operator_settings("llmgateway", ["a", "b"]).peering.clusterwide  # KopfPeering per namespace
+
+
+def test_peering_priorities_are_drawn_at_startup_whatever_is_enabled() -> None:
+    """Two replicas with kopf's default priority 0 pause each other: each process draws its own, in the operator's
+    start-up settings (not in an optional part such as the webhook)."""
+    drawn = {cli.operator_settings("llmgateway").peering.priority for _ in range(3)}
+    assert len(drawn) == 3 and min(drawn) > 0
+    assert cli.operator_settings("llmgateway", ["team-a"]).peering.priority > 0
+    assert cli.operator_settings("").peering.priority == 0, "standalone: no peering, no priority"
 
 
 def test_cli_without_crd_fails_clearly(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:

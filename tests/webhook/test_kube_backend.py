@@ -4,7 +4,6 @@ server version detection, and the kopf startup/cleanup registration serving HTTP
 from __future__ import annotations
 
 import asyncio
-import logging
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -122,7 +121,7 @@ async def test_kopf_registration_starts_and_stops_the_server(k8s: tuple[kmock.Ku
     cfg = webhook.WebhookConfig(host="127.0.0.1", port=0, cert_dir=str(tmp_path))
     webhook.register(registry, api_client_factory=lambda: api, config=cfg)
     handlers = {h.id: h for h in registry._activities.get_all_handlers()}
-    assert set(handlers) == {"llmgw-webhook-start", "llmgw-webhook-stop", "llmgw-peering-priority"}
+    assert set(handlers) == {"llmgw-webhook-start", "llmgw-webhook-stop"}
     memo = kopf.Memo()
     await handlers["llmgw-webhook-start"].fn(memo=memo)
     server = memo["llmgw_webhook"]
@@ -135,26 +134,3 @@ async def test_kopf_registration_starts_and_stops_the_server(k8s: tuple[kmock.Ku
     with pytest.raises(aiohttp.ClientConnectionError):
         async with aiohttp.ClientSession() as s, s.get(f"https://127.0.0.1:{server.port}/healthz", ssl=ctx):
             pass
-
-
-def test_equal_peering_priorities_are_broken_at_startup() -> None:
-    """Two replicas with kopf's default priority 0 would pause each other: each process draws its own."""
-    registry = kopf.OperatorRegistry()
-    webhook.register(registry, api_client_factory=lambda: None)
-    fn = next(h.fn for h in registry._activities.get_all_handlers() if h.id == "llmgw-peering-priority")
-    drawn = set()
-    for _ in range(3):
-        settings = kopf.OperatorSettings()
-        settings.peering.name, settings.peering.standalone = "llmgateway-llmgateway-system", False
-        fn(settings=settings, logger=logging.getLogger("test"))
-        assert settings.peering.priority > 0
-        drawn.add(settings.peering.priority)
-    assert len(drawn) == 3
-    for configured in [{"name": "x", "standalone": False, "priority": 7}, {"name": "x", "standalone": True},
-                       {"name": "", "standalone": False}]:
-        settings = kopf.OperatorSettings()
-        for k, v in configured.items():
-            setattr(settings.peering, k, v)
-        before = settings.peering.priority
-        fn(settings=settings, logger=logging.getLogger("test"))
-        assert settings.peering.priority == before, "an explicit priority or no peering is left alone"

@@ -94,6 +94,9 @@ def test_settings_from_env() -> None:
     s = webhook.settings_from_env(True, {"LLMGW_SIDECAR_IMAGE": "r/s:2", "LLMGW_NATIVE_SIDECARS": "false"})
     assert s.default_image == "r/s:2" and s.native_sidecars_supported is False
     assert webhook.settings_from_env(False, {}).native_sidecars_supported is False
+    # Forced on where the server cannot run them: plain containers (an old server would refuse every such pod).
+    assert webhook.settings_from_env(False, {"LLMGW_NATIVE_SIDECARS": "true"}).native_sidecars_supported is False
+    assert webhook.settings_from_env(True, {"LLMGW_NATIVE_SIDECARS": "true"}).native_sidecars_supported is True
     assert webhook.settings_from_env(True, {}).native_sidecars_supported is True
     cfg = webhook.WebhookConfig.from_env({"LLMGW_WEBHOOK_PORT": "8443", "LLMGW_WEBHOOK_CERT_DIR": "/x"})
     assert (cfg.port, cfg.cert_dir) == (8443, "/x")

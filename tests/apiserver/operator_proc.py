@@ -1,0 +1,106 @@
+"""The operator as a real process (`python -m llmgw_operator run`) against the test control plane, as the chart's
+ServiceAccount: a token kubeconfig, no admin rights. Logs go to a file the tests read (403s, reconciles, peering)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.apiserver.cluster import REPO, free_ports, wait_for
+
+# A refused API call as kopf or the kubernetes client report it.
+FORBIDDEN = re.compile(r"\b403\b|Forbidden|forbidden")
+
+
+@dataclass
+class OperatorProcess:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    webhook_port: int | None
+    _log_file: object = field(repr=False, default=None)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def forbidden(self) -> list[str]:
+        return [line for line in self.log().splitlines() if FORBIDDEN.search(line)]
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """SIGINT, as kubelet's SIGTERM would: kopf stops its handlers and the webhook server; then kill."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+def start_operator(name: str, kubeconfig: Path, log_dir: Path, *, webhook_cert_dir: Path | None = None,
+                   peering: str = "", namespaces: str = "", status_interval_s: float = 2.0,
+                   extra_env: dict[str, str] | None = None) -> OperatorProcess:
+    """Start one replica. With webhook_cert_dir the admission server listens on a free loopback port (HTTPS)."""
+    port = free_ports(1)[0] if webhook_cert_dir else None
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBERNETES_", "LLMGW_"))}
+    paths = [str(REPO / "operator"), str(REPO / "sidecar"), str(REPO)]
+    env.update({
+        "PYTHONPATH": os.pathsep.join([*paths, env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        "KUBECONFIG": str(kubeconfig),
+        "POD_ID": name,  # kopf's peer identity (and our Events' reportingInstance via POD_NAME)
+        "POD_NAME": name,
+        "LLMGW_LOG_LEVEL": "INFO",
+        "LLMGW_LIVENESS_PORT": "0",
+        "LLMGW_STATUS_INTERVAL_S": str(status_interval_s),
+        "LLMGW_UNINJECTED_INTERVAL_S": str(status_interval_s),
+        "LLMGW_PEERING_NAME": peering,
+        "LLMGW_WATCH_NAMESPACES": namespaces,
+        "LLMGW_WEBHOOK_ENABLED": "true" if webhook_cert_dir else "false",
+        "LLMGW_SIDECAR_IMAGE": "ghcr.io/llmgateway/sidecar:test",
+    })
+    if webhook_cert_dir:
+        env.update({"LLMGW_WEBHOOK_HOST": "127.0.0.1", "LLMGW_WEBHOOK_PORT": str(port),
+                    "LLMGW_WEBHOOK_CERT_DIR": str(webhook_cert_dir)})
+    env.update(extra_env or {})
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{name}.log"
+    log_file = log_path.open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "llmgw_operator", "run"], env=env, stdout=log_file,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO)
+    op = OperatorProcess(name, proc, log_path, port, log_file)
+    if webhook_cert_dir:
+        wait_for(f"{name}'s webhook on port {port}", lambda: _listening(port) or _dead(op), 60)
+    return op
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _dead(op: OperatorProcess) -> bool:
+    if op.proc.poll() is not None:
+        raise AssertionError(f"operator {op.name} exited ({op.proc.returncode}):\n{op.log()[-3000:]}")
+    return False
+
+
+def wait_log(op: OperatorProcess, pattern: str, timeout_s: float = 30.0) -> re.Match[str]:
+    rx = re.compile(pattern)
+    return wait_for(f"{pattern!r} in {op.name}'s log",
+                    lambda: rx.search(op.log()) or _dead(op) or None, timeout_s)
+
+
+def settle(seconds: float) -> None:
+    time.sleep(seconds)
