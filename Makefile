@@ -51,9 +51,10 @@ model: $(STAMP) ## export the local embedding model to .cache/models (once)
 run: system-deps $(STAMP) model ## Redis Stack + the gateway on 127.0.0.1:4000 (Ctrl-C stops both)
 	@$(BIN)/python -m llmgw_sidecar.devrun --config $(CONFIG) --port $(PORT) --dir .data/redis
 
-test: $(STAMP) ## ruff and the whole test suite (own ports and folders: works while make run runs)
+test: $(STAMP) ## ruff, mypy and the whole test suite (own ports and folders: works while make run runs)
 	@bash .ci/system-deps.sh --test
 	$(BIN)/ruff check .
+	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest
 
 bench: system-deps $(STAMP) model ## benchmarks (print JSON)
@@ -68,8 +69,9 @@ docs: $(STAMP) ## regenerate the reference tables in docs/
 	$(BIN)/python -m llmgw_sidecar.metrics_docs --write docs/metrics.md
 	$(BIN)/python -m llmgw_operator.crd_docs > docs/crd.md
 
-lint: $(STAMP) ## ruff only
+lint: $(STAMP) ## ruff and mypy (no tests)
 	$(BIN)/ruff check .
+	$(BIN)/python -m mypy
 
 images: ## docker build IMAGE_REPO/{operator,sidecar}:IMAGE_TAG (default tag dev)
 	$(DOCKER_BUILD) -f sidecar/Dockerfile --target sidecar -t $(IMAGE_REPO)/sidecar:$(IMAGE_TAG) .

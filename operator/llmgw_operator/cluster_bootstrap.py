@@ -258,8 +258,11 @@ class ClusterReconciler:
                     # now instead of waiting for the failure detector (FORCE: no handshake with the dead master).
                     heir = replicas[0]
                     self._act(heir, "CLUSTER", "FAILOVER", "FORCE")
-                    self._wait(f"{heir.addr} to take over from lost master {gid[:8]}",
-                               lambda h=heir: h.me.is_master and bool(h.me.slots))
+
+                    def took_over(h: Member = heir) -> bool:
+                        return h.me.is_master and bool(h.me.slots)
+
+                    self._wait(f"{heir.addr} to take over from lost master {gid[:8]}", took_over)
             for m in self.members:
                 if gid in m.view:
                     try:

@@ -47,7 +47,7 @@ def condition(type_: str, check: Check, generation: int, now: str, previous: lis
         "status": check.status,
         "reason": check.reason,
         "message": check.message,
-        "lastTransitionTime": now if changed else old.get("lastTransitionTime", now),
+        "lastTransitionTime": now if changed or old is None else old.get("lastTransitionTime", now),
         "observedGeneration": generation,
     }
 

@@ -283,9 +283,9 @@ class WebhookServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port, ssl_context=self.tls.context)
         await site.start()
-        server = site._server
-        if server is not None and getattr(server, "sockets", None):
-            self.port = server.sockets[0].getsockname()[1]
+        sockets = getattr(site._server, "sockets", None)  # port 0: learn the port the kernel chose
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
         self._watch = asyncio.create_task(self.tls.watch(self.config.reload_interval_s), name="llmgw-tls-reload")
         log.info("webhook listening on %s:%s", self.config.host, self.port)
 
@@ -340,9 +340,11 @@ def register(registry: Any, api_client_factory: Callable[[], Any] | None = None,
 
     @kopf.timer(GROUP, VERSION, PLURAL, registry=registry, id="llmgw-uninjected-pods", interval=uninjected_interval_s,
                 initial_delay=min(10.0, uninjected_interval_s), sharp=False)
-    def report_uninjected(name: str, namespace: str, spec: Any, body: Any, patch: Any, memo: Any, **_: Any) -> None:
+    def report_uninjected(name: str, namespace: str | None, spec: Any, body: Any, patch: Any, memo: Any,
+                          **_: Any) -> None:
         api = memo.get("llmgw_webhook_api")
-        if api is None:  # the server has not started (yet): nothing to compare against
+        # No server yet: nothing to compare against (namespace is never None for this namespaced resource).
+        if api is None or namespace is None:
             return
         status, names = uninjected_report(list_pods(api, namespace), name, spec)
         OPERATOR_METRICS.uninjected_pods.labels(namespace, name).set(len(names))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -505,7 +506,7 @@ class Config(_Model):
         return {m.name: m for m in self.models}
 
 
-def resolve_env(value: Any, path: str = "", environ: dict[str, str] | None = None) -> Any:
+def resolve_env(value: Any, path: str = "", environ: Mapping[str, str] | None = None) -> Any:
     """Replace every `os.environ/NAME` string with the variable's value; a missing variable is a ConfigError."""
     env = os.environ if environ is None else environ
     if isinstance(value, dict):

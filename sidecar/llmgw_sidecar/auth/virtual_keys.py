@@ -74,8 +74,9 @@ def load_entry(folder: Path) -> tuple[str, KeyEntry] | None:
         period = _read(folder, "budgetPeriod") or "day"
         if period not in ("day", "month"):
             raise ValueError("budgetPeriod must be day or month")
-        policy = KeyPolicy(rpm=_int(folder, "rpm"), tpm=_int(folder, "tpm"), max_parallel=_int(folder, "maxParallel"),
-                           budget_usd=budget, budget_period=period)
+        policy: KeyPolicy | None = KeyPolicy(rpm=_int(folder, "rpm"), tpm=_int(folder, "tpm"),
+                                             max_parallel=_int(folder, "maxParallel"),
+                                             budget_usd=budget, budget_period=period)
     except ValueError as e:
         log.warning("virtual key %s: %s; ignored", folder.name, e)
         return None

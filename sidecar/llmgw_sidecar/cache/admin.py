@@ -196,13 +196,13 @@ class CacheAdmin:
         out = []
         for i, k in enumerate(keys):
             vals, pttl, mem = res[3 * i:3 * i + 3]
-            gw, sc, cns, gen, model, created = (_s(v) for v in vals)
+            gw, sc, cns, gen, model, created_s = (_s(v) for v in vals)
             if not sc or not gen.isdigit():
                 continue  # not an entry of ours (or written before entries carried their scope)
             if sc != "global" and gw != self.gateway:
                 continue
             try:
-                age = round(now - float(created), 3)
+                age = round(now - float(created_s), 3)
             except ValueError:
                 age = None
             out.append(Entry(key=k, cache="semantic", scope=sc, generation=int(gen), model=model or None,
@@ -248,10 +248,10 @@ class CacheAdmin:
             if not got or not self._owned_scope(got[0].scope, Selector(scope="global" if got[0].scope == "global"
                                                                         else None)):
                 return None
-            e = got[0]
+            sem = got[0]
             prompt, usage = await self.redis.hmget(key, ["prompt", "usage"])
-            e.extra.update(prompt=_s(prompt), usage=orjson.loads(usage) if usage else None)
-            return e
+            sem.extra.update(prompt=_s(prompt), usage=orjson.loads(usage) if usage else None)
+            return sem
         e = self.parse_exact(key)
         if e is None or not self._owned_scope(e.scope, Selector(scope="global" if e.scope.startswith("global")
                                                                 else None)):

@@ -101,11 +101,11 @@ async def _run(args: argparse.Namespace, cfg: Config) -> int:
                 out.write(f"{'cache':8} {'model':20} {'scope':40} gen {'age':>8} {'ttl':>8} {'bytes':>9}  key\n")
                 out.writelines(_row(e) + "\n" for e in rows)
         elif args.verb == "show":
-            e = await admin.show(args.key)
-            if e is None:
+            shown = await admin.show(args.key)
+            if shown is None:
                 print(f"llmgw-sidecar: no entry {args.key} in this gateway's cache", file=sys.stderr)
                 return 1
-            out.write(orjson.dumps(e.to_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
+            out.write(orjson.dumps(shown.to_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
         elif args.verb == "rm":
             result = await admin.delete_keys(args.keys, _who())
             out.write(orjson.dumps(result).decode() + "\n")

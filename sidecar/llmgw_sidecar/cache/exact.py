@@ -62,11 +62,11 @@ class ExactCache:
         self.max_bytes = max_bytes
 
     async def get(self, key: str) -> CachedAnswer | None:
-        blob = await self.guard.call("cache_get", lambda: self.redis.get(key), default=_ERROR)
+        blob: bytes | str | None = await self.guard.call("cache_get", lambda: self.redis.get(key), default=_ERROR)
         if blob is _ERROR:
             self.metrics.cache_lookups.labels("exact", "error").inc()
             return None
-        answer = decode(blob) if blob else None
+        answer = decode(blob) if isinstance(blob, bytes) and blob else None  # a bytes client: never str
         self.metrics.cache_lookups.labels("exact", "hit" if answer else "miss").inc()
         return answer
 

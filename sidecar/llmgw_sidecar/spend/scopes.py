@@ -58,7 +58,7 @@ def aggregate(hashes: list[dict[Any, Any]], gateway: str, scope: str | None = No
                 continue
             per[rel][metric] += int(v)
             models[rel].add(model)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for rel, f in per.items():
         looked_up = f["hits"] + f["misses"]
         rows.append({
