@@ -29,9 +29,6 @@ def _load(path: str) -> Config:
 
 def serve(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
-    from .redis_env import describe
-
-    logging.getLogger("llmgw").info("%s", describe(cfg.redis))
     if args.host or args.port:
         listen = ListenConfig(host=args.host or cfg.listen.host, port=args.port or cfg.listen.port,
                               max_body_bytes=cfg.listen.max_body_bytes)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import errno
 import socket
 from typing import Any
-from urllib.parse import urlsplit
 
-from .config import Config, EmbeddingProvider, Provider, RedisMode
+from .config import Config, EmbeddingProvider, Provider
+from .redis_env import describe
 
 
 def port_problem(host: str, port: int) -> str | None:
@@ -37,18 +37,6 @@ def bind_error(host: str, port: int, e: OSError) -> str:
     return f"cannot listen on {host}:{port}: {e.strerror or e}"
 
 
-def redis_summary(cfg: Config) -> str:
-    """Mode and address, never credentials."""
-    r = cfg.redis
-    if r.mode == RedisMode.sentinel:
-        return f"redis sentinel {','.join(r.sentinels)} master {r.master_name}"
-    if r.mode == RedisMode.cluster:
-        return f"redis cluster {','.join(r.nodes)}"
-    u = urlsplit(r.url)
-    where = u.path if u.scheme == "unix" else f"{u.hostname}:{u.port or 6379}"
-    return f"redis standalone {where}{' (tls)' if u.scheme == 'rediss' else ''}"
-
-
 def semantic_summary(cfg: Config, semantic: Any) -> str:
     if semantic is None:
         return "semantic cache off"
@@ -67,5 +55,6 @@ def summary(cfg: Config, semantic: Any) -> str:
     models = ", ".join(
         f"{m.name} -> {'mock' if m.provider == Provider.mock else f'{m.provider.value} {m.base_url}'}" for m in cfg.models)
     exact = f"exact cache {'on' if cfg.cache.exact.enabled else 'off'}"
-    return (f"ready on http://{cfg.listen.host}:{cfg.listen.port}/v1; models: {models}; {redis_summary(cfg)}; "
+    # describe(): mode and address (never credentials) and where they came from (config, REDIS_* env or default)
+    return (f"ready on http://{cfg.listen.host}:{cfg.listen.port}/v1; models: {models}; {describe(cfg.redis)}; "
             f"{exact}; {semantic_summary(cfg, semantic)}")

@@ -81,7 +81,7 @@ def test_ctrl_c_stops_everything_fast_and_quietly(tmp_path: Path, ports: tuple[i
     # One summary line, and the gateway followed LLMGW_REDIS_PORT.
     ready = [line for line in err.splitlines() if " ready on " in line]
     assert len(ready) == 1, err
-    assert f"redis standalone 127.0.0.1:{redis_port}" in ready[0] and "gpt-4o-mini -> mock" in ready[0], ready[0]
+    assert f"redis: standalone 127.0.0.1:{redis_port}" in ready[0] and "gpt-4o-mini -> mock" in ready[0], ready[0]
     assert "exact cache on; semantic cache off" in ready[0]
 
 

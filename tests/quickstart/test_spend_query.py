@@ -16,7 +16,7 @@ from llmgw_sidecar.metrics import Metrics
 from tests.servers import ThreadServer
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")  # one gateway for the module: start-up is the slow part on a busy machine
 def gateway_url(redis_standalone: str) -> Iterator[str]:
     cfg = parse_config({"models": [{"name": "m", "provider": "mock"}],
                         "redis": {"url": redis_standalone, "key_prefix": f"t{uuid.uuid4().hex[:10]}"}})
