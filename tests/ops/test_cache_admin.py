@@ -146,25 +146,37 @@ def test_inspect_and_invalidate_by_model_scope_age(two_gateways: dict[str, Any])
     assert _b_keys(asyncio.run(all_keys(a)), b, b_semantic) == before_b
 
 
-def test_generation_hides_old_entries_and_purge_stale_deletes_only_them(two_gateways: dict[str, Any]) -> None:
+def test_generation_hides_old_entries_sweep_and_purge_delete_only_them(two_gateways: dict[str, Any]) -> None:
     a, b = two_gateways["a"], two_gateways["b"]
+    b_before = {e.key for e in asyncio.run(entries(b, Selector()))}
+    assert len(asyncio.run(entries(a, Selector(generation=0)))) == 6
     a1 = a.model_copy(update={"cache": a.cache.model_copy(update={"generation": 1})})
-    srv, _ = start_sidecar(a1)
+    srv, metrics = start_sidecar(a1)
     try:
         assert ask(srv, "m1", "question for m1", "k1") == "miss", "a new generation never serves older entries"
         deadline = time.monotonic() + 10
         while ask(srv, "m1", "question for m1", "k1") != "hit-exact":
             assert time.monotonic() < deadline
             time.sleep(0.05)
+        # the first sidecar serving generation 1 sweeps generation 0 (exact and semantic) in the background
+        deadline = time.monotonic() + 20
+        while asyncio.run(entries(a1, Selector(generation=0))):
+            assert time.monotonic() < deadline, "older generation not swept"
+            time.sleep(0.1)
+        swept = metrics.registry.get_sample_value("llmgw_cache_invalidations_total",
+                                                  {"cache": "exact", "by": "generation"})
+        assert swept == 4
     finally:
         srv.stop()
-    old = asyncio.run(entries(a1, Selector(generation=0)))
-    assert len(old) == 6 and {e.cache for e in old} == {"exact", "semantic"}
-    b_before = {e.key for e in asyncio.run(entries(b, Selector()))}
-    counts = asyncio.run(run_admin(a1, lambda adm: adm.delete(Selector(stale_generations=True), who="t")))
-    assert counts == {"exact": 4, "semantic": 2}
     left = asyncio.run(entries(a1, Selector()))
     assert [(e.cache, e.generation) for e in left] == [("exact", 1)]
+    assert {e.key for e in asyncio.run(entries(b, Selector()))} == b_before, "B untouched"
+
+    # generation 2 by config only (no sidecar yet): the CLI/API purge of stale generations does the same
+    a2 = a.model_copy(update={"cache": a.cache.model_copy(update={"generation": 2})})
+    counts = asyncio.run(run_admin(a2, lambda adm: adm.delete(Selector(stale_generations=True), who="t")))
+    assert counts == {"exact": 1, "semantic": 0}
+    assert asyncio.run(entries(a2, Selector())) == []
     assert {e.key for e in asyncio.run(entries(b, Selector()))} == b_before
 
 

@@ -2,6 +2,10 @@
 sidecars have applied a bumped `spec.cache.generation` (they pick it up through the config reload).
 
     {prefix}:gen:{ns/name}   HASH  pod name -> "<generation> <unix seconds>"   (same hash tag as the spend keys)
+    {prefix}:gen:{ns/name}:swept:<generation>   STRING  the pod that swept older generations (a lock, 1 day)
+
+The first sidecar that serves a generation also deletes the gateway's entries of every other generation in the
+background (once per generation across all replicas, thanks to the lock): older entries would only age out by TTL.
 """
 
 from __future__ import annotations
@@ -19,6 +23,25 @@ log = logging.getLogger("llmgw.generation")
 REPORT_EVERY_S = 15.0
 FRESH_S = 120.0  # a report older than this is a sidecar that went away
 KEEP_S = 86400.0  # reports older than this are removed by the reader
+SWEEP_DEADLINE_S = 600.0
+
+
+def sweep_lock_key(prefix: str, ns: str, name: str, generation: int) -> str:
+    return f"{generation_key(prefix, ns, name)}:swept:{generation}"
+
+
+async def sweep_once(rt: Any) -> dict[str, int] | None:
+    """Delete the gateway's entries of other generations, if no replica did it for this generation yet."""
+    from .admin import CacheAdmin, Selector  # admin imports the cache modules; keep this module light
+
+    cfg = rt.config
+    g = cfg.gateway
+    lock = sweep_lock_key(cfg.redis.key_prefix, g.namespace, g.name, cfg.cache.generation)
+    if not await rt.redis.set(lock, rt.caller.pod, nx=True, ex=int(KEEP_S)):
+        return None
+    admin = CacheAdmin(rt.redis, cfg, rt.metrics)
+    async with asyncio.timeout(SWEEP_DEADLINE_S):
+        return await admin.delete(Selector(stale_generations=True), who=f"generation-sweep pod={rt.caller.pod}")
 
 
 def generation_key(prefix: str, ns: str, name: str) -> str:
@@ -33,6 +56,8 @@ async def report_loop(runtime: Callable[[], Any], stop: asyncio.Event, every_s: 
     error, which this loop would then swallow and go on.)"""
     failing = False
     last: tuple[int, float] | None = None  # (generation reported, when)
+    swept: int | None = None
+    sweep: asyncio.Task[Any] | None = None
     while not stop.is_set():
         rt = runtime()
         cfg = rt.config
@@ -44,12 +69,24 @@ async def report_loop(runtime: Callable[[], Any], stop: asyncio.Event, every_s: 
                     await rt.redis.hset(key, rt.caller.pod, f"{gen_now} {int(time.time())}")
                     await rt.redis.expire(key, int(KEEP_S))
                 last, failing = (gen_now, time.monotonic()), False
+                if swept != gen_now and (sweep is None or sweep.done()):
+                    swept = gen_now
+                    sweep = asyncio.create_task(_sweep_logged(rt), name="cache-generation-sweep")
             except Exception as e:  # noqa: BLE001 - a report is best effort
                 if not failing:
                     log.warning("cannot report the cache generation: %s: %s", type(e).__name__, e)
                 failing = True
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=tick_s)
+    if sweep is not None and not sweep.done():
+        sweep.cancel()  # a sweep is resumable: the next generation change (or the CLI) finishes it
+
+
+async def _sweep_logged(rt: Any) -> None:
+    try:
+        await sweep_once(rt)
+    except Exception as e:  # noqa: BLE001 - best effort; `llmgw-sidecar cache purge --stale-generations` remains
+        log.warning("sweep of older cache generations failed: %s: %s", type(e).__name__, e)
 
 
 def summarize(reports: dict[Any, Any], generation: int, now: float) -> tuple[dict[str, int], list[str]]:
