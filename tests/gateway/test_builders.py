@@ -4,12 +4,14 @@ is the sidecar's (same renderer, same schema) listening on 0.0.0.0 with gateway 
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
 import yaml
 
+from llmgw_operator import injection
 from llmgw_operator.builders import Gateway, SpecError, build_all
 from llmgw_operator.builders import gateway as gwb
 from llmgw_operator.builders.common import content_hash
@@ -155,3 +157,21 @@ def test_bad_autoscaling_is_a_spec_error_and_no_gateway_builds_nothing() -> None
     assert gwb.build(gateway(enabled=False)) == []
     # The sidecar objects do not change when a gateway is added.
     assert build_all(plain, "pw") == build_all(gateway(), "pw")
+
+
+def test_shared_gateway_examples_build_and_validate() -> None:
+    examples = Path(__file__).resolve().parents[2] / "manifests" / "examples"
+    doc = yaml.safe_load((examples / "gateway-shared.yaml").read_text())
+    g = Gateway.from_spec(doc["metadata"]["name"], doc["metadata"]["namespace"], doc["spec"])
+    objs = gwb.build(g, key_secrets=["ci-pipeline"])
+    validate(objs)
+    assert {o["kind"] for o in objs} >= {"Deployment", "Service", "NetworkPolicy", "HorizontalPodAutoscaler"}
+    assert gwb.endpoint(g) == "http://llm-gateway.llm.svc:80/v1"
+    clients = list(yaml.safe_load_all((examples / "shared-gateway-clients.yaml").read_text()))
+    validate(clients)
+    job = next(d for d in clients if d["kind"] == "Job")
+    ns, name = injection.requested_shared_gateway(job["spec"]["template"], "team-a") or ("", "")
+    assert (ns, name) == (doc["metadata"]["namespace"], doc["metadata"]["name"])
+    key = next(d for d in clients if d["kind"] == "Secret")
+    assert key["metadata"]["labels"][gwb.VIRTUAL_KEY_LABEL] == doc["metadata"]["name"]
+    assert set(key["stringData"]) <= set(gwb.VIRTUAL_KEY_FIELDS)

@@ -1,0 +1,121 @@
+"""The shared gateway on a real API server: `kubectl apply` of the example LLMGateway with spec.gateway, reconciled by
+the operator process running as the chart's ServiceAccount with exactly the chart's RBAC. The API server itself checks
+every object, the owner references, and that the operator may bind the gateway ClusterRole (RBAC escalation check).
+
+1.20 serves neither autoscaling/v2 nor policy/v1: the example runs with fixed replicas and no PDBs here (those
+builders are validated for 1.29/1.33 in tests/gateway/test_builders.py). No kubelet: ready replicas stay 0."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from llmgw_operator.builders import gateway as gwb
+from tests.apiserver.cluster import wait_for
+from tests.apiserver.conftest import Installed, gateway, secrets_for
+from tests.apiserver.operator_proc import OperatorProcess, start_operator
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "examples"
+NS = "shared-gw"
+MERGE = "application/merge-patch+json"
+
+
+def gateway_role(installed: Installed) -> str:
+    return next(r["metadata"]["name"] for r in installed.kinds("ClusterRole") if r["metadata"]["name"].endswith(
+        "-gateway"))
+
+
+@pytest.fixture(scope="module")
+def operator(installed: Installed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    server = installed.server
+    server.ensure_namespace(NS)
+    secrets_for(server, NS)
+    # The chart's gateway ClusterRole itself (the fixture installs the operator's RBAC only).
+    server.apply(next(r for r in installed.kinds("ClusterRole") if r["metadata"]["name"] == gateway_role(installed)),
+                 "helm")
+    op = start_operator("shared-gw", installed.sa_kubeconfig, tmp_path_factory.mktemp("oplogs"),
+                        extra_env={"LLMGW_GATEWAY_CLUSTER_ROLE": gateway_role(installed)})
+    yield op
+    op.stop()
+    print(f"---- operator log (tail) ----\n{op.log()[-3000:]}")
+
+
+def example() -> dict[str, Any]:
+    doc = copy.deepcopy(yaml.safe_load((EXAMPLES / "gateway-shared.yaml").read_text()))
+    doc["metadata"]["namespace"] = NS
+    doc["spec"]["gateway"].pop("autoscaling")
+    doc["spec"]["gateway"]["replicas"] = 2
+    doc["spec"]["gateway"]["podDisruptionBudget"] = {"enabled": False}
+    doc["spec"]["redis"]["podDisruptionBudget"] = {"enabled": False}
+    return doc
+
+
+def read(api: client.ApiClient, kind: str, name: str) -> dict[str, Any] | None:
+    calls = {"Deployment": lambda: client.AppsV1Api(api).read_namespaced_deployment(name, NS),
+             "Service": lambda: client.CoreV1Api(api).read_namespaced_service(name, NS),
+             "ServiceAccount": lambda: client.CoreV1Api(api).read_namespaced_service_account(name, NS),
+             "ConfigMap": lambda: client.CoreV1Api(api).read_namespaced_config_map(name, NS),
+             "NetworkPolicy": lambda: client.NetworkingV1Api(api).read_namespaced_network_policy(name, NS),
+             "ClusterRoleBinding": lambda: client.RbacAuthorizationV1Api(api).read_cluster_role_binding(name)}
+    try:
+        return api.sanitize_for_serialization(calls[kind]())
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+
+
+def test_example_gets_deployment_service_policy_and_binding(installed: Installed, operator: OperatorProcess) -> None:
+    server = installed.server
+    api = server.client()
+    server.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {
+        "name": "ci-pipeline", "namespace": NS, "labels": {gwb.VIRTUAL_KEY_LABEL: "llm"}},
+        "stringData": {"key": "vk-ci-pipeline-0123456789abcdef", "scope": "ci"}})
+    doc = example()
+    server.apply(doc, "kubectl")
+    name = "llm-gateway"
+    objs = {k: wait_for(f"{k} {name}", lambda k=k: read(api, k, name), 60)
+            for k in ("ServiceAccount", "ConfigMap", "Deployment", "Service", "NetworkPolicy")}
+    crb = wait_for("the ClusterRoleBinding", lambda: read(api, "ClusterRoleBinding", f"llmgw-gateway:{NS}:llm"), 30)
+    uid = gateway(api, NS, "llm")["metadata"]["uid"]
+    for kind, obj in objs.items():
+        assert obj["metadata"]["ownerReferences"][0]["uid"] == uid, kind
+    # Cluster-scoped: no (invalid) owner reference; the labels name its gateway for pruning.
+    assert not crb["metadata"].get("ownerReferences")
+    assert crb["roleRef"]["name"] == gateway_role(installed)
+    assert crb["subjects"] == [{"kind": "ServiceAccount", "name": name, "namespace": NS}]
+    dep = objs["Deployment"]
+    pod = dep["spec"]["template"]["spec"]
+    assert dep["spec"]["replicas"] == 2 and pod["serviceAccountName"] == name
+    keys = next(v for v in pod["volumes"] if v["name"] == gwb.KEYS_VOLUME)
+    assert keys["projected"]["sources"][0]["secret"]["name"] == "ci-pipeline"
+    cfg = yaml.safe_load(objs["ConfigMap"]["data"]["config.yaml"])
+    assert cfg["listen"]["host"] == "0.0.0.0" and cfg["auth"]["mode"] == "gateway"
+    assert objs["NetworkPolicy"]["spec"]["ingress"][0]["from"][0]["namespaceSelector"] == \
+        {"matchLabels": {"llmgateway.dev/clients": "yes"}}
+    st = wait_for("status.gateway", lambda: ((gateway(api, NS, "llm") or {}).get("status") or {}).get("gateway"), 30)
+    assert st["endpoint"] == f"http://llm-gateway.{NS}.svc:80/v1"
+    assert (st["readyReplicas"], st["replicas"]) == (0, "0/2")  # no kubelet here: never claimed ready
+    assert operator.forbidden() == [], "the chart's RBAC covers every call of the shared gateway"
+
+
+def test_turning_the_gateway_off_prunes_everything_of_it(installed: Installed, operator: OperatorProcess) -> None:
+    api = installed.server.client()
+    wait_for("the Deployment", lambda: read(api, "Deployment", "llm-gateway"), 60)
+    client.CustomObjectsApi(api).patch_namespaced_custom_object(
+        "llmgateway.dev", "v1alpha1", NS, "llmgateways", "llm", {"spec": {"gateway": {"enabled": False}}},
+        _content_type=MERGE)
+    for kind in ("Deployment", "Service", "NetworkPolicy", "ServiceAccount"):
+        wait_for(f"{kind} pruned", lambda k=kind: read(api, k, "llm-gateway") is None, 60)
+    wait_for("ClusterRoleBinding pruned", lambda: read(api, "ClusterRoleBinding", f"llmgw-gateway:{NS}:llm") is None,
+             30)
+    wait_for("status.gateway removed", lambda: "gateway" not in (gateway(api, NS, "llm") or {}).get("status", {}), 30)
+    assert read(api, "ConfigMap", "llm-sidecar") is not None, "the sidecar side is untouched"
+    assert operator.forbidden() == []
