@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .config import Config, ConfigError, ListenConfig, load_config
+from .config import Config, ConfigError, load_config
 
 EXIT_CONFIG = 2
 
@@ -30,8 +30,8 @@ def _load(path: str) -> Config:
 def serve(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     if args.host or args.port:
-        listen = ListenConfig(host=args.host or cfg.listen.host, port=args.port or cfg.listen.port,
-                              max_body_bytes=cfg.listen.max_body_bytes)
+        listen = cfg.listen.model_copy(update={"host": args.host or cfg.listen.host,
+                                               "port": args.port or cfg.listen.port})
         cfg = cfg.model_copy(update={"listen": listen})
     from . import startup
 

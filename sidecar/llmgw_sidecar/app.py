@@ -17,8 +17,11 @@ from typing import Any
 import aiohttp
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from . import listener
 from .admin_api import register_admin_routes
 from .cache.exact import age_s
 from .cache.keys import api_key_hash, exact_key, fingerprint, scope_key, upstream_identity
@@ -27,6 +30,7 @@ from .config import Config
 from .context import CachedAnswer, Caller, RequestContext, Usage
 from .errors import ApiError
 from .lifecycle import RequestLifecycle, error_response
+from .listener import timeout_error
 from .metrics import Metrics
 from .openai_api import SSE_DONE, StreamAssembler, body_to_sse, cache_directives, parse_body, usage_from, validate
 from .pricing import estimate_prompt_tokens
@@ -93,10 +97,21 @@ class Handlers:
         if request.content_length is not None and request.content_length > limit:
             raise ApiError(413, f"request body of {request.content_length} bytes exceeds the limit of {limit}",
                            code="request_too_large")
+        deadline = rt.config.listen.read_timeout_s
         try:
-            return await request.read()
+            if request.content.is_eof():  # the whole body is here already (the usual case): no deadline needed
+                return await request.read()
+            async with asyncio.timeout(deadline):
+                return await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise ApiError(413, f"request body exceeds the limit of {limit} bytes", code="request_too_large") from None
+        except TimeoutError:
+            raise timeout_error("request body", deadline) from None
+        except (HttpProcessingError, RequestPayloadError) as e:
+            # e.g. a Content-Encoding the body does not match, or a chunked body that breaks off
+            enc = request.headers.get("Content-Encoding")
+            what = f"Content-Encoding '{enc[:40]}'" if enc and isinstance(e, ContentEncodingError) else "framing"
+            raise ApiError(400, f"request body could not be read ({what})", code="malformed_body") from None
 
     def _context(self, request: web.Request, rt: Runtime, endpoint: str, body: dict[str, Any],
                  request_id: str, caller: Caller | None = None) -> RequestContext:
@@ -129,7 +144,7 @@ class Handlers:
             try:
                 # Gateway mode: who is calling comes first (a stranger learns nothing, not even about bad input).
                 caller = await rt.identity.caller(request) if rt.identity is not None else None
-                body = parse_body(await self._read(request, rt))
+                body = parse_body(await self._read(request, rt), rt.config.listen.max_json_depth)
                 validate(endpoint, body)
                 life.ctx = ctx = self._context(request, rt, endpoint, body, life.request_id, caller)
                 if rt.governor is not None:
@@ -332,7 +347,9 @@ async def _start_metrics_listener(config: Config, h: Handlers) -> web.AppRunner:
 
 def create_app(config: Config, *, config_path: Path | None = None, metrics: Metrics | None = None,
                reload_interval_s: float = 2.0) -> web.Application:
-    app = web.Application(client_max_size=config.listen.max_body_bytes, middlewares=[_never_a_traceback])
+    app = web.Application(client_max_size=config.listen.max_body_bytes, middlewares=[_never_a_traceback],
+                          handler_args=listener.handler_args(config.listen))
+    listener.install(app, config.listen)  # header deadline, JSON protocol errors (read at start-up only)
     app[METRICS] = metrics or Metrics()
     app[RUNTIME] = slot = RuntimeSlot()
     h = Handlers(app)

@@ -29,9 +29,19 @@ def _bad(message: str, param: str) -> ApiError:
     return ApiError(400, message, code="invalid_request", param=param)
 
 
-def _seconds(value: Any, name: str, param: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+# Bounds (docs/operations.md, "Limits"): a write TTL above MAX_TTL_S is a 400 naming the field (Redis refuses
+# absurd expiries, and such a request must not reach it); an age bound is only compared, so a larger one is clamped.
+MAX_TTL_S = 365 * 24 * 3600
+DELTA_SECONDS_CAP = 2**31  # RFC 9111 section 1.2.2: larger delta-seconds are read as this
+
+
+def _seconds(value: Any, name: str, param: str, *, clamp: bool = False) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:  # NaN fails >= too
         raise _bad(f"'{name}' must be a non-negative number of seconds", param)
+    if value > MAX_TTL_S:
+        if not clamp:
+            raise _bad(f"'{name}' must be at most {MAX_TTL_S} seconds (one year)", param)
+        return MAX_TTL_S
     return int(value)
 
 
@@ -40,9 +50,12 @@ def _header(cache_control: str, d: dict[str, Any]) -> None:
         name, _, value = part.strip().partition("=")
         value = value.strip().strip('"')
         if name in ("max-age", "s-maxage"):
-            if not value.isdigit():
+            if not (value.isascii() and value.isdigit()):  # str.isdigit() also accepts e.g. superscripts
                 raise _bad(f"Cache-Control {name} must be a whole number of seconds", "Cache-Control")
-            d["max_age_s" if name == "max-age" else "ttl_s"] = int(value)
+            # Large delta-seconds are clamped (RFC 9111 reads anything above 2**31 as 2**31), here to MAX_TTL_S:
+            # an age bound beyond the longest possible lifetime changes nothing.
+            n = int(value) if len(value) <= 10 else DELTA_SECONDS_CAP
+            d["max_age_s" if name == "max-age" else "ttl_s"] = min(n, DELTA_SECONDS_CAP, MAX_TTL_S)
         elif name in ("no-cache", "no-store"):
             d[name.replace("-", "_")] = True
         # Other directives (max-stale, min-fresh, only-if-cached, no-transform) do not change what we do.
@@ -60,7 +73,7 @@ def _body(body_cache: Any, d: dict[str, Any]) -> None:
         elif norm == "ttl":
             d["ttl_s"] = _seconds(value, f"cache.{key}", f"cache.{key}")
         elif norm == "s-maxage":
-            d["max_age_s"] = _seconds(value, f"cache.{key}", f"cache.{key}")
+            d["max_age_s"] = _seconds(value, f"cache.{key}", f"cache.{key}", clamp=True)
         elif norm == "namespace":
             if not isinstance(value, str) or not value or len(value) > 128:
                 raise _bad("'cache.namespace' must be a string of 1-128 characters", "cache.namespace")

@@ -35,6 +35,17 @@ class ListenConfig(_Model):
     max_body_bytes: int = Field(
         8 * 1024 * 1024, ge=1024, description="Largest request body accepted; bigger bodies get 413."
     )
+    max_json_depth: int = Field(64, ge=4, le=512, description="Deepest nesting of objects/arrays in a request "
+                                "body; deeper bodies get 400.")
+    max_header_bytes: int = Field(8190, ge=1024, le=65536, description="Longest request line or header field; "
+                                  "longer ones get 431.")
+    max_headers: int = Field(100, ge=16, le=1000, description="Most header fields in one request; more get 431.")
+    read_timeout_s: float = Field(30.0, gt=0, le=3600, description="Deadline to receive a request's headers (from "
+                                  "its first byte) and, separately, its body; slower clients get 408 and are "
+                                  "disconnected (slowloris).")
+    keepalive_timeout_s: float = Field(75.0, gt=0, le=3600, description="An idle keep-alive connection (no request "
+                                       "under way) is closed after this long; also bounds a connection that never "
+                                       "sends anything.")
 
 
 class GatewayIdentity(_Model):

@@ -10,8 +10,10 @@ _TYPES = {
     401: "authentication_error",
     403: "permission_error",
     404: "not_found_error",
+    408: "invalid_request_error",
     413: "invalid_request_error",
     415: "invalid_request_error",
+    431: "invalid_request_error",
     429: "rate_limit_error",
     500: "api_error",
     502: "api_error",
@@ -44,4 +46,9 @@ class ApiError(Exception):
 
 
 def error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> bytes:
-    return orjson.dumps({"error": {"message": message, "type": type_, "param": param, "code": code}})
+    err = {"message": message, "type": type_, "param": param, "code": code}
+    try:
+        return orjson.dumps({"error": err})
+    except TypeError:  # a value echoed from a hostile request (lone surrogates from undecodable header bytes)
+        clean = {k: v.encode("utf-8", "replace").decode() if isinstance(v, str) else v for k, v in err.items()}
+        return orjson.dumps({"error": clean})

@@ -24,16 +24,51 @@ def _bad(message: str, param: str | None = None, code: str = "invalid_request") 
     return ApiError(400, message, code=code, param=param)
 
 
-def parse_body(raw: bytes) -> dict[str, Any]:
+def parse_body(raw: bytes, max_depth: int = 64) -> dict[str, Any]:
     if not raw:
         raise _bad("request body is empty; expected a JSON object", code="invalid_json")
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
+        if "depth" in str(e):
+            raise _too_deep(max_depth) from None
         raise _bad(f"request body is not valid JSON: {e}", code="invalid_json") from None
     if not isinstance(body, dict):
         raise _bad("request body must be a JSON object", code="invalid_json")
+    # Fewer brackets than the limit cannot nest deeper than it: the walk runs only for bodies that might.
+    if raw.count(b"{") + raw.count(b"[") > max_depth and _depth_exceeds(body, max_depth):
+        raise _too_deep(max_depth)
     return body
+
+
+def _too_deep(limit: int) -> ApiError:
+    return _bad(f"request body nests objects/arrays deeper than the limit of {limit} (listen.max_json_depth)",
+                code="json_too_deep")
+
+
+def _depth_exceeds(obj: Any, limit: int) -> bool:
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    while stack:
+        o, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = o.values() if isinstance(o, dict) else o
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return False
+
+
+def _token_ids(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in v)
+
+
+def _prompt_shape_ok(v: Any) -> bool:
+    """OpenAI's forms: a string, an array of strings, an array of token ids, or an array of token-id arrays."""
+    if isinstance(v, str):
+        return True
+    if not isinstance(v, list) or not v:
+        return False
+    return (all(isinstance(x, str) for x in v) or _token_ids(v)
+            or all(_token_ids(x) and x for x in v))
 
 
 def validate(endpoint: str, body: dict[str, Any]) -> None:
@@ -52,12 +87,13 @@ def validate(endpoint: str, body: dict[str, Any]) -> None:
             if content is not None and not isinstance(content, str | list):
                 raise _bad(f"'messages[{i}].content' must be a string or an array", f"messages[{i}].content")
     elif endpoint == "completions":
-        if not isinstance(body.get("prompt"), str | list):
-            raise _bad("'prompt' is required and must be a string or an array", "prompt")
+        if not _prompt_shape_ok(body.get("prompt")):
+            raise _bad("'prompt' is required: a string, an array of strings, an array of token ids or an array of "
+                       "token-id arrays", "prompt")
     elif endpoint == "embeddings":
-        inp = body.get("input")
-        if not isinstance(inp, str | list) or (isinstance(inp, list) and not inp):
-            raise _bad("'input' is required and must be a string or a non-empty array", "input")
+        if not _prompt_shape_ok(body.get("input")):
+            raise _bad("'input' is required: a string, a non-empty array of strings, an array of token ids or an "
+                       "array of token-id arrays", "input")
         if body.get("stream"):
             raise _bad("embeddings cannot be streamed", "stream")
     stream = body.get("stream")

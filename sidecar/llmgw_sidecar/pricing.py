@@ -65,6 +65,17 @@ def _text_len(content: Any) -> int:
     return 0
 
 
+def _prompt_part_chars(x: Any) -> int:
+    """One element of an OpenAI prompt/input array: a string, a token id, or an array of token ids (4 chars each)."""
+    if isinstance(x, str):
+        return len(x)
+    if isinstance(x, int):
+        return 4
+    if isinstance(x, list):
+        return 4 * len(x)
+    return 0
+
+
 def estimate_prompt_tokens(body: dict[str, Any]) -> int:
     """~4 characters per token plus a small per-message overhead: cheap, and corrected at settle time."""
     chars, msgs = 0, 0
@@ -77,7 +88,7 @@ def estimate_prompt_tokens(body: dict[str, Any]) -> int:
         if isinstance(v, str):
             chars += len(v)
         elif isinstance(v, list):
-            chars += sum(len(x) if isinstance(x, str) else len(x) * 4 for x in v)
+            chars += sum(_prompt_part_chars(x) for x in v)
     return math.ceil(chars / 4) + 4 * msgs + 1
 
 

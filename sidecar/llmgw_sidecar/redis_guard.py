@@ -107,13 +107,19 @@ class RateLimitedLog:
         self._suppressed: dict[str, int] = {}
 
     def warning(self, key: str, msg: str) -> None:
+        self.log(logging.WARNING, key, msg)
+
+    def info(self, key: str, msg: str) -> None:
+        self.log(logging.INFO, key, msg)
+
+    def log(self, level: int, key: str, msg: str) -> None:
         now = time.monotonic()
         if now - self._last.get(key, -1e9) >= self.every_s:
             n = self._suppressed.pop(key, 0)
             self._last[key] = now
             if len(self._last) > 1000:  # keys are a small fixed set; bound it anyway
                 self._last = {key: now}
-            self.logger.warning("%s%s", msg, f" ({n} similar messages suppressed)" if n else "")
+            self.logger.log(level, "%s%s", msg, f" ({n} similar messages suppressed)" if n else "")
         else:
             self._suppressed[key] = self._suppressed.get(key, 0) + 1
 

@@ -11,6 +11,7 @@ import time
 
 import orjson
 
+from ..cache_controls import MAX_TTL_S
 from ..context import CachedAnswer, Usage
 from ..metrics import Metrics
 from ..redis_guard import RedisGuard
@@ -75,7 +76,8 @@ class ExactCache:
         if len(blob) > self.max_bytes:
             self.metrics.cache_stores.labels("exact", "too_large").inc()
             return False
-        ok = await self.guard.call("cache_set", lambda: self.redis.set(key, blob, ex=ttl_s or self.default_ttl_s),
+        ex = min(ttl_s or self.default_ttl_s, MAX_TTL_S)  # requests are validated; the config is clamped here
+        ok = await self.guard.call("cache_set", lambda: self.redis.set(key, blob, ex=ex),
                                    default=None)
         self.metrics.cache_stores.labels("exact", "stored" if ok else "error").inc()
         return bool(ok)
