@@ -84,7 +84,8 @@ class RedisGovernor:
         self.timeout_s = lim.decision_timeout_ms / 1000
         self.local = LocalLimiter(lim.window_s, lim.parallel_lease_s)
         self.replicas = ReplicaRegistry(redis, replicas_key(config.redis.key_prefix, g.namespace, g.name),
-                                        lim.heartbeat_interval_s, metrics)
+                                        lim.heartbeat_interval_s, metrics, window_ms=self.window_ms,
+                                        usage_keys=self.local.hot_keys, on_usage=self.local.refresh)
         # Opens only when Redis is unreachable (one failure is enough: a refused connection is not a slow one);
         # after redis.circuit_breaker.reset_after_s one decision probes Redis again.
         self.breaker = CircuitBreaker(config.redis.circuit_breaker.model_copy(update={"failure_threshold": 1}))
@@ -99,7 +100,8 @@ class RedisGovernor:
         self._budget_seen: dict[tuple[str, str], int] = {}  # (key, field) -> nano-USD left at the latest decision
         self._children: dict[tuple[str, ...], Any] = {}
         self.warn = RateLimitedLog(log)
-        self.rl = RedisLimiter(redis, self.window_ms, self.lease_ms, self.timeout_s, metrics)
+        self.rl = RedisLimiter(redis, self.window_ms, self.lease_ms, self.timeout_s, metrics,
+                               cold_s=config.redis.connect_timeout_ms / 1000 * 2)
 
     def start(self) -> None:
         """Background heartbeat (inside the running loop; idempotent)."""
@@ -235,7 +237,7 @@ class RedisGovernor:
             args += [b.field, b.max_nusd]
         t0 = time.monotonic()
         try:
-            async with asyncio.timeout(self.timeout_s):
+            async with asyncio.timeout(self.rl.deadline_s):
                 d = await self.rl.decide(keys, args, len(specs), len(budgets))
         except (TimeoutError, RedisTimeoutError) as e:
             self.metrics.redis_errors.labels("ratelimit").inc()

@@ -14,6 +14,7 @@ Redis before the outage included).
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections import deque
 
@@ -41,6 +42,19 @@ class LocalLimiter:
                 self.seen[s.keys[0]] = (u, now)
             elif admitted:
                 self._inflight(s.keys[0], now)[member] = now + self.lease
+
+    def hot_keys(self, most: int = 64) -> list[tuple[str, str, str]]:
+        """The request/token keys with usage seen within the last window, most recent first: (limit key, key to
+        read, kind), for the heartbeat to refresh (a key drops out once its window is seen empty)."""
+        now = time.monotonic()
+        recent = heapq.nlargest(most, ((t, k) for k, (u, t) in self.seen.items() if u > 0 and t > now - self.window))
+        return [(k, k, "r") if k.endswith(":rpm") else (k, k + ":amt", "t") for _, k in recent]
+
+    def refresh(self, keys: list[str], usage: list[int]) -> None:
+        """Usage read by the heartbeat: the view stays fresh even for keys this process has not decided on lately."""
+        now = time.monotonic()
+        for k, u in zip(keys, usage, strict=True):
+            self.seen[k] = (u, now)
 
     def _inflight(self, key: str, now: float) -> dict[str, float]:
         d = self.inflight.get(key)

@@ -54,11 +54,16 @@ class _Waiting:
 
 
 class RedisLimiter:
-    def __init__(self, redis: Any, window_ms: int, lease_ms: int, timeout_s: float, metrics: Metrics) -> None:
+    def __init__(self, redis: Any, window_ms: int, lease_ms: int, timeout_s: float, metrics: Metrics,
+                 cold_s: float = 1.0) -> None:
         self.redis = redis
         self.window_ms = window_ms
         self.lease_ms = lease_ms
         self.timeout_s = timeout_s
+        # Until the first decision came back, the deadline also covers opening connections, discovering a cluster and
+        # loading the script (redis.connect_timeout_ms based): a cold process is not a slow Redis.
+        self.cold_s = cold_s
+        self.warm = False
         self.metrics = metrics
         self.warn = RateLimitedLog(log)
         self._admit = redis.register_script(_lua("admit.lua"))
@@ -67,6 +72,10 @@ class RedisLimiter:
         self._sender: asyncio.Task[None] | None = None
         self._pending: list[tuple[list[str], list[Any]]] = []
         self._settler: asyncio.Task[None] | None = None
+
+    @property
+    def deadline_s(self) -> float:
+        return self.timeout_s if self.warm else self.timeout_s + self.cold_s
 
     # --- decisions ---
     async def decide(self, keys: list[str], args: list[Any], n: int, nb: int) -> Decision:
@@ -89,7 +98,7 @@ class RedisLimiter:
         for w in batch:
             args += w.args
         try:
-            async with asyncio.timeout(self.timeout_s):
+            async with asyncio.timeout(self.deadline_s):
                 await ensure_initialized(self.redis)
                 res = await self._admit(keys=[k for w in batch for k in w.keys], args=[pack(args)])
         except asyncio.CancelledError:
@@ -102,6 +111,7 @@ class RedisLimiter:
                 if not w.fut.done():
                     w.fut.set_exception(e)
             return
+        self.warm = True
         now = int(res[0])
         pos = 1
         for w in batch:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from llmgw_sidecar.ratelimit import estimate_prompt_tokens
 from tests.spend.procs import metric_value, sidecar_config, start_sidecars, stop_all
@@ -74,27 +75,48 @@ async def test_tpm_and_scope_rpm_across_four_sidecars(redis_standalone: str, tmp
         stop_all(cars)
 
 
+@pytest.mark.timeout(120)
 def test_sliding_window_holds_in_every_window_across_processes(redis_standalone: str) -> None:
-    """4 replicas hammer a 20-per-second limit for 3 s; on the Redis clock, no 1 s window holds more than 20."""
+    """4 replicas hammer a 20-per-second limit for the same 3 s; on the Redis clock, no 1 s window holds more than 20,
+    the busiest holds exactly 20, and capacity comes back as the window slides. The replicas start together (each
+    signals ready, then all get the go), so a slow start of one process on a busy machine cannot shorten the overlap;
+    every decision is made by Redis, with the default deadlines."""
     import subprocess
     import sys
+    import time
     import uuid
 
     import orjson
+    import redis
 
     from tests.spend.procs import REPO
 
     prefix = f"t{uuid.uuid4().hex[:10]}"
     procs = [subprocess.Popen([sys.executable, "-m", "tests.limits.window_harness", redis_standalone, prefix, "3"],
                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(4)]
-    times: list[int] = []
-    for p in procs:
-        out, err = p.communicate(timeout=60)
-        assert p.returncode == 0, err.decode()[-2000:]
-        res = orjson.loads(out.splitlines()[-1])
-        assert res["local"] == 0, f"decisions made without Redis: {res['local']}; stderr: {err.decode()[-2000:]}"
-        assert res["admitted"], f"every replica got some; stderr: {err.decode()[-2000:]}"
-        times += res["admitted"]
+    r = redis.Redis.from_url(redis_standalone)
+    try:
+        deadline = time.monotonic() + 60
+        while int(r.get(f"{prefix}:ready") or 0) < 4:
+            assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "harness did not start"
+            time.sleep(0.05)
+        r.rpush(f"{prefix}:go", *range(4))
+        times: list[int] = []
+        winners = 0
+        for p in procs:
+            out, err = p.communicate(timeout=45)
+            assert p.returncode == 0, err.decode()[-2000:]
+            res = orjson.loads(out.splitlines()[-1])
+            assert res["local"] == 0, f"decisions made without Redis: {res['local']}; stderr: {err.decode()[-2000:]}"
+            # every replica took part (fairness between replicas is not promised: a starved one may win no slot)
+            assert res["admitted"] or res["refused"], f"replica decided nothing; stderr: {err.decode()[-2000:]}"
+            times += res["admitted"]
+            winners += bool(res["admitted"])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        r.close()
     times.sort()
     j = 0
     worst = 0
@@ -102,5 +124,7 @@ def test_sliding_window_holds_in_every_window_across_processes(redis_standalone:
         while times[j] <= t - 1000:
             j += 1
         worst = max(worst, i - j + 1)
-    assert worst == 20, f"busiest 1 s window held {worst} (limit 20); {len(times)} admissions"  # saturated, never above
+    assert worst <= 20, f"a 1 s window held {worst} (limit 20); {len(times)} admissions"  # the guarantee
+    assert worst == 20, f"busiest 1 s window held {worst}: the limit was never reached"  # saturated
     assert len(times) >= 2 * 20, f"only {len(times)} admissions in 3 s"  # capacity comes back as the window slides
+    assert winners >= 2, "admissions from one replica only: the test did not exercise replicas sharing the window"
