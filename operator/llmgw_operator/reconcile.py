@@ -60,6 +60,14 @@ def _dial_url(url: str, dial: Callable[[str], str]) -> str:
     return urlunsplit(parts._replace(netloc=f"{creds}{at}{dial(hostport)}"))
 
 
+def _cache_status(previous: dict[str, Any] | None, generation: int) -> dict[str, Any]:
+    """status.cache for the rendered generation; the sidecar counts carry over only while the generation is the same
+    (they are re-read on the timer)."""
+    if previous and previous.get("generation") == generation:
+        return {**previous, "generation": generation}
+    return {"generation": generation}
+
+
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -130,8 +138,8 @@ class Reconciler:
             config_map=cm["metadata"]["name"] if cm else None,
             config_hash=cm["metadata"]["annotations"]["llmgateway.dev/config-hash"] if cm else None,
             spend=previous.get("spend"),
-            cache={**(previous.get("cache") or {}), "generation": int(gw.spec["cache"].get("generation", 0))}
-            if cm else previous.get("cache"),
+            cache=_cache_status(previous.get("cache"), int(gw.spec["cache"].get("generation", 0))) if cm
+            else previous.get("cache"),
         )
         if redis_check is None:
             self._observe_redis(gw, obs, read_spend, now)

@@ -26,6 +26,7 @@ from aiohttp import web
 
 from .cache import generation
 from .cache.admin import KINDS, CacheAdmin, Selector, parse_duration
+from .config import ConfigError
 from .errors import ApiError
 from .runtime import Runtime
 from .spend.scopes import read_scopes
@@ -45,7 +46,10 @@ class AdminRoutes:
     # --- auth and helpers ----------------------------------------------------------------------------------------
     def _authorize(self, request: web.Request) -> Runtime:
         rt = self.runtime()
-        token = rt.config.admin.resolved_token()
+        try:
+            token = rt.config.admin.resolved_token()
+        except ConfigError as e:  # the mounted Secret vanished: the API stays closed, and says why
+            raise ApiError(503, str(e), code="admin_token_unreadable") from None
         if not token:
             raise ApiError(404, "the admin API is off: set admin.token (or admin.token_file) to enable it",
                            code="admin_disabled")

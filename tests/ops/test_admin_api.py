@@ -184,3 +184,29 @@ def test_savings_per_scope_json_cli_and_top_n(redis_standalone: str, tmp_path: P
         assert r.returncode == 2 and "needs a selector" in r.stderr
     finally:
         srv.stop()
+
+
+def test_admin_token_from_a_mounted_secret_file_and_from_the_environment(redis_standalone: str, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    token_file = tmp_path / "admin-token"
+    token_file.write_text("from-file\n")
+    srv, _ = start_sidecar(sidecar_config({"url": redis_standalone}, fresh_prefix(), "team-a", "gw",
+                                          admin={"token_file": str(token_file)}))
+    try:
+        ok = requests.get(srv.url + "/cache/ping", headers={"Authorization": "Bearer from-file"}, timeout=5)
+        assert ok.status_code == 200
+        token_file.unlink()  # the Secret went away: closed, and the answer says why (never a traceback)
+        r = requests.get(srv.url + "/cache/ping", headers={"Authorization": "Bearer from-file"}, timeout=5)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "admin_token_unreadable"
+    finally:
+        srv.stop()
+    monkeypatch.setenv("LLMGW_ADMIN_TOKEN", "from-env")
+    srv, _ = start_sidecar(sidecar_config({"url": redis_standalone}, fresh_prefix(), "team-a", "gw",
+                                          admin={"token": "os.environ/LLMGW_ADMIN_TOKEN"}))
+    try:
+        assert requests.get(srv.url + "/cache/ping", headers={"Authorization": "Bearer from-env"},
+                            timeout=5).status_code == 200
+        assert requests.get(srv.url + "/cache/ping", headers={"Authorization": "Bearer from-file"},
+                            timeout=5).status_code == 401
+    finally:
+        srv.stop()

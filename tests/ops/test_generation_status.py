@@ -95,3 +95,12 @@ def test_bumped_generation_through_reload_then_status(tmp_path: Path, redis_stan
     schema = crd.to_json_schema(crd.openapi_schema()["properties"]["status"])
     jsonschema.validate(status, schema)
     assert status["cache"]["generation"] == 1 and status["spend"]["topScopes"][0]["scope"] == "ns:team-a"
+
+
+def test_status_cache_counts_reset_when_the_generation_changes() -> None:
+    from llmgw_operator.reconcile import _cache_status
+
+    prev = {"generation": 1, "sidecarsReporting": 3, "sidecarsApplied": 3}
+    assert _cache_status(prev, 1) == prev
+    assert _cache_status(prev, 2) == {"generation": 2}, "counts of the old generation are not this one's"
+    assert _cache_status(None, 0) == {"generation": 0}
