@@ -47,10 +47,11 @@ class OperatorProcess:
 
 
 def start_operator(name: str, kubeconfig: Path, log_dir: Path, *, webhook_cert_dir: Path | None = None,
-                   peering: str = "", namespaces: str = "", status_interval_s: float = 2.0,
-                   extra_env: dict[str, str] | None = None) -> OperatorProcess:
-    """Start one replica. With webhook_cert_dir the admission server listens on a free loopback port (HTTPS)."""
-    port = free_ports(1)[0] if webhook_cert_dir else None
+                   webhook_port: int | None = None, peering: str = "", namespaces: str = "",
+                   status_interval_s: float = 2.0, extra_env: dict[str, str] | None = None) -> OperatorProcess:
+    """Start one replica. With webhook_cert_dir the admission server listens on loopback (HTTPS), on webhook_port
+    or a free port."""
+    port = (webhook_port or free_ports(1)[0]) if webhook_cert_dir else None
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBERNETES_", "LLMGW_"))}
     paths = [str(REPO / "operator"), str(REPO / "sidecar"), str(REPO)]
     env.update({
