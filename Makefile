@@ -34,6 +34,9 @@ $(STAMP): pyproject.toml
 	@# torch first: the CPU wheel of 2.13.0 (otherwise pip pulls GBs of CUDA), needed only to export the model.
 	$(if $(filter 1,$(EXPORT)),$(BIN)/pip install --progress-bar on torch==2.13.0)
 	$(BIN)/pip install --progress-bar on -e '.[$(EXTRAS)]'
+	@# botocore (the `aws` extra, ElastiCache IAM tokens) pins python-dateutil<3 while kubernetes needs >=3; both work
+	@# with dateutil 4 at run time, so the tests get botocore without letting pip downgrade dateutil.
+	$(BIN)/pip install --no-deps 'botocore>=1.34' jmespath
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
