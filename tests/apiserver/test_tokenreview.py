@@ -199,3 +199,26 @@ def test_gateway_without_its_binding_answers_503_not_401(cluster: ApiServer, red
     finally:
         p.proc.terminate()
         p.proc.wait(10)
+
+
+def test_review_cache_is_bounded_and_concurrent_first_calls_share_one_review(cluster: ApiServer, redis_standalone: str,
+                                                                             tmp_path: Path) -> None:
+    import concurrent.futures
+
+    own = install_gateway_rbac(cluster)
+    p = start_gateway(cluster, tmp_path, redis_standalone, own, cache_size=1)
+    try:
+        def reviews() -> float:
+            return p.metric("llmgw_auth_decisions_total", method="token_review", result="ok")
+
+        a = token(cluster, "team-a", "bounded-a")
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            list(pool.map(lambda i: chat(p, a, f"burst {i}"), range(16)))
+        assert reviews() == 1, "16 concurrent first requests with one token: one TokenReview"
+        b = token(cluster, "team-b", "bounded-b")
+        chat(p, b, "b")  # evicts a (cache_size 1)
+        chat(p, a, "a again")
+        assert reviews() == 3, "an evicted token is reviewed again: the cache holds at most cache_size tokens"
+    finally:
+        p.proc.terminate()
+        p.proc.wait(10)

@@ -57,6 +57,14 @@ def token_expiry(token: str) -> float | None:
         return None
 
 
+def trusted_until(now: float, wall_now: float, max_cache_s: float, token: str) -> float:
+    """Monotonic time until which an accepted token is reused without asking again: max_cache_s, never past the
+    token's own expiry."""
+    until = now + max_cache_s
+    exp = token_expiry(token)
+    return until if exp is None else min(until, now + (exp - wall_now))
+
+
 def selector_matches(sel: NamespaceSelector, labels: dict[str, str]) -> bool:
     if any(labels.get(k) != v for k, v in sel.match_labels.items()):
         return False
@@ -234,10 +242,7 @@ class TokenReviewer:
         pods = (user.get("extra") or {}).get(POD_NAME_EXTRA) or ["-"]
         caller = Caller(namespace=namespace, pod=str(pods[0]), service_account=sa,
                         api_key_hash=hashlib.sha256(f"sa:{namespace}/{sa}".encode()).hexdigest()[:16])
-        until = now + self.cfg.max_cache_s
-        exp = token_expiry(token)
-        if exp is not None:
-            until = min(until, now + (exp - self.wall()))
+        until = trusted_until(now, self.wall(), self.cfg.max_cache_s, token)
         self.metrics.auth_decisions.labels("token_review", "ok").inc()
         return Reviewed(caller, "", 200, until)
 
