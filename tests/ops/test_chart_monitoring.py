@@ -100,20 +100,32 @@ def test_rendered_objects_are_valid_against_the_crd_schemas() -> None:
     docs = render(ALL_ON)
     schemas = _schemas()
     for kind in KINDS:
-        doc = one(docs, kind)
-        jsonschema.validate(doc, schemas[kind])
-        assert doc["metadata"]["labels"]["release"] == "prom"
+        for doc in by_kind(docs, kind):
+            jsonschema.validate(doc, schemas[kind])
+            assert doc["metadata"]["labels"]["release"] == "prom"
     cm = next(d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-dashboard"))
     validate(cm)  # a core ConfigMap: strict Kubernetes schema
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
-    pm = one(docs, "PodMonitor")["spec"]
+    sidecars, gateways = sorted(by_kind(docs, "PodMonitor"), key=lambda d: d["metadata"]["name"], reverse=True)
+    pm = sidecars["spec"]
     assert pm["podMetricsEndpoints"][0]["port"] == "llmgw-metrics" and pm["namespaceSelector"] == {"any": True}
+    # shared gateway Deployments: the operator's pod template (label and port) is what this PodMonitor selects
+    from llmgw_operator.builders import Gateway, gateway
+
+    gw = Gateway.from_spec("chat", "team-a", crd.defaulted_spec({"models": [{"name": "m", "provider": "mock"}],
+                                                                   "gateway": {"enabled": True},
+                                                                   "sidecar": {"metricsPort": 9464}}))
+    deploy = next(m for m in gateway.build(gw) if m["kind"] == "Deployment")
+    tmpl = deploy["spec"]["template"]
+    assert gateways["spec"]["selector"]["matchExpressions"][0]["key"] in tmpl["metadata"]["labels"]
+    ports = {p["name"] for c in tmpl["spec"]["containers"] for p in c.get("ports", [])}
+    assert gateways["spec"]["podMetricsEndpoints"][0]["port"] in ports
     # the schema really is checked: a typo in a rule is refused
     bad = one(docs, "PrometheusRule")
     bad["spec"]["groups"][0]["rules"][0]["for"] = "one minute"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, schemas["PrometheusRule"])
-    bad = one(render(ALL_ON), "PodMonitor")
+    bad = by_kind(render(ALL_ON), "PodMonitor")[0]
     bad["spec"]["podMetricsEndpoints"][0]["prot"] = "x"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, schemas["PodMonitor"])
@@ -132,6 +144,25 @@ def test_every_alert_has_a_runbook_section_and_every_panel_a_description() -> No
     for p in _dashboard(docs)["panels"]:
         if p["type"] != "row":
             assert p["description"] and f"**{p['title']}**" in doc, f"panel {p['title']} not in the docs"
+
+
+def test_dashboard_layout() -> None:
+    dash = _dashboard(render(ALL_ON))
+    assert dash["uid"] == "llmgateway-overview" and dash["schemaVersion"] >= 36
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids)), "panel ids are unique"
+    variables = {v["name"] for v in dash["templating"]["list"]}
+    assert variables == {"datasource", "namespace", "gateway"}
+    for p in dash["panels"]:
+        g = p["gridPos"]
+        assert g["x"] + g["w"] <= 24 and g["h"] > 0, p["title"]
+        for t in p.get("targets", []):
+            assert t["datasource"]["uid"] == "${datasource}"
+            # every sidecar series is filtered by the dashboard's variables (operator series by gateway_namespace)
+            if "llmgw_operator_reconciles" not in t["expr"]:
+                assert 'gateway=~"$gateway"' in t["expr"], (p["title"], t["expr"])
+    titles = [p["title"] for p in dash["panels"] if p["type"] != "row"]
+    assert len(titles) == len(set(titles)) == 18
 
 
 def test_promql_parses_with_a_real_parser() -> None:
