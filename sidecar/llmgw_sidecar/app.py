@@ -191,7 +191,10 @@ class Handlers:
         return await self._miss(rt, life, ctx)
 
     def _headers(self, ctx: RequestContext) -> dict[str, str]:
-        return {**ctx.headers, "x-llmgw-cache": ctx.cache_result, "x-request-id": ctx.request_id}
+        h = {**ctx.headers, "x-llmgw-cache": ctx.cache_result, "x-request-id": ctx.request_id}
+        if ctx.cache_key:  # like LiteLLM's x-litellm-cache-key: what POST /cache/delete takes
+            h["x-llmgw-cache-key"] = ctx.cache_key
+        return h
 
     def _replay(self, ctx: RequestContext, hit: CachedAnswer) -> web.Response:
         ctx.usage = hit.usage

@@ -105,6 +105,16 @@ def test_admin_api_and_litellm_endpoints(redis_standalone: str, caplog: pytest.L
         assert any("alice@platform" in r.getMessage() and "scope=" + scope in r.getMessage() for r in caplog.records)
         assert ask(srv, "m1", "other", "k2") == "miss"
 
+        # the key of an answer comes back in x-llmgw-cache-key (LiteLLM: x-litellm-cache-key)
+        import openai
+
+        c = openai.OpenAI(base_url=srv.url + "/v1", api_key="k1", max_retries=0)
+        raw = c.chat.completions.with_raw_response.create(model="m1", messages=[{"role": "user", "content": "hello"}])
+        assert raw.headers["x-llmgw-cache"] == "hit-exact"
+        shown = requests.get(srv.url + "/admin/cache/entry", params={"key": raw.headers["x-llmgw-cache-key"]},
+                             headers=AUTH, timeout=5)
+        assert shown.status_code == 200 and shown.json()["model"] == "m1"
+
         # LiteLLM /cache/delete with a key we own and one of gateway B
         b_key = next(iter(requests.get(srv_b.url + "/admin/cache/entries", headers=AUTH, timeout=5).json()["data"]))
         mine = requests.get(srv.url + "/admin/cache/entries", params={"model": "m2"}, headers=AUTH,
