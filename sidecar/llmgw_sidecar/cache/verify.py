@@ -1,0 +1,447 @@
+"""Verification of a semantic-cache candidate: are the two questions the same question, word for word in meaning?
+
+An embedding says how *close* two questions are, not whether a detail differs: "chocolate cake" and "vegan chocolate
+cake", "merge A into B" and "merge B into A", "capital of Turkey" and "largest city in Turkey" are all at paraphrase
+distance. So before a candidate within the distance threshold is served, the content words of both questions are
+aligned and a set of general rules must all agree:
+
+  alignment   each content word (not a function word or a question frame such as "how do I", "explain") needs a
+              counterpart on the other side: the same lemma (lemminflect: ran/run, children/child), a synonym or
+              derivation (WordNet: kid/child, encrypt/encryption), a compound (e-mail/email) or a typo of it (an
+              unknown word one or two edits away). A word with no counterpart is a detail the other question does
+              not ask about (vegan, gluten-free, in Python 2, for beginners) -> refuse.
+  antonyms    words that are opposites (WordNet antonyms: closer/farther, import/export, minimum/maximum; or a
+              negating prefix: connect/disconnect) -> refuse.
+  degree      the same adjective at another degree (large / larger / largest) -> refuse.
+  roles       a direction word (from, to, into, onto, than, toward) governs different words: "from the server to my
+              machine" vs "from my machine to the server" -> refuse.
+  tense       past / present / future differ (who won / who will win) -> refuse.
+  question    the question word differs (when / where / who / why / how many / how much) -> refuse.
+  numbers, quoted, identifiers, entities, negation: the detail guards of guards.py (2+2 / 2+3, 'happy' / 'sad',
+              os.path.join / os.path.split, Paris / Rome, safe / not safe).
+
+Every rule is symmetric, explainable (the refusing rule is the metric label and a debug log line names the words),
+and can be switched off under `cache.semantic.guards`. All of it is local data; a check costs tens of microseconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from ..config import GuardsConfig
+from . import guards, lexicon
+
+log = logging.getLogger("llmgw.semantic.verify")
+
+# Function words and the frame of a request: they carry no detail the answer depends on. Prepositions that can be
+# each other's opposite (before/after, above/below, inside/outside, up/down) are NOT here: they are content words.
+FUNCTION = frozenset("""
+a an the this that these those some any each every all both either neither another other such
+what what's whats which whose whatever how why when where who whom whoever
+i i'm i've i'd i'll me my mine myself you you're your yours yourself we we're our ours us it it's its itself they
+they're them their he him his she her one ones someone something anything everything anyone somebody anybody
+be am is are was were been being do does did done doing don't doesn't didn't have has had having can could may might
+must shall should will would isn't aren't wasn't weren't can't couldn't shouldn't won't wouldn't
+about at by for from in into of on onto to toward towards with within via per than through upon across along among
+around during since until till as
+and or but nor so yet if then else because while whether though although
+please tell explain describe show give know want need help like let get make use using used
+way ways best good method process step steps thing things stuff kind sort possible possibly
+just really actually exactly basically simply also very much many more most quite too there here
+question questions answer mean means meaning difference differ different between
+people person someone somebody anyone go goes going come comes take takes look looks happen happens work works
+keep keeps okay ok new include up out off down over
+you'd i'd we'd they'd it'd he'd she'd that's there's let's cannot
+reason reasons purpose role job function responsibilities origin system command
+""".split())
+# The noun right after "which"/"what" names the kind of answer ("which city is the capital", "in what year"): the other
+# question implies it when it has no such noun of its own.
+ANSWER_TYPE_AFTER = frozenset({"which", "what"})
+PHRASE_SIMILARITY = 0.7  # what is left on both sides, as two phrases
+IMPLIED = 0.3  # a word this close to the other question as a whole is implied by it
+VERB_SIMILARITY = 0.4  # two verbs used as verbs, not opposites, at least this alike: the same action reworded
+WORD_SIMILARITY = 0.7  # cosine of two single words under the full model
+# (all four measured on the dev set only: docs/semantic-cache.md)
+DIRECTION = frozenset({"from", "to", "into", "onto", "than", "toward", "towards"})
+FUTURE = frozenset({"will", "shall", "gonna", "'ll"})
+PAST_AUX = frozenset({"did", "was", "were", "had", "didn't", "wasn't", "weren't"})
+PRESENT_AUX = frozenset({"do", "does", "is", "are", "am", "don't", "doesn't", "isn't", "aren't"})
+PASSIVE_OR_PERFECT = frozenset({"is", "are", "be", "been", "being", "am", "get", "gets", "has", "have", "was", "were",
+                                "had", "got"})
+_TOKEN = re.compile(r"[a-z][a-z0-9]*(?:'[a-z]+)?|\d+(?:[.,]\d+)*")
+
+
+@dataclass(frozen=True, slots=True)
+class Word:
+    text: str
+    pos: int  # index among all tokens (function words included)
+    hyphen_next: bool  # joined to the next word by a hyphen (gluten-free, e-mail)
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    tokens: tuple[str, ...]
+    content: tuple[Word, ...]
+
+
+@lru_cache(maxsize=8192)
+def parse(text: str) -> Parsed:
+    t = guards._norm(text).lower()
+    tokens: list[str] = []
+    hyphen: list[bool] = []
+    for m in _TOKEN.finditer(t):
+        tok = m.group(0)
+        tok = tok.removesuffix("'s")
+        tokens.append(tok)
+        hyphen.append(t[m.end():m.end() + 1] == "-")
+    content = tuple(Word(w, i, hyphen[i]) for i, w in enumerate(tokens)
+                    if w not in FUNCTION and len(w) > 1 and not _numeral(w))
+    return Parsed(tuple(tokens), content)
+
+
+def relation(a: str, b: str) -> str | None:
+    """How word a can stand for word b: same (lemma), derived, synonym, typo; None if it cannot."""
+    if a == b or lexicon.lemmas(a) & lexicon.lemmas(b):
+        return "same"
+    if lexicon.derived(a, b) or _same_stem(a, b):
+        return "derived"
+    if lexicon.synonyms(a, b):
+        return "synonym"
+    if min(len(a), len(b)) >= 5 and not (lexicon.known(a) and lexicon.known(b)):
+        if lexicon.edit_distance_at_most(a, b, 1 if min(len(a), len(b)) < 8 else 2):
+            return "typo"
+    return None
+
+
+def _same_stem(a: str, b: str) -> bool:
+    """One derivation of the other by their shared stem (discoverer/discovered, summary/summarize)."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n >= 6 and n >= min(len(a), len(b)) - 3
+
+
+@dataclass(slots=True)
+class Alignment:
+    a: Parsed
+    b: Parsed
+    a_to_b: dict[int, int]  # index in a.content -> index in b.content
+    b_to_a: dict[int, int]
+    unmatched_a: list[str]
+    unmatched_b: list[str]
+
+    def words_to_embed(self) -> list[str]:
+        """Texts whose vectors decide the rest of the alignment: every unmatched word, the other side's words, and
+        the unmatched words of each side as one phrase."""
+        if not self.unmatched_a and not self.unmatched_b:
+            return []
+        out = dict.fromkeys(self.unmatched_a + self.unmatched_b)
+        if self.unmatched_a:
+            out.update(dict.fromkeys(w.text for w in self.b.content))
+        if self.unmatched_b:
+            out.update(dict.fromkeys(w.text for w in self.a.content))
+        if self.unmatched_a and self.unmatched_b:
+            out.update(dict.fromkeys((" ".join(self.unmatched_a), " ".join(self.unmatched_b))))
+        return list(out)
+
+    def resolve(self, vectors: dict[str, Any], threshold: float = WORD_SIMILARITY,
+                phrase_threshold: float = PHRASE_SIMILARITY, sentences: tuple[Any, Any] | None = None) -> None:
+        """Match the remaining words by similarity (unit vectors from the embedding model), except opposites and
+        alternatives, which an embedding puts close together although they never stand for each other: word for
+        word first, then what is left on both sides as one phrase each ("turn ... int" / "convert ... integer",
+        "pros and cons" / "advantages and disadvantages"). A word left over on ONE side only is an added detail."""
+        pa, pb = " ".join(self.unmatched_a), " ".join(self.unmatched_b)
+        ua = _similar(self.unmatched_a, self.b, vectors, threshold)
+        ub = _similar(self.unmatched_b, self.a, vectors, threshold)
+        if ua and ub and not any(lexicon.antonyms(x, y) or lexicon.alternatives(x, y, True) for x in ua for y in ub):
+            if pa in vectors and pb in vectors and float(vectors[pa] @ vectors[pb]) >= phrase_threshold:
+                ua, ub = [], []
+            elif len(ua) == len(ub) and all(_as_verb(self.a, w) for w in ua) and all(_as_verb(self.b, w) for w in ub) and all(
+                    w in vectors and max(float(vectors[w] @ vectors[o]) for o in ub if o in vectors) >= VERB_SIMILARITY
+                    for w in ua if any(o in vectors for o in ub)):
+                # the same action in other words (pack/bring, lower/reduce, fix/stop): verbs that are neither
+                # opposites nor WordNet siblings (boil/fry) and still somewhat alike
+                ua, ub = [], []
+        if sentences is not None and not (ua and ub):
+            # only one side has words left: each may still be implied by the other question as a whole ("sink" /
+            # "unclog a drain", "eat" / "healthy breakfast"); a swapped word (both sides left) never is
+            ua = [w for w in ua if w not in vectors or float(vectors[w] @ sentences[1]) < IMPLIED]
+            ub = [w for w in ub if w not in vectors or float(vectors[w] @ sentences[0]) < IMPLIED]
+        self.unmatched_a, self.unmatched_b = ua, ub
+
+
+_VERB_CONTEXT = frozenset("to i you we they can could should would will do does did please let's must may might "
+                          "how".split())
+
+
+def _as_verb(p: Parsed, word: str) -> bool:
+    """Used as a verb here: never a noun, or a verb form right after a subject, a modal or "to" (how do I pack)."""
+    if lexicon.verb_not_noun(word):
+        return True
+    if not lexicon.can_be_verb(word):
+        return False
+    return any(w.text == word and (w.pos == 0 or p.tokens[w.pos - 1] in _VERB_CONTEXT) for w in p.content)
+
+
+def _similar(words: list[str], other: Parsed, vectors: dict[str, Any], threshold: float) -> list[str]:
+    left = []
+    for w in words:
+        vw = vectors.get(w)
+        ok = False
+        if vw is not None:
+            for o in other.content:
+                vo = vectors.get(o.text)
+                sim = float(vw @ vo) if vo is not None else -1.0
+                if sim >= threshold and not lexicon.antonyms(w, o.text) \
+                        and not lexicon.alternatives(w, o.text):
+                    ok = True
+                    break
+        if not ok:
+            left.append(w)
+    return left
+
+
+def _compounds(p: Parsed) -> dict[str, list[int]]:
+    """Adjacent content words written as one (e mail / email, thin crust / thincrust): joined form -> indexes."""
+    out: dict[str, list[int]] = {}
+    for i in range(len(p.content) - 1):
+        x, y = p.content[i], p.content[i + 1]
+        if y.pos == x.pos + 1:
+            out[x.text + y.text] = [i, i + 1]
+    return out
+
+
+def _one_way(x: Parsed, y: Parsed) -> tuple[dict[int, int], list[str]]:
+    mapping: dict[int, int] = {}
+    unmatched: list[str] = []
+    joined = _compounds(y)
+    for i, w in enumerate(x.content):
+        best: tuple[int, int] | None = None
+        for j, v in enumerate(y.content):
+            r = relation(w.text, v.text)
+            if r is not None:
+                rank = ("same", "derived", "synonym", "typo").index(r)
+                if best is None or rank < best[0]:
+                    best = (rank, j)
+        if best is not None:
+            mapping[i] = best[1]
+        elif w.text in joined:
+            mapping[i] = joined[w.text][0]
+        else:
+            unmatched.append(w.text)
+    # a compound on this side (e-mail) may be one word on the other side (email)
+    for word, idx in _compounds(x).items():
+        if any(k in unmatched for k in (x.content[idx[0]].text, x.content[idx[1]].text)):
+            hit = next((j for j, v in enumerate(y.content) if v.text == word), None)
+            if hit is not None:
+                for k in idx:
+                    mapping[k] = hit
+                unmatched = [u for u in unmatched if u not in (x.content[idx[0]].text, x.content[idx[1]].text)]
+    return mapping, unmatched
+
+
+def _answer_type(p: Parsed) -> str | None:
+    t = p.tokens
+    for i in range(len(t) - 1):
+        if t[i] in ANSWER_TYPE_AFTER and t[i + 1] not in FUNCTION:
+            return t[i + 1]
+    return None
+
+
+def align(a: str, b: str) -> Alignment:
+    pa, pb = parse(a), parse(b)
+    ab, ua = _one_way(pa, pb)
+    ba, ub = _one_way(pb, pa)
+    ta, tb = _answer_type(pa), _answer_type(pb)
+    if ta in ua and tb is None:
+        ua.remove(ta)
+    if tb in ub and ta is None:
+        ub.remove(tb)
+    return Alignment(pa, pb, ab, ba, ua, ub)
+
+
+# --- rules: each returns a short reason (for the debug log) when the two questions differ, else None -------------
+
+
+def unmatched(al: Alignment) -> str | None:
+    if al.unmatched_a or al.unmatched_b:
+        return f"no counterpart: {al.unmatched_a} / {al.unmatched_b}"
+    return None
+
+
+def antonym_pairs(al: Alignment) -> str | None:
+    la = {lem for w in al.a.content for lem in lexicon.lemmas(w.text)}
+    lb = {lem for w in al.b.content for lem in lexicon.lemmas(w.text)}
+    # prepositions that have opposites are function-like tokens too: compare every token, not only content words
+    for x in set(al.a.tokens):
+        if lexicon.lemmas(x) & lb:
+            continue  # the other question says it too ("pros and cons" / "cons and pros")
+        for y in set(al.b.tokens):
+            if lexicon.lemmas(y) & la:
+                continue
+            if len(x) > 1 and len(y) > 1 and not _numeral(x) and not _numeral(y) and lexicon.antonyms(x, y):
+                return f"opposites: {x} / {y}"
+    return None
+
+
+def _numeral(w: str) -> bool:
+    # the numbers rule compares these ("World War II" / "the Second World War")
+    return w[0].isdigit() or w in guards._ROMAN or w in guards._ORDINALS or w in guards._NUM_WORDS or \
+        w in ("first", "second")
+
+
+def degree(al: Alignment) -> str | None:
+    # the same word at another degree (large / larger / largest), or a comparison against a superlative
+    da = {d for w in al.a.content if (d := lexicon.degree(w.text))}
+    db = {d for w in al.b.content if (d := lexicon.degree(w.text))}
+    if (da and db and not (da & db)) or ("sup" in da) != ("sup" in db):
+        return f"degree: {sorted(da)} / {sorted(db)}"
+    for i, j in al.a_to_b.items():
+        x, y = al.a.content[i].text, al.b.content[j].text
+        if lexicon.degree(x) != lexicon.degree(y) and lexicon.lemmas(x) & lexicon.lemmas(y):
+            return f"degree: {x} / {y}"
+    return None
+
+
+def _governed(p: Parsed) -> dict[str, set[int]]:
+    """Direction word -> indexes (in p.content) of the first content word after each of its uses."""
+    out: dict[str, set[int]] = {}
+    for i, tok in enumerate(p.tokens):
+        if tok in DIRECTION:
+            nxt = next((k for k, w in enumerate(p.content) if i < w.pos <= i + 4), None)
+            # "to travel", "from overheating": an infinitive or a gerund is an action, not a place or a party
+            w = p.content[nxt].text if nxt is not None else ""
+            if nxt is not None and not (lexicon.verb_only(w) or (tok == "to" and lexicon.can_be_verb(w)
+                                                                 and p.content[nxt].pos == i + 1)):
+                out.setdefault(tok, set()).add(nxt)
+    return out
+
+
+def roles(al: Alignment) -> str | None:
+    ga, gb = _governed(al.a), _governed(al.b)
+    for prep in ga.keys() & gb.keys():
+        mapped = {al.a_to_b.get(i, -1) for i in ga[prep]}
+        if mapped != gb[prep] and not (mapped & gb[prep]):
+            wa = [al.a.content[i].text for i in ga[prep]]
+            wb = [al.b.content[j].text for j in gb[prep]]
+            return f"roles: {prep} {wa} / {prep} {wb}"
+    return None
+
+
+def _future(p: Parsed) -> bool:
+    toks = p.tokens
+    return any(t in FUTURE for t in toks) or any(toks[i] == "going" and toks[i + 1] == "to"
+                                                 for i in range(len(toks) - 1))
+
+
+def tense(al: Alignment) -> str | None:
+    # future against not future; past against present only where both say it explicitly (did / does), or where the
+    # same verb is past on one side and not on the other (won / wins). "Who wrote X" / "who is the author of X" are
+    # the same question: a missing tense marker is not a different tense.
+    fa, fb = _future(al.a), _future(al.b)
+    if fa != fb:
+        return f"tense: {'future' if fa else 'not future'} / {'future' if fb else 'not future'}"
+    ta, tb = set(al.a.tokens), set(al.b.tokens)
+    if (ta & PAST_AUX and tb & PRESENT_AUX and not tb & PAST_AUX) or \
+            (tb & PAST_AUX and ta & PRESENT_AUX and not ta & PAST_AUX):
+        return "tense: past / present (auxiliaries)"
+    for i, j in al.a_to_b.items():
+        x, y = al.a.content[i], al.b.content[j]
+        px = lexicon.past_tense(x.text) and not _after(al.a, x, PASSIVE_OR_PERFECT)
+        py = lexicon.past_tense(y.text) and not _after(al.b, y, PASSIVE_OR_PERFECT)
+        if px != py and (lexicon.lemmas(x.text) & lexicon.lemmas(y.text)) and x.text != y.text:
+            return f"tense: {x.text} / {y.text}"
+    return None
+
+
+def _after(p: Parsed, w: Word, words: frozenset[str]) -> bool:
+    return any(p.tokens[k] in words for k in range(max(0, w.pos - 3), w.pos))
+
+
+_QUANT = {"many": "how many", "much": "how much", "long": "how long", "old": "how old", "far": "how far",
+          "often": "how often"}
+
+
+def _question_word(p: Parsed) -> str | None:
+    toks = p.tokens
+    if len(toks) >= 2 and toks[0] == "how" and toks[1] in _QUANT:
+        return _QUANT[toks[1]]
+    return guards._WH.get(toks[0]) if toks else None
+
+
+def question(al: Alignment) -> str | None:
+    qa, qb = _question_word(al.a), _question_word(al.b)
+    if qa is not None and qb is not None and qa != qb:
+        return f"question word: {qa} / {qb}"
+    return None
+
+
+_LETTER = re.compile(r"(?<![\w.!?]\s)(?<!^)(?<![\w'])([A-Z])(?![\w'])|(?<=[\w,] )([A-Z])(?![\w'])")
+
+
+def _letters(text: str) -> set[str]:
+    """Single capital letters used as names (option A, plan B, vitamin C); not "I", not a sentence-initial "A"."""
+    return {x or y for x, y in _LETTER.findall(guards._norm(text))} - {"I"}
+
+
+def entities_differ(a: str, b: str) -> bool:
+    return guards.entities_differ(a, b) or _letters(a) != _letters(b)
+
+
+def _text_rule(fn: Callable[[str, str], bool], name: str) -> Callable[[str, str, Alignment], str | None]:
+    def rule(a: str, b: str, _al: Alignment) -> str | None:
+        return name if fn(a, b) else None
+    return rule
+
+
+def _al_rule(fn: Callable[[Alignment], str | None]) -> Callable[[str, str, Alignment], str | None]:
+    return lambda _a, _b, al: fn(al)
+
+
+# Order only decides which rule gets the blame when several object; the specific ones go first.
+RULES: dict[str, Callable[[str, str, Alignment], str | None]] = {
+    "numbers": _text_rule(guards.numbers_differ, "numbers differ"),
+    "quoted": _text_rule(guards.quoted_differs, "quoted text differs"),
+    "identifiers": _text_rule(guards.identifiers_differ, "identifiers differ"),
+    "entities": _text_rule(entities_differ, "names differ"),
+    "negation": _text_rule(guards.negation_differs, "negation differs"),
+    "question": _al_rule(question),
+    "antonyms": _al_rule(antonym_pairs),
+    "degree": _al_rule(degree),
+    "roles": _al_rule(roles),
+    "tense": _al_rule(tense),
+    "unmatched": _al_rule(unmatched),
+}
+
+
+def refusal(question_text: str, candidate: str, cfg: GuardsConfig,
+            vectors: dict[str, Any] | None = None, word_similarity: float = WORD_SIMILARITY,
+            phrase_similarity: float = PHRASE_SIMILARITY,
+            sentences: tuple[Any, Any] | None = None) -> tuple[str, str] | None:
+    """(rule, reason) of the first enabled rule that refuses serving `candidate`'s answer to `question_text`, or None
+    when the two are the same question as far as every rule can tell. `vectors` holds the unit word vectors of
+    `align(...).words_to_embed()`; without them, unmatched words stay unmatched (stricter, never looser)."""
+    if question_text == candidate:
+        return None
+    al = align(question_text, candidate)
+    if vectors:
+        al.resolve(vectors, word_similarity, phrase_similarity, sentences)
+    for name, rule in RULES.items():
+        if getattr(cfg, name, True):
+            reason = rule(question_text, candidate, al)
+            if reason is not None:
+                log.debug("semantic candidate refused by %s: %s (%r vs %r)", name, reason, question_text, candidate)
+                return name, reason
+    return None
+
+
+def first_rejecting(question_text: str, candidate: str, cfg: GuardsConfig) -> str | None:
+    r = refusal(question_text, candidate, cfg)
+    return r[0] if r else None
