@@ -143,7 +143,7 @@ def antonyms(a: str, b: str) -> bool:
     for x in la:
         for y in lb:
             for p, q in ((x, y), (y, x)):
-                if len(p) >= 4 and any(q == pre + p or q == pre + "-" + p for pre in _NEG_PREFIXES):
+                if len(p) >= 3 and any(q == pre + p or q == pre + "-" + p for pre in _NEG_PREFIXES):
                     return True
                 if p.endswith("ful") and q == p[:-3] + "less":
                     return True

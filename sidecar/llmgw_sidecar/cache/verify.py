@@ -81,6 +81,7 @@ class Word:
     text: str
     pos: int  # index among all tokens (function words included)
     hyphen_next: bool  # joined to the next word by a hyphen (gluten-free, e-mail)
+    capital: bool = False  # written with a capital letter: a name (Google Drive), whatever else the word can be
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,15 +92,18 @@ class Parsed:
 
 @lru_cache(maxsize=8192)
 def parse(text: str) -> Parsed:
-    t = guards._norm(text).lower()
+    orig = guards._norm(text)
+    t = orig.lower()
     tokens: list[str] = []
     hyphen: list[bool] = []
+    capital: list[bool] = []
     for m in _TOKEN.finditer(t):
+        capital.append(len(orig) == len(t) and orig[m.start()].isupper() and m.start() > 0)
         tok = m.group(0)
         tok = tok.removesuffix("'s")
         tokens.append(tok)
         hyphen.append(t[m.end():m.end() + 1] == "-")
-    content = tuple(Word(w, i, hyphen[i]) for i, w in enumerate(tokens)
+    content = tuple(Word(w, i, hyphen[i], capital[i]) for i, w in enumerate(tokens)
                     if w not in FUNCTION and len(w) > 1 and not _numeral(w))
     return Parsed(tuple(tokens), content)
 
@@ -174,7 +178,10 @@ class Alignment:
             # "unclog a drain", "eat" / "healthy breakfast"); a swapped word (both sides left) never is
             ua = [w for w in ua if w not in vectors or float(vectors[w] @ sentences[1]) < IMPLIED]
             ub = [w for w in ub if w not in vectors or float(vectors[w] @ sentences[0]) < IMPLIED]
-        self.unmatched_a, self.unmatched_b = ua, ub
+        # units are measured, not described: miles are never kilometres, however alike the words
+        units_a = [w for w in self.unmatched_a if w in guards._UNITS and w not in ua]
+        units_b = [w for w in self.unmatched_b if w in guards._UNITS and w not in ub]
+        self.unmatched_a, self.unmatched_b = ua + units_a, ub + units_b
 
 
 _VERB_CONTEXT = frozenset("to i you we they can could should would will do does did please let's must may might "
@@ -317,9 +324,10 @@ def _governed(p: Parsed) -> dict[str, set[int]]:
         if tok in DIRECTION:
             nxt = next((k for k, w in enumerate(p.content) if i < w.pos <= i + 4), None)
             # "to travel", "from overheating": an infinitive or a gerund is an action, not a place or a party
-            w = p.content[nxt].text if nxt is not None else ""
-            if nxt is not None and not (lexicon.verb_only(w) or (tok == "to" and lexicon.can_be_verb(w)
-                                                                 and p.content[nxt].pos == i + 1)):
+            word = p.content[nxt] if nxt is not None else None
+            if word is not None and (word.capital or not (
+                    lexicon.verb_only(word.text)
+                    or (tok == "to" and lexicon.can_be_verb(word.text) and word.pos == i + 1))):
                 out.setdefault(tok, set()).add(nxt)
     return out
 
