@@ -333,6 +333,12 @@ class SemanticCacheConfig(_Model):
         "last_user_message", description="Text that is embedded; the rest of the request must match exactly."
     )
     max_prompt_chars: int = Field(2000, ge=1, description="Longer questions are not eligible.")
+    tools: bool = Field(False, description="Also answer requests with tools, tool results or function calls from the "
+                        "semantic cache (by default they use the exact cache only).")
+    first_stage: bool = Field(True, description="local: find candidates with the static model distilled at export "
+                              "time; the full model runs only for candidates within first_stage_distance.")
+    first_stage_distance: float = Field(0.45, gt=0, lt=2, description="Largest first-stage (static model) distance "
+                                        "of a candidate worth the full model (docs/semantic-cache.md).")
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
     guards: GuardsConfig = Field(default_factory=GuardsConfig)
 

@@ -1,22 +1,16 @@
-"""Guards against wrong semantic hits: cheap lexical checks of what a sentence embedding does not see well.
+"""Detail checks of the verification step (verify.py): details a sentence embedding does not see well.
 
-A small sentence model puts "what is 2+2" and "what is 2+3" (or "is it safe" / "is it not safe", "translate to French" /
-"to Spanish") closer together than many true paraphrases, so no distance threshold alone separates them. Each guard
-extracts one kind of detail from both questions and rejects the candidate when the details disagree. Guards are
-deliberately one-sided towards safety: a rejected paraphrase costs one upstream call, a wrong hit costs a wrong answer.
-
-Every guard is a pure function (question, candidate) -> bool "differs", switchable in `cache.semantic.guards`.
+A small sentence model puts "what is 2+2" and "what is 2+3" (or "is it safe" / "is it not safe") closer together than
+many true paraphrases. Each check extracts one kind of detail (numbers and units, negation, quoted text, code
+identifiers, names) from both questions and reports whether they disagree. Each is a pure, symmetric function
+(question, candidate) -> bool "differs"; verify.py runs them as rules, switchable in `cache.semantic.guards`.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable
 from functools import lru_cache
-
-from ..config import GuardsConfig
-from .guard_words import OPPOSITE_GROUPS as _GROUPS
 
 _APOS = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"', "\u00a0": " "})
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
@@ -204,57 +198,6 @@ def quoted_differs(a: str, b: str) -> bool:
     return any(q.lower() not in lb for q in _quoted(a)) or any(q.lower() not in la for q in _quoted(b))
 
 
-# --- target language and output format ------------------------------------------------------------------------------
-
-_LANG_FORMAT_CLASSES: dict[str, str] = {}
-for _cls, _names in {
-    # natural languages
-    **{w: w for w in ("english french spanish german italian portuguese dutch russian chinese japanese korean "
-                      "arabic hindi bengali turkish polish swedish norwegian danish finnish greek hebrew latin "
-                      "vietnamese thai indonesian ukrainian czech hungarian romanian persian urdu swahili "
-                      "catalan irish welsh tagalog").split()},
-    "chinese": "chinese mandarin", "cantonese": "cantonese",
-    # programming languages (C, R and Go are case-sensitive: see _CASED)
-    **{w: w for w in ("python java ruby php swift kotlin scala haskell perl sql bash powershell lua dart elixir "
-                      "erlang clojure julia matlab fortran cobol html css c++ c# rust zig ocaml").split()},
-    "javascript": "javascript js node nodejs", "typescript": "typescript ts", "golang": "golang",
-    # output formats and shapes
-    "json": "json", "yaml": "yaml yml", "xml": "xml", "csv": "csv", "markdown": "markdown md", "table": "table tabular",
-    "bullet": "bullet bulleted", "numbered": "numbered", "haiku": "haiku", "poem": "poem poetry verse",
-    "limerick": "limerick", "sonnet": "sonnet", "essay": "essay", "tweet": "tweet", "email": "email e-mail mail",
-    "letter": "letter", "paragraph": "paragraph", "sentence": "sentence", "word": "word", "story": "story",
-    "song": "song lyric", "joke": "joke", "slogan": "slogan", "headline": "headline", "pseudocode": "pseudocode",
-    "diagram": "diagram chart", "regex": "regex regexp", "emoji": "emoji",
-    # tone and register
-    "formal": "formal professional", "informal": "informal casual", "funny": "funny humorous humor joking",
-    "pirate": "pirate", "shakespeare": "shakespeare shakespearean", "child": "child children kid eli5 five-year-old",
-    "brief": "brief briefly concise concisely tl;dr", "detailed": "detailed detail thorough thoroughly in-depth",
-}.items():
-    for _n in _names.split():
-        _LANG_FORMAT_CLASSES[_n] = _cls
-_CASED = {"C": "c", "R": "r", "Go": "golang", "C++": "c++", "C#": "c#"}
-_LANG_TOKEN = re.compile(r"[A-Za-z][A-Za-z0-9+#;\-]*")
-
-
-@lru_cache(maxsize=4096)
-def _lang_format(text: str) -> tuple[str, ...]:
-    """Language/format classes in order of first appearance."""
-    found: list[str] = []
-    for tok in _LANG_TOKEN.findall(_norm(text)):
-        cls = _CASED.get(tok)
-        if cls is None:
-            cls = _LANG_FORMAT_CLASSES.get(_stem(tok.lower())) or _LANG_FORMAT_CLASSES.get(tok.lower())
-        if cls and cls not in found:
-            found.append(cls)
-    return tuple(found)
-
-
-def language_format_differs(a: str, b: str) -> bool:
-    la, lb = _lang_format(a), _lang_format(b)
-    # the same languages in another order is another direction: from French to English is not from English to French
-    return set(la) != set(lb) or (len(la) >= 2 and la != lb)
-
-
 # --- code identifiers ----------------------------------------------------------------------------------------------
 
 _IDENT = re.compile(
@@ -311,125 +254,4 @@ def _entity_in(entity: str, words: set[str]) -> bool:
     return all(_stem(part) in words for part in entity.split("-") if part)
 
 
-# --- opposites and easily confused terms ---------------------------------------------------------------------------
-
-# The groups live in guard_words.py: "largest" vs "smallest", "encrypt" vs "decrypt", "TCP" vs "UDP", ...
-def _compile_groups() -> list[list[re.Pattern[str]]]:
-    out = []
-    for group in _GROUPS:
-        poles = []
-        for pole in group:
-            words = pole.split()
-            # two-word phrases ("turn on", "what time") are listed as consecutive words; join known pairs back
-            phrases: list[str] = []
-            i = 0
-            while i < len(words):
-                if i + 1 < len(words) and f"{words[i]} {words[i + 1]}" in _PHRASES:
-                    phrases.append(f"{words[i]} {words[i + 1]}")
-                    i += 2
-                else:
-                    phrases.append(words[i])
-                    i += 1
-            poles.append(re.compile(r"\b(?:" + "|".join(re.escape(p) + "s?" for p in phrases) + r")\b"))
-        out.append(poles)
-    return out
-
-
-_PHRASES = frozenset({"turn on", "turn off", "what time", "what year", "how many", "how much", "speed up",
-                      "upper case", "lower case", "last week", "this week", "next week", "last month", "this month",
-                      "next month", "last year", "this year", "next year"})
-_GROUP_RES = _compile_groups()
-
-
-@lru_cache(maxsize=4096)
-def _poles(text: str) -> list[tuple[int, ...]]:
-    """Per group: the poles used, in order of first appearance ("uppercase to lowercase" != "lowercase to uppercase")."""
-    t = " ".join(_words(text))
-    out = []
-    for poles in _GROUP_RES:
-        hits = sorted((m.start(), i) for i, p in enumerate(poles) if (m := p.search(t)))
-        out.append(tuple(i for _, i in hits))
-    return out
-
-
 _WH = {"who": "who", "whom": "who", "whose": "who", "when": "when", "where": "where", "why": "why"}
-
-
-def _wh(text: str) -> str | None:
-    """The question word a question starts with ("when was X born" vs "where was X born"). Only the first word: inside
-    a sentence "when" is usually a conjunction ("what makes you cry when cutting onions")."""
-    w = _words(text)
-    return _WH.get(w[0]) if w else None
-
-
-def opposites_differ(a: str, b: str) -> bool:
-    # Only when BOTH questions use the group: "disadvantages of X" and "what is bad about X" stay a match.
-    if any(pa and pb and pa != pb for pa, pb in zip(_poles(a), _poles(b), strict=True)):
-        return True
-    wa, wb = _wh(a), _wh(b)
-    return wa is not None and wb is not None and wa != wb
-
-
-# --- one swapped content word --------------------------------------------------------------------------------------
-
-_STOPWORDS = frozenset("""a an the is are was were be been being do does did doing i me my you your we our it its this
-that these those there here what what's whats which who how why when where can could should would will shall may might
-must to of in on for with at by from about as into than then so and or but if please tell give show let know need want
-some any all way best good get make use some one ones thing things like just also very really much many more most
-explain describe""".split())
-
-
-_ARTICLES = frozenset({"a", "an", "the"})
-
-
-def _sequence(text: str) -> list[str]:
-    return [_stem(w) for w in _words(text) if w not in _ARTICLES]
-
-
-def _synonyms(x: str, y: str) -> bool:
-    """Both words in the same pole of an opposites group (largest/biggest): a swap that keeps the meaning."""
-    for poles in _GROUP_RES:
-        for p in poles:
-            if p.fullmatch(x) and p.fullmatch(y):
-                return True
-    return False
-
-
-def substitution_differs(a: str, b: str) -> bool:
-    # The very same sentence with exactly one content word swapped ("symbol for gold" / "symbol for silver", "train my
-    # dog" / "train my cat") is a different question: the embedding puts it at paraphrase distance because everything
-    # else is identical. Real paraphrases reword the frame too, so they are not caught by this.
-    # The swapped slot may be a short phrase ("on stocks" / "on real estate"): same words before and after it.
-    sa, sb = _sequence(a), _sequence(b)
-    p = 0
-    while p < min(len(sa), len(sb)) and sa[p] == sb[p]:
-        p += 1
-    q = 0
-    while q < min(len(sa), len(sb)) - p and sa[-1 - q] == sb[-1 - q]:
-        q += 1
-    ma, mb = sa[p:len(sa) - q], sb[p:len(sb) - q]
-    if p + q < 3 or not (1 <= len(ma) <= 2 and 1 <= len(mb) <= 2):
-        return False
-    if any(w in _STOPWORDS or w.endswith("n't") or w in ("not", "cannot") for w in (*ma, *mb)):
-        return False  # "how do I" vs "how can I": rewording of the frame, not of the subject
-    return not (len(ma) == len(mb) == 1 and _synonyms(ma[0], mb[0]))
-
-
-GUARDS: dict[str, Callable[[str, str], bool]] = {
-    "numbers": numbers_differ,
-    "negation": negation_differs,
-    "quoted": quoted_differs,
-    "language_format": language_format_differs,
-    "identifiers": identifiers_differ,
-    "entities": entities_differ,
-    "opposites": opposites_differ,
-    "substitution": substitution_differs,
-}
-
-
-def first_rejecting(question: str, candidate: str, cfg: GuardsConfig) -> str | None:
-    """Name of the first enabled guard that rejects this candidate, or None when it is safe to serve."""
-    for name, differs in GUARDS.items():
-        if getattr(cfg, name, True) and differs(question, candidate):
-            return name
-    return None

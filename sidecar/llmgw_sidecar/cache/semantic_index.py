@@ -29,14 +29,16 @@ from redisvl.query import VectorQuery
 from redisvl.query.filter import Tag
 from redisvl.schema import IndexSchema
 
-RETURN_FIELDS = ["prompt", "body", "sse", "sse_usage", "usage", "created"]
+RETURN_FIELDS = ["prompt", "fvec", "body", "sse", "sse_usage", "usage", "created"]
 MAX_TAG_SEARCH = 200_000  # tags tried per master; 16384 slots over a few masters need far fewer
 
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    distance: float
+    distance: float  # under the first-stage (indexed) vectors
     fields: dict[str, Any]
+    key: str = ""
+    client: Any = None  # the node that holds it (a cluster shard's own client)
 
 
 def schema_for(name: str, prefix: str, dims: int) -> IndexSchema:
@@ -46,9 +48,10 @@ def schema_for(name: str, prefix: str, dims: int) -> IndexSchema:
             {"name": "model", "type": "tag"},
             {"name": "ctx", "type": "tag"},
             {"name": "scope", "type": "tag"},
+            # The first-stage (static model) vector; the full model's vector is a plain field ("fvec") next to it.
             # HNSW: with a selective tag filter RediSearch switches to a brute-force scan of the filtered set by
             # itself, and large unfiltered sets still search in log time.
-            {"name": "vec", "type": "vector",
+            {"name": "svec", "type": "vector",
              "attrs": {"dims": dims, "distance_metric": "cosine", "algorithm": "hnsw", "datatype": "float32"}},
         ],
     })
@@ -79,10 +82,11 @@ class ShardIndex:
     async def search(self, vec: np.ndarray, model: str, ctx: str, scope: str, k: int) -> list[Candidate]:
         await self.ensure()
         flt = (Tag("model") == model) & (Tag("ctx") == ctx) & (Tag("scope") == scope)
-        q = VectorQuery(vector=vec.astype(np.float32).tobytes(), vector_field_name="vec", return_fields=RETURN_FIELDS,
+        q = VectorQuery(vector=vec.astype(np.float32).tobytes(), vector_field_name="svec", return_fields=RETURN_FIELDS,
                         filter_expression=flt, num_results=k)
         rows = await self.index.query(q)
-        return [Candidate(float(r["vector_distance"]), r) for r in rows if "vector_distance" in r]
+        return [Candidate(float(r["vector_distance"]), r, str(r.get("id", "")), self.client)
+                for r in rows if "vector_distance" in r]
 
     async def put(self, entry_id: str, fields: dict[str, Any], ttl_s: int) -> str:
         await self.ensure()

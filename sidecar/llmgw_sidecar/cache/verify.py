@@ -155,8 +155,8 @@ class Alignment:
             out.update(dict.fromkeys((" ".join(self.unmatched_a), " ".join(self.unmatched_b))))
         return list(out)
 
-    def resolve(self, vectors: dict[str, Any], threshold: float = WORD_SIMILARITY,
-                phrase_threshold: float = PHRASE_SIMILARITY, sentences: tuple[Any, Any] | None = None) -> None:
+    def resolve(self, vectors: dict[str, Any], sentences: tuple[Any, Any] | None = None,
+                threshold: float = WORD_SIMILARITY, phrase_threshold: float = PHRASE_SIMILARITY) -> None:
         """Match the remaining words by similarity (unit vectors from the embedding model), except opposites and
         alternatives, which an embedding puts close together although they never stand for each other: word for
         word first, then what is left on both sides as one phrase each ("turn ... int" / "convert ... integer",
@@ -430,18 +430,22 @@ RULES: dict[str, Callable[[str, str, Alignment], str | None]] = {
 
 
 def refusal(question_text: str, candidate: str, cfg: GuardsConfig,
-            vectors: dict[str, Any] | None = None, word_similarity: float = WORD_SIMILARITY,
-            phrase_similarity: float = PHRASE_SIMILARITY,
-            sentences: tuple[Any, Any] | None = None) -> tuple[str, str] | None:
+            vectors: dict[str, Any] | None = None, sentences: tuple[Any, Any] | None = None, *,
+            alignment: Alignment | None = None, skip: tuple[str, ...] = (),
+            only: tuple[str, ...] | None = None) -> tuple[str, str] | None:
     """(rule, reason) of the first enabled rule that refuses serving `candidate`'s answer to `question_text`, or None
     when the two are the same question as far as every rule can tell. `vectors` holds the unit word vectors of
-    `align(...).words_to_embed()`; without them, unmatched words stay unmatched (stricter, never looser)."""
+    `align(...).words_to_embed()` and `sentences` the two questions' full vectors; without them, unmatched words
+    stay unmatched (stricter, never looser). `alignment`: one already resolved; `skip`/`only`: run a subset (the
+    cache runs the lexical rules before any vector exists, and `unmatched` after)."""
     if question_text == candidate:
         return None
-    al = align(question_text, candidate)
-    if vectors:
-        al.resolve(vectors, word_similarity, phrase_similarity, sentences)
+    al = alignment or align(question_text, candidate)
+    if vectors and alignment is None:
+        al.resolve(vectors, sentences=sentences)
     for name, rule in RULES.items():
+        if name in skip or (only is not None and name not in only):
+            continue
         if getattr(cfg, name, True):
             reason = rule(question_text, candidate, al)
             if reason is not None:

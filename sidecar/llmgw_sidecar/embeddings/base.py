@@ -32,6 +32,12 @@ class Embedder(ABC):
     async def embed(self, text: str) -> np.ndarray:
         """One text -> vector of shape (dims,), L2-normalised. Raises EmbeddingError, nothing else."""
 
+    async def embed_many(self, texts: list[str]) -> list[np.ndarray]:
+        """Several texts at once (the local model batches them into one run). Raises EmbeddingError."""
+        import asyncio
+
+        return list(await asyncio.gather(*(self.embed(t) for t in texts)))
+
     async def close(self) -> None:  # optional hook: providers without resources keep the default
         return None
 

@@ -8,6 +8,8 @@ Output folder:
   model.onnx            fp32 graph: (input_ids, attention_mask) -> sentence_embedding [batch, dims], unit length
   model.int8.onnx       dynamically quantised copy (optional, --int8)
   tokenizer.json        the model's tokenizer (the runtime enables truncation and dynamic padding itself)
+  static/               the semantic cache's first stage: a static model distilled from the same model with model2vec
+                        (PCA to 128 dims; model.safetensors, tokenizer.json, config.json); embeddings/static.py
   llmgw-model.json      manifest: name, dims, max_tokens, source hashes, files
 """
 
@@ -32,7 +34,8 @@ PINNED: dict[str, dict[str, str]] = {
 }
 DEFAULT_NAME = "all-MiniLM-L6-v2"
 MANIFEST = "llmgw-model.json"
-FORMAT = 2  # 2: fused attention graph. Bump when the exported graph changes, so cached exports are redone.
+FORMAT = 3  # 2: fused attention graph; 3: static first-stage model. Bump when the export changes (redone then).
+STATIC_DIMS = 128
 OPSET = 17
 CHECK_SENTENCES = [
     "What's the capital of France?",
@@ -146,7 +149,7 @@ def _quantize(fp32: Path, int8: Path) -> None:
 
 
 def export(source: Path, out: Path, *, name: str = DEFAULT_NAME, int8: bool = False, allow_unpinned: bool = False,
-           force: bool = False) -> Path:
+           force: bool = False, static: bool = True) -> Path:
     """Export into `out` (written to a temporary folder first, then renamed, so a crash never leaves half a model)."""
     if (out / MANIFEST).exists() and not force:
         return out
@@ -166,6 +169,11 @@ def export(source: Path, out: Path, *, name: str = DEFAULT_NAME, int8: bool = Fa
             files["int8"] = "model.int8.onnx"
         (tmp / "raw.onnx").unlink()
         shutil.copyfile(source / "tokenizer.json", tmp / "tokenizer.json")
+        if static:
+            from .static import distill
+
+            distill(source, tmp / "static", STATIC_DIMS)
+            files["static"] = "static"
         manifest = {"format": FORMAT, "name": name, "dims": dims, "max_tokens": max_tokens,
                     "pooling": "mean+l2 (in graph)", "graph": "onnxruntime bert fusion (fp32), dynamic int8 from unfused",
                     "opset": OPSET, "source_sha256": hashes, "files": files}
@@ -187,10 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--int8", action="store_true", help="also write a dynamically quantised int8 model")
     p.add_argument("--allow-unpinned", action="store_true", help="export a model that has no pinned hashes")
     p.add_argument("--force", action="store_true", help="export again even if the output folder is complete")
+    p.add_argument("--no-static", action="store_true", help="skip the static first-stage model (one-stage lookups)")
     a = p.parse_args(argv)
     try:
         out = export(a.source or default_source(), a.out, name=a.name, int8=a.int8,
-                     allow_unpinned=a.allow_unpinned, force=a.force)
+                     allow_unpinned=a.allow_unpinned, force=a.force, static=not a.no_static)
     except (ExportError, OSError) as e:
         print(f"export-model: {e}", file=sys.stderr)
         return 1

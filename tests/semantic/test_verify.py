@@ -1,0 +1,94 @@
+"""The verification step rule by rule: what each must refuse, what must pass, that each names itself and can be
+switched off. Pure functions over packaged lexical data; the word vectors come from the real model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from llmgw_sidecar.cache import guards, lexicon, verify
+from llmgw_sidecar.config import GuardsConfig
+from llmgw_sidecar.embeddings.local import LocalEmbedder
+
+REFUSE = [
+    ("numbers", "What is 2+2?", "What is 2+3?"),
+    ("numbers", "Convert 5 miles to km", "Convert 5 km to miles"),
+    ("quoted", 'Translate "good morning" into Spanish.', 'Translate "good night" into Spanish.'),
+    ("identifiers", "What does `os.path.join` do?", "What does `os.path.split` do?"),
+    ("entities", "Who wrote Hamlet?", "Who wrote Macbeth?"),
+    ("entities", "Explain option A of the plan.", "Explain option B of the plan."),
+    ("negation", "Is it safe to eat raw eggs?", "Is it not safe to eat raw eggs?"),
+    ("question", "When was Lincoln born?", "Where was Lincoln born?"),
+    ("antonyms", "Which planets are farther from the Sun than Earth?", "Which planets are closer to the Sun than Earth?"),
+    ("antonyms", "How do I import a CSV file?", "How do I export a CSV file?"),
+    ("antonyms", "How do I encrypt a file?", "How do I decrypt a file?"),
+    ("degree", "What is the largest city in Turkey?", "What is the capital of Turkey?"),
+    ("roles", "How do I merge my feature branch into main?", "How do I merge main into my feature branch?"),
+    ("roles", "How do I copy a file from the server to my machine with scp?",
+     "How do I copy a file from my machine to the server with scp?"),
+    ("tense", "Who won the race?", "Who will win the race?"),
+    ("unmatched", "How do I bake a chocolate cake?", "How do I bake a vegan chocolate cake?"),
+    ("unmatched", "Give me a recipe for gluten-free thin-crust pizza dough", "Give me a recipe for thin-crust pizza dough"),
+    ("unmatched", "Who was the first UN Secretary-General?", "Who is the current UN Secretary-General?"),
+    ("unmatched", "Write a systemd timer that runs my backup script every night",
+     "Write a cron expression that runs my backup script every night"),
+]
+
+PASS = [
+    ("What's the capital of France?", "Which city is France's capital?"),
+    ("How do I reverse a list in Python?", "What's the way to reverse a Python list?"),
+    ("How do I reset my router?", "How do i reset my ruoter?"),
+    ("What is the largest ocean on Earth?", "Which ocean is the biggest in the world?"),
+    ("How do I delete a git branch?", "How can I remove a branch in git?"),
+    ("How do I lower my electricity bill?", "How do I reduce my electricity bill?"),
+    ("How do I unclog a drain?", "What's the way to unclog a sink drain?"),
+]
+
+
+@pytest.fixture(scope="module")
+def vectors_for(embedder: LocalEmbedder):  # noqa: ANN201 - a small closure
+    def get(a: str, b: str) -> tuple[dict[str, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        words = verify.align(a, b).words_to_embed()
+        vecs = embedder.embed_sync(words) if words else []
+        sa, sb = embedder.embed_sync([a, b])
+        return dict(zip(words, vecs, strict=True)), (sa, sb)
+    return get
+
+
+@pytest.mark.parametrize(("rule", "a", "b"), REFUSE)
+def test_rule_refuses_names_itself_and_can_be_switched_off(rule: str, a: str, b: str, vectors_for) -> None:  # noqa: ANN001
+    for q, c in ((b, a), (a, b)):  # symmetric
+        vectors, sentences = vectors_for(q, c)
+        assert verify.refusal(q, c, GuardsConfig(), vectors, sentences) is not None
+        got = verify.refusal(q, c, GuardsConfig(), vectors, sentences, only=(rule,))
+        assert got is not None and got[0] == rule, (q, c, got)
+    vectors, sentences = vectors_for(b, a)
+    assert verify.refusal(b, a, GuardsConfig(**{rule: False}), vectors, sentences, only=(rule,)) is None
+
+
+@pytest.mark.parametrize(("a", "b"), PASS)
+def test_paraphrases_pass(a: str, b: str, vectors_for) -> None:  # noqa: ANN001
+    vectors, sentences = vectors_for(b, a)
+    assert verify.refusal(b, a, GuardsConfig(), vectors, sentences) is None
+
+
+def test_without_vectors_it_is_stricter_never_looser(vectors_for) -> None:  # noqa: ANN001
+    a, b = PASS[4]
+    assert verify.refusal(b, a, GuardsConfig()) == verify.refusal(b, a, GuardsConfig(), {}, None)
+    assert verify.refusal(b, a, GuardsConfig()) is not None  # delete/remove needs the word vectors
+
+
+def test_every_rule_has_a_switch() -> None:
+    assert set(GuardsConfig.model_fields) == set(verify.RULES)
+
+
+def test_all_off_accepts_everything() -> None:
+    off = GuardsConfig(**{k: False for k in GuardsConfig.model_fields})
+    assert all(verify.refusal(b, a, off) is None for _, a, b in REFUSE)
+
+
+def test_lexicon_is_packaged_data() -> None:
+    assert lexicon.antonyms("import", "export") and lexicon.antonyms("farther", "closer")
+    assert lexicon.synonyms("kids", "children") and lexicon.alternatives("tea", "coffee")
+    assert lexicon.degree("largest") == "sup" and lexicon.degree("larger") == "cmp" and lexicon.degree("large") == ""
+    assert guards._numbers("It costs $1,000.50 for 2nd place")[0] == ["1000.5 usd", "2"]
