@@ -96,14 +96,25 @@ def sample(metrics: Metrics, name: str, labels: dict[str, str] | None = None) ->
 
 
 class SharedEmbedder:
-    """The session embedder, but `close()` must not stop it for the other tests."""
+    """The session embedder, but `close()` must not stop it for the other tests; counts what the full model ran on."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.provider, self.dims, self.index_tag = inner.provider, inner.dims, inner.index_tag
+        self.texts: list[str] = []
+        self.batches = 0
 
     async def embed(self, text: str) -> Any:
+        self.texts.append(text)
         return await self.inner.embed(text)
+
+    async def embed_many(self, texts: list[str]) -> Any:
+        self.batches += 1
+        self.texts.extend(texts)
+        many = getattr(self.inner, "embed_many", None)
+        if many is None:
+            return [await self.inner.embed(t) for t in texts]
+        return await many(texts)
 
     async def close(self) -> None:
         return None

@@ -60,7 +60,8 @@ def test_paraphrase_answered_from_semantic_cache(make_gateway, redis_standalone:
     assert near.parse().choices[0].message.content == "echo: What is 2+3?"
     assert gw.sample("llmgw_semantic_lookups_total", result="hit") >= 2
     assert gw.sample("llmgw_semantic_guard_rejections_total") >= 1
-    assert gw.sample("llmgw_embedding_duration_seconds_count", provider="local") >= 4
+    # the full model ran only for lookups that had a candidate (misses use the static first stage)
+    assert gw.sample("llmgw_embedding_duration_seconds_count", provider="local") >= 2
 
 
 def test_examples_local_yaml_answers_a_paraphrase(make_gateway, redis_standalone: str,  # noqa: F811

@@ -10,7 +10,7 @@ from llmgw_sidecar.context import CacheDirectives
 from llmgw_sidecar.embeddings.local import LocalEmbedder
 from llmgw_sidecar.metrics import Metrics
 
-from .conftest import build_layer, make_ctx, sample, store_and_wait
+from .conftest import answer_for, build_layer, make_ctx, sample, store_and_wait
 
 
 async def layer(url: str, embedder: LocalEmbedder, **semantic) -> tuple[SemanticCache, Config, Metrics]:
@@ -38,7 +38,7 @@ async def test_guard_rejects_near_miss_and_counts_it(redis_standalone: str, embe
     assert sample(m, "llmgw_semantic_lookups_total", {"result": "guard_rejected"}) == 1
     assert sample(m, "llmgw_semantic_guard_rejections_total", {"guard": "numbers"}) == 1
     # switched off, the same candidate is served: the guard is what stood in the way
-    sc2, cfg2, _ = await layer(redis_standalone, embedder, guards={"numbers": False, "substitution": False})
+    sc2, cfg2, _ = await layer(redis_standalone, embedder, guards={"numbers": False})
     await store_and_wait(sc2, make_ctx(cfg2, "What is 2+2?"), "4")
     assert await sc2.lookup(make_ctx(cfg2, "What is 2+3?")) is not None
     await sc.close()
@@ -62,3 +62,52 @@ async def test_context_model_params_and_scope_isolate(redis_standalone: str, emb
     # non-output fields (user, stream) do not split the cache
     assert await sc.lookup(make_ctx(cfg, para, system="Answer briefly.", temperature=0, user="u1", stream=True))
     await sc.close()
+
+
+async def test_one_embedding_per_request_and_cheap_misses(redis_standalone: str, embedder: LocalEmbedder) -> None:
+    """A miss runs only the first stage (no full model, neither for the lookup nor for the store); the first lookup
+    that finds the entry as a candidate computes its full vector once and stores it; later lookups reuse it."""
+    sc, cfg, m = await layer(redis_standalone, embedder)
+    counting = sc.embedder
+    assert sc.static is not None
+    await store_and_wait(sc, make_ctx(cfg, "How do I reverse a list in Python?"), "use reversed()")
+    assert counting.texts == []  # miss + store: the static model only
+    assert await sc.lookup(make_ctx(cfg, "What's the way to reverse a Python list?")) is not None
+    assert "How do I reverse a list in Python?" in counting.texts  # the stored entry's full vector, once
+    assert counting.batches == 1  # question, candidate and words in one batch
+    await sc.drain()
+    counting.texts.clear()
+    assert await sc.lookup(make_ctx(cfg, "What is the way to reverse a list in Python?")) is not None
+    assert "How do I reverse a list in Python?" not in counting.texts  # read back from Redis this time
+    # a near-miss the lexical rules refuse costs no full-model run at all
+    counting.texts.clear()
+    assert await sc.lookup(make_ctx(cfg, "How do I reverse a tuple in Python?")) is None
+    await store_and_wait(sc, make_ctx(cfg, "How do I import a CSV file into Excel?"), "Data > From Text")
+    counting.texts.clear()
+    assert await sc.lookup(make_ctx(cfg, "How do I export a CSV file from Excel?")) is None
+    assert counting.texts == []
+    assert sample(m, "llmgw_semantic_guard_rejections_total", {"guard": "antonyms"}) >= 1
+    await sc.close()
+
+
+async def test_tools_are_exact_cache_only_unless_switched_on(redis_standalone: str, embedder: LocalEmbedder) -> None:
+    tools = [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}]
+    sc, cfg, m = await layer(redis_standalone, embedder)
+    ctx = make_ctx(cfg, "What's the weather in Paris?", tools=tools)
+    assert await sc.lookup(ctx) is None
+    sc.store(ctx, answer_for("sunny"))
+    await sc.drain()
+    assert sample(m, "llmgw_semantic_lookups_total", {"result": "ineligible"}) == 1
+    assert sample(m, "llmgw_cache_stores_total", {"cache": "semantic", "result": "skipped"}) == 1
+    # a tool result in the conversation is the same
+    result = make_ctx(cfg, "and tomorrow?")
+    result.body["messages"][:0] = [{"role": "assistant", "tool_calls": [{"id": "1", "type": "function",
+                                    "function": {"name": "weather", "arguments": "{}"}}]},
+                                   {"role": "tool", "tool_call_id": "1", "content": "sunny"}]
+    assert await sc.lookup(result) is None
+    assert sample(m, "llmgw_semantic_lookups_total", {"result": "ineligible"}) == 2
+    on, cfg_on, _ = await layer(redis_standalone, embedder, tools=True)
+    await store_and_wait(on, make_ctx(cfg_on, "What's the weather in Paris?", tools=tools), "sunny")
+    assert await on.lookup(make_ctx(cfg_on, "What is the weather like in Paris?", tools=tools)) is not None
+    await sc.close()
+    await on.close()

@@ -112,3 +112,20 @@ async def test_reload_shares_the_loaded_model(model_dir: Path) -> None:
     with pytest.raises(Exception, match="closed"):
         await new.inner.embed("closed now")
     await other.close()
+
+
+def test_distance_threshold_default_is_one_number_everywhere() -> None:
+    """The CRD's default (what the operator renders) and the sidecar's default are the same measured value."""
+    from pathlib import Path
+
+    import yaml
+
+    from llmgw_sidecar.config import SemanticCacheConfig
+
+    repo = Path(__file__).resolve().parents[2]
+    crd = yaml.safe_load((repo / "charts/llmgateway/crds/llmgateways.llmgateway.dev.yaml").read_text())
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    semantic = schema["properties"]["spec"]["properties"]["cache"]["properties"]["semantic"]["properties"]
+    assert semantic["distanceThreshold"]["default"] == SemanticCacheConfig().distance_threshold
+    docs = (repo / "docs/semantic-cache.md").read_text()
+    assert f"distance_threshold: {SemanticCacheConfig().distance_threshold}" in docs

@@ -204,15 +204,18 @@ class SemanticCache:
         if answer is not None:
             self._count("hit")
             return answer
+        if refused_later is None:  # the full model failed
+            self._count("error")
+            return None
         self._count("guard_rejected" if rejected or refused_later else "miss")
         return None
 
     async def _verify_with_vectors(self, ctx: RequestContext, text: str, full: np.ndarray | None,
                                    survivors: list[tuple[Candidate, str, verify.Alignment]]
-                                   ) -> tuple[CachedAnswer | None, bool]:
+                                   ) -> tuple[CachedAnswer | None, bool | None]:
         """One batch through the full model: the question (unless the first stage was the full model), candidates
         stored without a full vector, and the words each alignment still has to match. Returns (answer, whether
-        the verification refused a candidate)."""
+        the verification refused a candidate; None when the full model failed)."""
         refused_any = False
         texts: dict[str, None] = {}
         if full is None:
@@ -229,7 +232,7 @@ class SemanticCache:
         if texts:
             got = await self._embed_many(list(texts))
             if got is None:
-                return None, False
+                return None, None
             vectors = dict(zip(texts, got, strict=True))
         if full is None:
             full = vectors[text]
@@ -465,7 +468,9 @@ async def build_semantic(config: Config, redis: Any, metrics: Metrics, *, embedd
 
     if embedder is None:
         embedder = await asyncio.to_thread(make_embedder, cfg.embedding, metrics)
-    static = await asyncio.to_thread(_load_static, cfg) if cfg.first_stage else None
+    # the first stage must come from the same model as the full one: only with the local provider
+    local = getattr(embedder, "provider", "") == "local" and cfg.embedding.provider == EmbeddingProvider.local
+    static = await asyncio.to_thread(_load_static, cfg) if cfg.first_stage and local else None
     return SemanticCache(
         cfg, embedder, metrics, redis=redis,
         key_prefix=config.redis.key_prefix, node_client=node_client,
@@ -486,7 +491,7 @@ def _load_static(cfg: SemanticCacheConfig) -> StaticEncoder | None:
 
     lexicon.load()
     folder = Path(cfg.embedding.model_dir) / "static"
-    if cfg.embedding.provider != EmbeddingProvider.local or not (folder / "model.safetensors").exists():
+    if not (folder / "model.safetensors").exists():
         return None
     try:
         return StaticEncoder(folder)
