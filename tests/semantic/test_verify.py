@@ -46,7 +46,7 @@ PASS = [
 
 
 @pytest.fixture(scope="module")
-def vectors_for(embedder: LocalEmbedder):  # noqa: ANN201 - a small closure
+def vectors_for(embedder: LocalEmbedder):
     def get(a: str, b: str) -> tuple[dict[str, np.ndarray], tuple[np.ndarray, np.ndarray]]:
         words = verify.align(a, b).words_to_embed()
         vecs = embedder.embed_sync(words) if words else []
@@ -56,7 +56,7 @@ def vectors_for(embedder: LocalEmbedder):  # noqa: ANN201 - a small closure
 
 
 @pytest.mark.parametrize(("rule", "a", "b"), REFUSE)
-def test_rule_refuses_names_itself_and_can_be_switched_off(rule: str, a: str, b: str, vectors_for) -> None:  # noqa: ANN001
+def test_rule_refuses_names_itself_and_can_be_switched_off(rule: str, a: str, b: str, vectors_for) -> None:
     for q, c in ((b, a), (a, b)):  # symmetric
         vectors, sentences = vectors_for(q, c)
         assert verify.refusal(q, c, GuardsConfig(), vectors, sentences) is not None
@@ -67,12 +67,12 @@ def test_rule_refuses_names_itself_and_can_be_switched_off(rule: str, a: str, b:
 
 
 @pytest.mark.parametrize(("a", "b"), PASS)
-def test_paraphrases_pass(a: str, b: str, vectors_for) -> None:  # noqa: ANN001
+def test_paraphrases_pass(a: str, b: str, vectors_for) -> None:
     vectors, sentences = vectors_for(b, a)
     assert verify.refusal(b, a, GuardsConfig(), vectors, sentences) is None
 
 
-def test_without_vectors_it_is_stricter_never_looser(vectors_for) -> None:  # noqa: ANN001
+def test_without_vectors_it_is_stricter_never_looser(vectors_for) -> None:
     a, b = PASS[4]
     assert verify.refusal(b, a, GuardsConfig()) == verify.refusal(b, a, GuardsConfig(), {}, None)
     assert verify.refusal(b, a, GuardsConfig()) is not None  # delete/remove needs the word vectors
