@@ -1,7 +1,8 @@
 """The aiohttp application: routes and the request pipeline.
 
-Request path (DESIGN.md section 3): parse -> route -> governor.admit -> exact lookup -> semantic lookup -> upstream
-(stream tee). The end of every request (stores, settle, spend, metrics) is `lifecycle.RequestLifecycle`.
+Request path (DESIGN.md section 3): parse -> route -> governor.admit (scope limits, budgets) -> exact lookup ->
+semantic lookup -> governor.admit_model (model limits: a cache hit is never refused by them) -> upstream (stream tee).
+The end of every request (stores, settle, spend, metrics) is `lifecycle.RequestLifecycle`.
 """
 
 from __future__ import annotations
@@ -69,6 +70,13 @@ def estimate_usage(request_body: dict[str, Any], answer: bytes | None) -> Usage:
 def _client_gone(request: web.Request) -> bool:
     t = request.transport
     return t is None or t.is_closing()
+
+
+def _may_hit(rt: Runtime, ctx: RequestContext) -> bool:
+    """Can a cache answer this request (so model limits wait for the lookup)?"""
+    if ctx.directives.no_cache:
+        return False
+    return rt.exact is not None or (rt.semantic is not None and ctx.endpoint == "chat")
 
 
 class Handlers:
@@ -148,7 +156,9 @@ class Handlers:
                 validate(endpoint, body)
                 life.ctx = ctx = self._context(request, rt, endpoint, body, life.request_id, caller)
                 if rt.governor is not None:
-                    await rt.governor.admit(ctx)
+                    # Scope limits and budgets: every request. Model limits protect the upstream, so they are decided
+                    # after the cache lookup (in _serve), unless no cache can answer this request (then in one call).
+                    await rt.governor.admit(ctx, with_model=not _may_hit(rt, ctx))
                 return await self._serve(request, rt, life, ctx)
             except ApiError as e:
                 return await life.fail(e)
@@ -186,6 +196,8 @@ class Handlers:
                     ctx.cache_result = "hit-semantic"
             if hit is not None:
                 return self._replay(ctx, hit)
+        if rt.governor is not None:
+            await rt.governor.admit_model(ctx)  # on the way upstream (a no-op when decided with the scope limits)
         if ctx.stream:
             return await self._stream_miss(request, rt, life, ctx)
         return await self._miss(rt, life, ctx)

@@ -20,6 +20,9 @@ def config(redis: dict[str, Any], model_limits: dict[str, int] | None = None, **
                     "pricing": {"input_per_1m": 1.0, "output_per_1m": 3.0}}],
     }
     data.update(over)
+    # In-process tests are about decisions, not deadlines: a stalled test process on a busy machine must not turn one
+    # into a 503. Tests of the deadline (and the window harness) set it themselves; sidecar tests keep the defaults.
+    data["limits"] = {"decision_timeout_ms": 2000, **data.get("limits", {})}
     return parse_config(data)
 
 

@@ -116,3 +116,40 @@ async def test_budget_exceeded_through_sidecars(redis_standalone: str, tmp_path:
         assert 2 <= codes.count("ok") <= 12, codes
     finally:
         stop_all(cars)
+
+
+async def test_cache_hit_served_past_exhausted_model_rpm_but_scope_limit_refuses(redis_standalone: str,
+                                                                                  tmp_path: Path) -> None:
+    """Model limits protect the upstream: a request the exact cache answers is served although the model's rpm is
+    used up (they are decided only on the way upstream). Scope limits count every request, hits too."""
+    cfg = sidecar_config({"url": redis_standalone}, cache={"exact": {"enabled": True}})
+    cfg["models"][0]["limits"] = {"rpm": 2}
+    cfg["limits"] = {"scopes": [{"scope": "pod", "rpm": 5}]}
+    [car] = start_sidecars(tmp_path, cfg)
+
+    async def ask(s: aiohttp.ClientSession, q: str) -> tuple[int, dict[str, str], dict]:
+        body = {"model": "m", "messages": [{"role": "user", "content": q}], "max_tokens": 16}
+        async with s.post(car.url + "/v1/chat/completions", json=body) as r:
+            return r.status, dict(r.headers), await r.json()
+
+    try:
+        async with aiohttp.ClientSession() as s:
+            status, h, _ = await ask(s, "cached question")  # model 1/2, pod 1/5
+            assert status == 200 and h["x-llmgw-cache"] == "miss"
+            assert h["x-ratelimit-limit-requests"] == "2" and h["x-ratelimit-remaining-requests"] == "1"
+            await asyncio.sleep(0.3)  # the answer is stored in the background
+            status, h, _ = await ask(s, "another question")  # model 2/2, pod 2/5
+            assert status == 200 and h["x-ratelimit-remaining-requests"] == "0"
+            status, h, err = await ask(s, "a third question")  # a miss: the model limit refuses it
+            assert status == 429 and "model:rpm" in err["error"]["message"]
+            await asyncio.sleep(0.05)  # its pod request is given back (settlements are batched for ~5 ms)
+            for used in (3, 4, 5):
+                status, h, _ = await ask(s, "cached question")  # served from the cache past the model limit
+                assert status == 200 and h["x-llmgw-cache"] == "hit-exact"
+                # truthful: the limit that decided a hit is the pod's, the model's was not asked
+                assert h["x-ratelimit-limit-requests"] == "5", h
+                assert h["x-ratelimit-remaining-requests"] == str(5 - used)
+            status, h, err = await ask(s, "cached question")  # the scope limit counts hits: refused
+            assert status == 429 and "pod:rpm" in err["error"]["message"] and h["x-ratelimit-remaining-requests"] == "0"
+    finally:
+        stop_all([car])

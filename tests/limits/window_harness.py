@@ -17,7 +17,8 @@ from tests.limits.helpers import client, config, ctx, metrics
 
 
 async def main(url: str, prefix: str, seconds: float) -> None:
-    cfg = config({"url": url, "key_prefix": prefix}, {"rpm": 20}, limits={"window_s": 1.0})
+    cfg = config({"url": url, "key_prefix": prefix}, {"rpm": 20},
+                 limits={"window_s": 1.0, "decision_timeout_ms": 250})  # the default deadline
     m = metrics()
     r = client(cfg)
     g = build_governor(cfg, r, m)
