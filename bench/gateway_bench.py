@@ -113,6 +113,11 @@ async def scenario(work: Path, name: str, cfg: dict[str, Any], tokens: list[str]
             res["first_call_of_each_caller"] = {"callers": first["requests"], "p50_ms": first["p50_ms"],
                                                 "wall_s": round(first_wall, 3)}
             res["rss_mb"] = round(p.memory_info().rss / 2**20, 1)
+            # One caller alone: the CPU per hit least inflated by a busy machine (comparable to bench/sidecar_bench.py).
+            cpu0 = sum(p.cpu_times()[:2])
+            one = await load(s, chat, tokens[:1], 2000)
+            one["cpu_ms_per_hit"] = round((sum(p.cpu_times()[:2]) - cpu0) * 1000 / one["requests"], 3)
+            res["one_client"] = one
             return res
     finally:
         proc.terminate()

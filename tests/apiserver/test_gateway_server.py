@@ -8,21 +8,29 @@ builders are validated for 1.29/1.33 in tests/gateway/test_builders.py). No kube
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
+import openai
 import pytest
 import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from llmgw_operator.builders import gateway as gwb
+from llmgw_sidecar.devredis import free_port
 from tests.apiserver.cluster import wait_for
 from tests.apiserver.conftest import Installed, gateway, secrets_for
 from tests.apiserver.operator_proc import OperatorProcess, start_operator
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "examples"
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "manifests" / "examples"
 NS = "shared-gw"
 MERGE = "application/merge-patch+json"
 
@@ -104,6 +112,62 @@ def test_example_gets_deployment_service_policy_and_binding(installed: Installed
     assert st["endpoint"] == f"http://llm-gateway.{NS}.svc:80/v1"
     assert (st["readyReplicas"], st["replicas"]) == (0, "0/2")  # no kubelet here: never claimed ready
     assert operator.forbidden() == [], "the chart's RBAC covers every call of the shared gateway"
+
+
+def test_the_rendered_gateway_serves_service_account_callers_with_its_operator_made_binding(
+        installed: Installed, operator: OperatorProcess, redis_standalone: str, tmp_path: Path) -> None:
+    """What a gateway pod would run, minus the kubelet: the ConfigMap the operator rendered, served by the real
+    process, with the token of the ServiceAccount the operator created (its ClusterRoleBinding is what lets it
+    create TokenReviews). A pod in an allowed namespace calls it with its own token and gets tenant-scoped hits."""
+    server = installed.server
+    api = server.client()
+    cfg = yaml.safe_load(wait_for("the gateway ConfigMap", lambda: read(api, "ConfigMap", "llm-gateway"), 60)
+                         ["data"]["config.yaml"])
+    assert cfg["listen"]["host"] == "0.0.0.0"
+    # Loopback only in tests; Redis is a local process (no kubelet runs the operator's StatefulSet here).
+    cfg["listen"] = {**cfg["listen"], "host": "127.0.0.1", "port": free_port()}
+    cfg["redis"] = {"url": redis_standalone, "key_prefix": f"t{uuid.uuid4().hex[:10]}"}
+    (tmp_path / "token").write_text(server.service_account_token(NS, "llm-gateway"))
+    cfg["auth"]["token_review"].update(api_server=server.url, ca_file=str(server.ca_file),
+                                       token_file=str(tmp_path / "token"))
+    cfg["auth"]["virtual_keys"]["dir"] = str(tmp_path / "keys")
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "sidecar"), str(REPO)]),
+           "LLMGW_KEY_GPT_4O_MINI": "sk-test"}
+    log = (tmp_path / "gateway.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "llmgw_sidecar", "serve", "--config", str(path)], stdout=log,
+                            stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{cfg['listen']['port']}"
+    try:
+        wait_for("the gateway process", lambda: proc.poll() is None and _healthy(url), 30)
+        for ns, labels in (("client-a", {"llmgateway.dev/clients": "yes"}), ("client-b", {"llmgateway.dev/clients":
+                                                                                          "yes"}), ("stranger", {})):
+            server.ensure_namespace(ns)
+            server.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": labels}},
+                         "llmgw-gateway-tests")
+
+        def ask(ns: str, q: str) -> str:
+            tok = server.service_account_token(ns, "app", audiences=["llmgateway.dev"])
+            raw = openai.OpenAI(base_url=url + "/v1", api_key=tok, max_retries=0).chat.completions \
+                .with_raw_response.create(model="demo", messages=[{"role": "user", "content": q}])
+            return raw.headers["x-llmgw-cache"]
+
+        q = f"end to end {uuid.uuid4().hex}"
+        assert [ask("client-a", q), ask("client-a", q), ask("client-b", q)] == ["miss", "hit-exact", "miss"]
+        with pytest.raises(openai.PermissionDeniedError):
+            ask("stranger", q)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(url + "/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def test_turning_the_gateway_off_prunes_everything_of_it(installed: Installed, operator: OperatorProcess) -> None:
