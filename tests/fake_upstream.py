@@ -12,6 +12,8 @@ bad-event     streams one chunk, then an event that is not JSON
 null-event    streams one chunk, then `data: null`
 error-event   streams one chunk, then an OpenAI error event (whose message quotes the upstream key)
 slow-stream   streams its chunks `slow_chunk_s` apart (a long generation)
+stall-error   answers 400 with the start of an error body, then stalls (never finishes the body)
+echo-key      answers 401 quoting the credentials it received (as some upstreams do)
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class FakeUpstream:
         self.slow_s = 2.0
         self.chunk_delay_s = 0.0
         self.slow_chunk_s = 0.4
+        self._auth = ""
 
     def reset(self) -> None:
         self.calls.clear()
@@ -49,6 +52,7 @@ class FakeUpstream:
         return app
 
     async def _record(self, request: web.Request) -> dict[str, Any]:
+        self._auth = request.headers.get("Authorization", "").removeprefix("Bearer ")
         body = await request.json()
         self.calls.append({"path": request.path, "query": dict(request.query), "headers": dict(request.headers),
                            "body": body})
@@ -71,6 +75,10 @@ class FakeUpstream:
                                      headers={"Retry-After": "0"})
         if model == "flaky-500" and self.seen[key] == 1:
             return web.json_response({"error": {"message": "boom", "type": "server_error"}}, status=500)
+        if model == "echo-key":
+            return web.json_response({"error": {"message": f"Incorrect API key provided: {self._auth}",
+                                                "type": "invalid_request_error", "code": "invalid_api_key"}},
+                                     status=401)
         if model == "bad-400":
             return web.json_response({"error": {"message": "temperature is too hot", "type": "invalid_request_error",
                                                 "param": "temperature", "code": "bad_temperature"}}, status=400)
@@ -78,8 +86,20 @@ class FakeUpstream:
             await asyncio.sleep(self.slow_s)
         return None
 
+    async def stall_error(self, request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(status=400, headers={"Content-Type": "application/json", "Content-Length": "1000"})
+        await resp.prepare(request)
+        await resp.write(b'{"error": {"message": "partial')
+        for _ in range(300):  # until the gateway hangs up (at most 30 s)
+            if request.transport is None or request.transport.is_closing():
+                break
+            await asyncio.sleep(0.1)
+        return resp
+
     async def chat(self, request: web.Request) -> web.StreamResponse:
         body = await self._record(request)
+        if body.get("model") == "stall-error":
+            return await self.stall_error(request)
         if (early := await self._gate(body)) is not None:
             return early
         text = f"echo: {self._last_user(body)}"

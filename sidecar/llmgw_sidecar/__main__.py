@@ -17,14 +17,21 @@ EXIT_CONFIG = 2
 def _setup_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
+    from .redact import install_log_filter
+
+    install_log_filter()  # configured credentials never appear in a log line (redact.py)
 
 
 def _load(path: str) -> Config:
     try:
-        return load_config(path)
+        cfg = load_config(path)
     except ConfigError as e:
         print(f"llmgw-sidecar: {e}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None
+    from .redact import REDACTOR
+
+    REDACTOR.add_config(cfg)
+    return cfg
 
 
 def serve(args: argparse.Namespace) -> int:

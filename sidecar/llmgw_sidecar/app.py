@@ -35,6 +35,7 @@ from .listener import timeout_error
 from .metrics import Metrics
 from .openai_api import SSE_DONE, StreamAssembler, body_to_sse, cache_directives, parse_body, usage_from, validate
 from .pricing import estimate_prompt_tokens
+from .redact import REDACTOR, install_log_filter
 from .runtime import ConfigWatcher, Runtime, build_runtime
 from .spend import SpendService
 from .upstream import upstream_payload
@@ -365,6 +366,8 @@ def create_app(config: Config, *, config_path: Path | None = None, metrics: Metr
     app = web.Application(client_max_size=config.listen.max_body_bytes, middlewares=[_never_a_traceback],
                           handler_args=listener.handler_args(config.listen))
     listener.install(app, config.listen)  # header deadline, JSON protocol errors (read at start-up only)
+    REDACTOR.add_config(config)
+    install_log_filter()  # configured credentials never appear in a log line
     app[METRICS] = metrics or Metrics()
     app[RUNTIME] = slot = RuntimeSlot()
     h = Handlers(app)

@@ -612,5 +612,13 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Conf
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        raise yaml_error(path, e) from None
     return parse_config(data, environ=environ)
+
+
+def yaml_error(path: str | Path, e: yaml.YAMLError) -> ConfigError:
+    """Where and what, never the offending line itself: it may hold a secret (a key pasted in the wrong place)."""
+    mark = getattr(e, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(e, "problem", None) or type(e).__name__
+    return ConfigError(f"{path}: not valid YAML{where}: {problem}")

@@ -24,6 +24,7 @@ from aiohttp import web
 
 from .context import CachedAnswer, RequestContext
 from .errors import ApiError
+from .redact import REDACTOR
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -35,12 +36,18 @@ CLIENT_GONE = 499  # nginx's convention: the client closed the connection before
 
 def error_response(err: ApiError, request_id: str, extra: dict[str, str] | None = None) -> web.Response:
     headers = {**(extra or {}), **err.headers, "x-request-id": request_id}
-    return web.Response(status=err.status, body=err.body(), content_type=JSON, headers=headers)
+    return web.Response(status=err.status, body=_body(err), content_type=JSON, headers=headers)
 
 
 def error_event(err: ApiError) -> bytes:
     """How OpenAI reports a failure inside a stream (the official clients raise it as an APIError)."""
-    return b"data: " + err.body() + b"\n\n"
+    return b"data: " + _body(err) + b"\n\n"
+
+
+def _body(err: ApiError) -> bytes:
+    # Upstream messages are relayed; some quote the credentials they were sent: never pass those on.
+    err.message = REDACTOR.scrub(err.message)
+    return err.body()
 
 
 class RequestLifecycle:

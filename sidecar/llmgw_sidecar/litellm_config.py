@@ -364,14 +364,14 @@ def convert_file(path: str, environ: Mapping[str, str] | None = None) -> str:
 
     import yaml
 
-    from .config import ConfigError, parse_config
+    from .config import ConfigError, parse_config, yaml_error
 
     try:
         data = yaml.safe_load(Path(path).read_text())
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        raise yaml_error(path, e) from None
     if not isinstance(data, dict) or not is_litellm(data):
         raise ConfigError(f"{path}: not a LiteLLM proxy config (no model_list / litellm_settings)")
     env = os.environ if environ is None else environ

@@ -82,7 +82,8 @@ class Metrics:
             ["model"], buckets=LATENCY_BUCKETS, registry=r,
         )
         self.upstream_errors = Counter(
-            "llmgw_upstream_errors", "Failed upstream attempts, by model and kind (status code, timeout, connect).",
+            "llmgw_upstream_errors", "Failed upstream attempts, by model and kind (status code, timeout, connect, "
+            "connect_timeout, read, error_body: an error body not read within its deadline).",
             ["model", "kind"], registry=r,
         )
         self.upstream_retries = Counter(

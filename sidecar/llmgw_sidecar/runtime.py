@@ -28,6 +28,7 @@ from .lifecycle import RequestLifecycle
 from .metrics import Metrics
 from .pipeline import Governor, SemanticLayer, SpendRecorder
 from .ratelimit import build_governor
+from .redact import REDACTOR
 from .redis_capabilities import Capabilities
 from .redis_guard import RedisHealth
 from .redis_topology import AnyRedis, close_client, ensure_initialized, make_client
@@ -188,6 +189,7 @@ def hand_over_spend(old: SpendRecorder | None, new: SpendRecorder | None) -> int
 
 
 async def build_runtime(config: Config, metrics: Metrics, session: aiohttp.ClientSession) -> Runtime:
+    REDACTOR.add_config(config)  # before anything can log or relay a message that might quote a credential
     redis = make_client(config.redis, on_auth_event=lambda kind, result: metrics.redis_auth.labels(kind, result).inc())
     health = RedisHealth(config.redis.op_timeout_ms / 1000, config.redis.circuit_breaker, metrics)
     rt = Runtime(

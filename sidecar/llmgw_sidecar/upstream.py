@@ -1,8 +1,11 @@
 """Upstream providers: any OpenAI-compatible HTTP API (OpenAI, Azure OpenAI, vLLM, Ollama, TGI) and a built-in mock.
 
 One pooled keep-alive aiohttp session per process. Deadlines: connect, first byte (until response headers) and
-total. Retries with exponential backoff and full jitter on connection errors, 429 and 5xx (Retry-After honoured up to
-the cap), never on other 4xx and never once a stream has started.
+total; an error answer's body is read within the first-byte deadline too. Retries with exponential backoff and full
+jitter on connection errors (refused, reset, and connect timeouts: nothing was sent), 429 and 5xx (Retry-After
+honoured up to the cap), never on other 4xx, never after a first-byte timeout (the generation may be running and
+billed) and never once a stream has started. After the last attempt: 502 upstream_unreachable, 504
+upstream_connect_timeout, 504 upstream_timeout, or the upstream's own status and message (scrubbed of credentials).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from .openai_api import SSE_DONE, split_events, sse_event
 
 PATHS = {"chat": "chat/completions", "completions": "completions", "embeddings": "embeddings"}
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+ERROR_BODY_MAX = 64 * 1024  # an error's message is at the start; the rest is not read
 
 
 class UpstreamProvider(Protocol):
@@ -105,6 +109,15 @@ class HttpProvider:
                 async with asyncio.timeout(self.model.timeouts.first_byte_s):
                     resp = await self.session.post(self.url(endpoint), data=data, headers=self.headers,
                                                    timeout=self._timeout)
+            except aiohttp.ConnectionTimeoutError:
+                # No connection within connect_s: nothing was sent, so this is a connection error (retried).
+                self.metrics.upstream_errors.labels(name, "connect_timeout").inc()
+                if last:
+                    raise ApiError(504, f"upstream: no connection within {self.model.timeouts.connect_s}s "
+                                   f"({retry.max_retries + 1} attempts)", code="upstream_connect_timeout") from None
+                self.metrics.upstream_retries.labels(name).inc()
+                await asyncio.sleep(backoff_s(attempt, retry.backoff_base_s, retry.backoff_max_s, None))
+                continue
             except TimeoutError:
                 # A generation that timed out may still be running and billed: never retried.
                 self.metrics.upstream_errors.labels(name, "timeout").inc()
@@ -120,8 +133,7 @@ class HttpProvider:
                 continue
             if resp.status == 200:
                 return resp, deadline
-            raw = await resp.read()
-            resp.release()
+            raw = await self._error_body(resp, deadline)
             self.metrics.upstream_errors.labels(name, str(resp.status)).inc()
             if resp.status in RETRY_STATUSES and not last:
                 self.metrics.upstream_retries.labels(name).inc()
@@ -130,9 +142,28 @@ class HttpProvider:
                 continue
             err = relay_error(resp.status, raw)
             if "Retry-After" in resp.headers:
-                err.headers["Retry-After"] = resp.headers["Retry-After"]
+                err.headers["Retry-After"] = resp.headers["Retry-After"][:64]
             raise err
         raise AssertionError("unreachable")  # the loop always returns or raises
+
+    async def _error_body(self, resp: aiohttp.ClientResponse, deadline: float) -> bytes:
+        """An error answer's body, for its message: at most ERROR_BODY_MAX bytes, read within the first-byte
+        deadline (and the total one). An upstream that sends the headers of an error and then stalls must not hold
+        the request (or the retry loop) for long: what arrived in time is relayed."""
+        buf = bytearray()
+        budget = max(0.0, min(self.model.timeouts.first_byte_s, deadline - time.monotonic()))
+        try:
+            async with asyncio.timeout(budget):
+                while len(buf) < ERROR_BODY_MAX:
+                    chunk = await resp.content.read(ERROR_BODY_MAX - len(buf))
+                    if not chunk:
+                        resp.release()
+                        return bytes(buf)
+                    buf += chunk
+        except (TimeoutError, aiohttp.ClientError):
+            self.metrics.upstream_errors.labels(self.model.name, "error_body").inc()
+        resp.close()  # not read to the end: this connection cannot be reused
+        return bytes(buf)
 
     async def complete(self, endpoint: str, payload: dict[str, Any]) -> bytes:
         resp, deadline = await self._open(endpoint, payload)

@@ -19,7 +19,7 @@ from tests.fake_upstream import FakeUpstream
 from tests.servers import ThreadServer
 
 UPSTREAM_MODELS = ("ok", "tools", "flaky-429", "flaky-500", "bad-400", "slow", "broken-stream", "no-usage",
-                   "bad-event", "null-event", "error-event", "slow-stream")
+                   "bad-event", "null-event", "error-event", "slow-stream", "stall-error")
 
 
 @pytest.fixture(scope="session")

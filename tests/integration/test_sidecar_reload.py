@@ -105,3 +105,50 @@ def test_requests_in_flight_during_reload_are_recorded_exactly_once(tmp_path: Pa
         assert totals()["requests"] == 2
     finally:
         srv.stop()
+
+
+def test_upstream_switch_never_serves_the_old_upstreams_answer(tmp_path: Path, redis_standalone: str,
+                                                               fake_upstream) -> None:
+    """Same public model name, same question: after a reload that changes the upstream (mock -> OpenAI-compatible,
+    base URL, upstream model, Azure deployment and api-version) the first answer is a miss from the new upstream."""
+    import uuid
+
+    from tests.fake_upstream import FakeUpstream
+
+    other = FakeUpstream()
+    other_srv = ThreadServer(other.app).start()
+    path = tmp_path / "config.yaml"
+    redis = {"url": redis_standalone, "key_prefix": f"sw{uuid.uuid4().hex[:8]}"}
+    a, b = fake_upstream.url, other_srv.url + "/v1"
+    steps = [
+        {"provider": "mock"},
+        {"provider": "openai", "base_url": a, "model": "ok"},
+        {"provider": "openai", "base_url": b, "model": "ok"},
+        {"provider": "openai", "base_url": b, "model": "tools"},
+        {"provider": "azure", "base_url": b.removesuffix("/v1"), "model": "dep-1", "api_version": "2024-06-01"},
+        {"provider": "azure", "base_url": b.removesuffix("/v1"), "model": "dep-2", "api_version": "2024-06-01"},
+        {"provider": "azure", "base_url": b.removesuffix("/v1"), "model": "dep-2", "api_version": "2024-10-21"},
+    ]
+    path.write_text(yaml.safe_dump({"redis": redis, "models": [{"name": "m", **steps[0]}]}))
+    srv = ThreadServer(lambda: create_app(load_config(path), config_path=path, metrics=Metrics(),
+                                          reload_interval_s=0.05)).start()
+    try:
+        c = openai.OpenAI(base_url=srv.url + "/v1", api_key="x", max_retries=0)
+        msgs = [{"role": "user", "content": "which upstream answers?"}]
+        from llmgw_sidecar.app import RUNTIME
+
+        for i, step in enumerate(steps):
+            if i:
+                before = srv.app[RUNTIME].current
+                path.write_text(yaml.safe_dump({"redis": redis, "models": [{"name": "m", **step}]}))
+                _wait(lambda before=before: srv.app[RUNTIME].current is not before)
+            first = c.chat.completions.with_raw_response.create(model="m", messages=msgs)
+            assert first.headers["x-llmgw-cache"] == "miss", (i, step)  # never the previous upstream's answer
+            _wait(lambda: c.chat.completions.with_raw_response.create(model="m", messages=msgs)
+                  .headers["x-llmgw-cache"] == "hit-exact")  # and its own answer is cached
+        assert [call["path"] for call in other.calls][-3:] == ["/openai/deployments/dep-1/chat/completions",
+                                                                "/openai/deployments/dep-2/chat/completions",
+                                                                "/openai/deployments/dep-2/chat/completions"]
+    finally:
+        srv.stop()
+        other_srv.stop()
