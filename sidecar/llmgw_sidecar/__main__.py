@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import sys
 from pathlib import Path
@@ -66,6 +67,9 @@ def serve(args: argparse.Namespace) -> int:
 
     def ready(_: str) -> None:  # aiohttp calls this once every listener is bound
         logging.getLogger("llmgw").info("%s", startup.summary(cfg, app[RUNTIME].current.semantic))
+        # What start-up built (model, clients, schemas) lives until exit: keep it out of every later collection, or
+        # the interpreter's final one alone makes Ctrl-C take a second.
+        gc.freeze()
 
     try:
         web.run_app(app, host=cfg.listen.host, port=cfg.listen.port, access_log=None, print=ready,

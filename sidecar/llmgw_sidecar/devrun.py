@@ -97,7 +97,9 @@ class Supervisor:
                              f"or choose another port: make run PORT={a.port + 1}")
         note = existing_redis(a.redis_port, data_dir)
         if note is None:
-            self.redis = standalone(a.redis_port, data_dir, persist=True)
+            # appendfsync always: the gateway's spend hand-off waits for the AOF fsync (WAITAOF), which with the
+            # default everysec costs up to a second of every Ctrl-C; a dev Redis does not need the write throughput.
+            self.redis = standalone(a.redis_port, data_dir, persist=True, extra=["--appendfsync", "always"])
             self.redis.preexec_fn = PREEXEC
             try:
                 self.redis.start()
