@@ -131,7 +131,8 @@ class Applier:
         return k, k.api(self.api_client)
 
     def _plain(self, obj: Any) -> dict[str, Any]:
-        return self.api_client.sanitize_for_serialization(obj)
+        plain: dict[str, Any] = self.api_client.sanitize_for_serialization(obj)
+        return plain
 
     def read(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         k, api = self._api(kind)
@@ -361,7 +362,7 @@ def drifted(want: Any, have: Any) -> bool:
         return False
     if isinstance(want, str | int | float) and isinstance(have, str | int | float):
         try:
-            return parse_quantity(want) != parse_quantity(have)
+            return bool(parse_quantity(want) != parse_quantity(have))
         except ValueError:
             return True
     return True

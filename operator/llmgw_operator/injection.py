@@ -105,7 +105,8 @@ def has_sidecar(pod: Mapping[str, Any]) -> bool:
 def pod_label(pod: Mapping[str, Any]) -> str:
     """A name for messages: admission requests of Deployment pods carry only generateName."""
     meta = pod.get("metadata") or {}
-    return meta.get("name") or (meta.get("generateName", "") + "<generated>")
+    name: str = meta.get("name") or (meta.get("generateName", "") + "<generated>")
+    return name
 
 
 def _bool_annotation(value: str | None) -> bool | None:
@@ -221,14 +222,14 @@ def _volumes(gateway_name: str, gateway_spec: Mapping[str, Any]) -> list[dict[st
     return [*sidecar_volumes(dict(gateway_spec), gateway_name), {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "64Mi"}}]
 
 
-def _env_ops(pod: Mapping[str, Any], port: int, warnings: list[str]) -> tuple[list[dict[str, Any]], dict[str, list]]:
+def _env_ops(pod: Mapping[str, Any], port: int, warnings: list[str]) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
     """Add the app env to app containers where a variable is not set yet. Returns ops + {container: [names]}."""
     if _bool_annotation(_annotations(pod).get(ANNOTATION_INJECT_ENV)) is False:
         return [], {}
     only_raw = _annotations(pod).get(ANNOTATION_CONTAINERS)
     only = {c.strip() for c in only_raw.split(",") if c.strip()} if only_raw else None
     ops: list[dict[str, Any]] = []
-    added: dict[str, list] = {}
+    added: dict[str, list[str]] = {}
     for i, c in enumerate((pod.get("spec") or {}).get("containers") or []):
         name = c.get("name", "")
         if only is not None and name not in only:
@@ -357,7 +358,7 @@ def build_patch(pod: Mapping[str, Any], gateway_name: str, gateway_spec: Mapping
     return res
 
 
-def find_uninjected(pods: list[dict], gateway_name: str) -> list[str]:
+def find_uninjected(pods: list[dict[str, Any]], gateway_name: str) -> list[str]:
     """Names of live pods that ask for this gateway but run without the sidecar (the webhook was down or skipped).
 
     Pods that opted out, use hostNetwork, or have finished are not counted: they are uninjected on purpose or no
@@ -427,7 +428,7 @@ def build_gateway_client_patch(pod: Mapping[str, Any], namespace: str, name: str
     only_raw = _annotations(pod).get(ANNOTATION_CONTAINERS)
     only = {c.strip() for c in only_raw.split(",") if c.strip()} if only_raw else None
     ops: list[dict[str, Any]] = []
-    added: dict[str, list] = {}
+    added: dict[str, list[str]] = {}
     mount = {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True}
     for i, c in enumerate(spec.get("containers") or []):
         cname = c.get("name", "")

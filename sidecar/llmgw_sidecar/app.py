@@ -20,20 +20,21 @@ import orjson
 from aiohttp import web
 from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
+from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import listener
 from .admin_api import register_admin_routes
 from .cache.exact import age_s
 from .cache.keys import api_key_hash, exact_key, fingerprint, scope_key, upstream_identity
-from .cache_controls import too_old
+from .cache_controls import cache_directives, too_old
 from .config import Config
 from .context import CachedAnswer, Caller, RequestContext, Usage
 from .errors import ApiError
 from .lifecycle import RequestLifecycle, error_response
 from .listener import timeout_error
 from .metrics import Metrics
-from .openai_api import SSE_DONE, StreamAssembler, body_to_sse, cache_directives, parse_body, usage_from, validate
+from .openai_api import SSE_DONE, StreamAssembler, body_to_sse, parse_body, usage_from, validate
 from .pricing import estimate_prompt_tokens
 from .redact import REDACTOR, install_log_filter
 from .runtime import ConfigWatcher, Runtime, build_runtime
@@ -318,7 +319,7 @@ class Handlers:
 
 
 @web.middleware
-async def _never_a_traceback(request: web.Request, handler: Any) -> web.StreamResponse:
+async def _never_a_traceback(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Anything unexpected becomes an OpenAI-style 500 (logged with its traceback), and 404/405 speak JSON too."""
     try:
         return await handler(request)

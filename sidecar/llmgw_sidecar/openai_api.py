@@ -1,5 +1,5 @@
 """The OpenAI wire format: request parsing (size-independent limits such as JSON depth) and validation; cache
-directives live in cache_controls.py, server-sent events and stream conversion in sse.py (both re-exported here).
+directives live in cache_controls.py, server-sent events and stream conversion in sse.py (re-exported here).
 
 Pure functions: no I/O, so each rule is tested directly.
 """
@@ -10,7 +10,6 @@ from typing import Any
 
 import orjson
 
-from .cache_controls import cache_directives  # noqa: F401 - re-exported: the app reads it here
 from .errors import ApiError
 from .sse import (  # noqa: F401 - re-exported: the SSE framing and stream conversion live in sse.py
     SSE_DONE,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import heapq
 import time
 from collections import deque
+from typing import Any
 
 from .ratelimit_keys import LimitSpec
 
@@ -28,7 +29,7 @@ class LocalLimiter:
         self.window = window_s
         self.lease = lease_s
         self.seen: dict[str, tuple[int, float]] = {}  # key -> (global used after the latest Redis decision, when)
-        self.logs: dict[str, deque[list]] = {}  # key -> local admissions [monotonic time, member, cost]
+        self.logs: dict[str, deque[list[Any]]] = {}  # key -> local admissions [monotonic time, member, cost]
         self.sums: dict[str, int] = {}
         self.inflight: dict[str, dict[str, float]] = {}  # key -> own calls in flight: member -> lease end
 
@@ -75,7 +76,7 @@ class LocalLimiter:
                     d.pop(member, None)
 
     # --- Redis unreachable: decide here ---
-    def _prune(self, key: str, now: float) -> deque[list]:
+    def _prune(self, key: str, now: float) -> deque[list[Any]]:
         q = self.logs.get(key)
         if q is None:
             q = self.logs[key] = deque()

@@ -94,7 +94,8 @@ class AwsTokenSource:
             params["ResourceType"] = "ServerlessCache"
         req = AWSRequest(method="GET", url=f"http://{self.cache}/", params=params)
         SigV4QueryAuth(creds.get_frozen_credentials(), "elasticache", self.region, expires=AWS_TOKEN_LIFETIME_S).add_auth(req)
-        return req.url.removeprefix("http://")
+        url: str = req.url
+        return url.removeprefix("http://")
 
     async def fetch(self) -> tuple[str, float]:
         return await asyncio.to_thread(self._sign), float(AWS_TOKEN_LIFETIME_S)

@@ -175,7 +175,7 @@ def hand_over_spend(old: SpendRecorder | None, new: SpendRecorder | None) -> int
     old_buf, new_buf = getattr(old, "buffer", None), getattr(new, "buffer", None)
     if old_buf is None or new_buf is None or not old_buf.depth:
         return 0
-    moved = old_buf.depth
+    moved: int = old_buf.depth
     pending, old_buf.pending = old_buf.pending, None
     if pending is not None:
         if new_buf.pending is None:

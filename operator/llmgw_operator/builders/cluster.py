@@ -33,7 +33,9 @@ NODE_TIMEOUT_MS = 5000
 
 
 def node_count(gw: Gateway) -> int:
-    return gw.redis["shards"] * (1 + gw.redis["replicasPerShard"])
+    shards: int = gw.redis["shards"]
+    replicas: int = gw.redis["replicasPerShard"]
+    return shards * (1 + replicas)
 
 
 def shard_of(ordinal: int, replicas_per_shard: int) -> int:

@@ -75,11 +75,13 @@ class Gateway:
 
     @property
     def redis(self) -> dict[str, Any]:
-        return self.spec["redis"]
+        redis: dict[str, Any] = self.spec["redis"]
+        return redis
 
     @property
     def mode(self) -> str:
-        return self.redis["mode"]
+        mode: str = self.redis["mode"]
+        return mode
 
     @property
     def tls(self) -> bool:
@@ -120,7 +122,8 @@ class Gateway:
 
     @property
     def auth_secret_key(self) -> str:
-        return self.redis["auth"]["secretKey"]
+        key: str = self.redis["auth"]["secretKey"]
+        return key
 
     def svc_host(self, service: str) -> str:
         return f"{service}.{self.namespace}.svc.{self.cluster_domain}"

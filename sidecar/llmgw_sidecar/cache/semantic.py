@@ -122,7 +122,7 @@ class SemanticCache:
         self.search_timeout_s = search_timeout_s
         self.embed_timeout_s = cfg.embedding.timeout_ms / 1000
         self._stores: dict[str, VectorStore] = {}
-        self._pending: set[asyncio.Task] = set()
+        self._pending: set[asyncio.Task[None]] = set()
         self._log = RateLimitedLog(log, every_s=30.0)
         # While Redis is down, do not pay the search deadline on every request: skip the lookup (and stores) until
         # the breaker lets one probe through.

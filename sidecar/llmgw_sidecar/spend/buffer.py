@@ -82,7 +82,8 @@ class SpendBuffer:
             pipe = self.redis.pipeline(transaction=False)
             for c in cmds:
                 pipe.execute_command(*c)
-            return await pipe.execute(raise_on_error=False)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+            return replies
         await ensure_initialized(self.redis)
         node = self.redis.get_node_from_key(self.queue_key)
         conn = node.acquire_connection()

@@ -135,7 +135,8 @@ class Flusher:
         if self.token is None:
             raise Fenced
         k = self.keys
-        return await self._move(keys=[k["lock"], k["queue"], k["processing"]], args=[self.token])
+        batch: bytes | None = await self._move(keys=[k["lock"], k["queue"], k["processing"]], args=[self.token])
+        return batch
 
     async def commit(self, element: bytes) -> str:
         """Step 2: totals + acknowledge (+ sink outbox) atomically. Returns ok | duplicate | dead_letter; raises
