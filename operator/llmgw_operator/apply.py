@@ -28,8 +28,8 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 from kubernetes.utils import parse_quantity
 
-from .builders.common import MANAGED_BY, Manifest, content_hash
 from .builders.gateway import GATEWAY_NS_LABEL
+from .builders.meta import MANAGED_BY, Manifest, content_hash
 from .crd import GROUP, PLURAL, VERSION
 
 log = logging.getLogger(__name__)

@@ -23,8 +23,9 @@ from kubernetes.client.rest import ApiException
 from . import cluster_bootstrap, redis_access, spend_reader
 from .apply import Applier, ApplyError, owner_reference
 from .builders import BUILDERS, Gateway, SpecError, build_all, gateway
-from .builders.common import DEFAULT_CLUSTER_DOMAIN, auth_secret
 from .builders.sidecar_config import KEY_PREFIX, redis_endpoints, referenced_secrets, sidecar_configmap_name
+from .builders.spec import DEFAULT_CLUSTER_DOMAIN
+from .builders.workload import auth_secret
 from .status import Check, Observation, build_status, ready_condition
 
 log = logging.getLogger(__name__)

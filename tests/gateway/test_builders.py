@@ -14,7 +14,7 @@ import yaml
 from llmgw_operator import injection
 from llmgw_operator.builders import Gateway, SpecError, build_all
 from llmgw_operator.builders import gateway as gwb
-from llmgw_operator.builders.common import content_hash
+from llmgw_operator.builders.meta import content_hash
 from llmgw_operator.builders.sidecar_config import CONFIG_KEY, render_sidecar_config
 from llmgw_sidecar.config import parse_config
 

@@ -9,13 +9,13 @@ import jsonschema
 import pytest
 import yaml
 
-from llmgw_operator.builders.common import Gateway, SpecError
 from llmgw_operator.builders.sidecar_config import (
     referenced_secrets,
     render_sidecar_config,
     sidecar_volume_mounts,
     sidecar_volumes,
 )
+from llmgw_operator.builders.spec import Gateway, SpecError
 from llmgw_operator.crd import defaulted_spec, openapi_schema, to_json_schema
 
 REPO = Path(__file__).resolve().parents[2]

@@ -15,7 +15,8 @@ import yaml
 
 from llmgw_operator.builders import Gateway, SpecError, build_all
 from llmgw_operator.builders.cluster import shard_of
-from llmgw_operator.builders.common import _maxmemory_from_limit, content_hash
+from llmgw_operator.builders.meta import content_hash
+from llmgw_operator.builders.redis_conf import _maxmemory_from_limit
 from llmgw_operator.builders.sidecar_config import (
     CONFIG_KEY,
     model_key_env,

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from llmgw_operator import injection
-from llmgw_operator.builders.common import Gateway, SpecError
 from llmgw_operator.builders.sidecar_config import CONFIG_KEY, render_sidecar_config, sidecar_configmap
+from llmgw_operator.builders.spec import Gateway, SpecError
 from tests.webhook.conftest import SETTINGS
 from tests.webhook.pods import GW, NS, gateway_spec
 

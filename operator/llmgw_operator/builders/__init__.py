@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from . import cluster, external, sentinel, standalone
-from .common import Gateway, Manifest, SpecError, auth_secret
+from .meta import Manifest
 from .sidecar_config import sidecar_configmap
+from .spec import Gateway, SpecError
+from .workload import auth_secret
 
 BUILDERS: dict[str, Callable[[Gateway], list[Manifest]]] = {
     "standalone": standalone.build,

@@ -8,24 +8,11 @@ heals the cluster (cluster_bootstrap.py); the pods only start empty nodes.
 
 from __future__ import annotations
 
-from .common import (
-    REDIS_PORT,
-    SCRIPTS_DIR,
-    Gateway,
-    Manifest,
-    config_volumes,
-    content_hash,
-    data_volumes,
-    drop_none,
-    pdb,
-    ping_script,
-    redis_base_conf,
-    redis_container,
-    service,
-    statefulset,
-    volume_claim_templates,
-)
+from .meta import Manifest, content_hash, drop_none
+from .redis_conf import SCRIPTS_DIR, ping_script, redis_base_conf
+from .spec import REDIS_PORT, Gateway
 from .standalone import redis_configmap, start_script
+from .workload import config_volumes, data_volumes, pdb, redis_container, service, statefulset, volume_claim_templates
 
 COMPONENT = "redis"
 BUS_PORT = REDIS_PORT + 10000

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .common import Gateway, Manifest
+from .meta import Manifest
+from .spec import Gateway
 
 
 def build(gw: Gateway) -> list[Manifest]:

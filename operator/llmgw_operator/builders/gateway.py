@@ -13,7 +13,7 @@ from typing import Any
 
 from llmgw_sidecar.config import ConfigError, parse_config
 
-from .common import MANAGED_BY, Gateway, Manifest, SpecError, content_hash
+from .meta import MANAGED_BY, Manifest, content_hash
 from .sidecar_config import (
     CONFIG_KEY,
     CONFIG_PATH,
@@ -23,6 +23,7 @@ from .sidecar_config import (
     sidecar_volume_mounts,
     sidecar_volumes,
 )
+from .spec import Gateway, SpecError
 
 COMPONENT = "gateway"
 API_PORT = 4000  # inside the pod; the Service maps spec.gateway.service.port onto it

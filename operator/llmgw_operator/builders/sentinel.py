@@ -10,36 +10,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from .common import (
-    CONF_DIR,
-    DATA_DIR,
-    PATH_LINE,
-    REDIS_PORT,
-    SCRIPTS_DIR,
-    SENTINEL_PORT,
-    TLS_DIR,
-    Gateway,
-    Manifest,
-    cli_flags,
+from .meta import Manifest, content_hash, drop_none
+from .redis_conf import CONF_DIR, DATA_DIR, PATH_LINE, SCRIPTS_DIR, TLS_DIR, cli_flags, ping_script, redis_base_conf
+from .sidecar_config import SENTINEL_MASTER_NAME
+from .spec import REDIS_PORT, SENTINEL_PORT, Gateway
+from .standalone import redis_configmap, start_script
+from .workload import (
     config_volumes,
     container_security_context,
-    content_hash,
     data_volumes,
-    drop_none,
     exec_probe,
     password_env,
     pdb,
-    ping_script,
     pod_identity_env,
-    redis_base_conf,
     redis_container,
     resources,
     service,
     statefulset,
     volume_claim_templates,
 )
-from .sidecar_config import SENTINEL_MASTER_NAME
-from .standalone import redis_configmap, start_script
 
 DATA = "redis"
 SENTINEL = "sentinel"

@@ -17,7 +17,8 @@ import yaml
 
 from llmgw_sidecar.config import ConfigError, parse_config
 
-from .common import REDIS_PORT, SENTINEL_PORT, Gateway, Manifest, SpecError, content_hash, metadata
+from .meta import Manifest, content_hash, metadata
+from .spec import REDIS_PORT, SENTINEL_PORT, Gateway, SpecError
 
 CONFIG_KEY = "config.yaml"
 CONFIG_DIR = "/etc/llmgw"

@@ -2,28 +2,10 @@
 
 from __future__ import annotations
 
-from .common import (
-    CONF_DIR,
-    DATA_DIR,
-    PATH_LINE,
-    REDIS_PORT,
-    SCRIPTS_DIR,
-    Gateway,
-    Manifest,
-    config_volumes,
-    content_hash,
-    data_volumes,
-    drop_none,
-    metadata,
-    module_lines,
-    pdb,
-    ping_script,
-    redis_base_conf,
-    redis_container,
-    service,
-    statefulset,
-    volume_claim_templates,
-)
+from .meta import Manifest, content_hash, drop_none, metadata
+from .redis_conf import CONF_DIR, DATA_DIR, PATH_LINE, SCRIPTS_DIR, module_lines, ping_script, redis_base_conf
+from .spec import REDIS_PORT, Gateway
+from .workload import config_volumes, data_volumes, pdb, redis_container, service, statefulset, volume_claim_templates
 
 COMPONENT = "redis"
 
