@@ -19,8 +19,8 @@ import aiohttp
 import orjson
 from aiohttp import web
 from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError
-from aiohttp.web_protocol import RequestPayloadError
 from aiohttp.typedefs import Handler
+from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import listener
@@ -34,11 +34,12 @@ from .errors import ApiError
 from .lifecycle import RequestLifecycle, error_response
 from .listener import timeout_error
 from .metrics import Metrics
-from .openai_api import SSE_DONE, StreamAssembler, body_to_sse, parse_body, usage_from, validate
+from .openai_api import parse_body, validate
 from .pricing import estimate_prompt_tokens
 from .redact import REDACTOR, install_log_filter
 from .runtime import ConfigWatcher, Runtime, build_runtime
 from .spend import SpendService
+from .sse import SSE_DONE, StreamAssembler, body_to_sse, usage_from
 from .upstream import upstream_payload
 
 log = logging.getLogger("llmgw")

@@ -23,7 +23,7 @@ import orjson
 from .config import ModelConfig, Provider
 from .errors import ApiError
 from .metrics import Metrics
-from .openai_api import SSE_DONE, split_events, sse_event
+from .sse import SSE_DONE, split_events, sse_event
 
 PATHS = {"chat": "chat/completions", "completions": "completions", "embeddings": "embeddings"}
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})

@@ -11,7 +11,7 @@ from llmgw_sidecar.cache_controls import cache_directives
 from llmgw_sidecar.config import Scope
 from llmgw_sidecar.context import CachedAnswer, Caller, Usage
 from llmgw_sidecar.errors import ApiError
-from llmgw_sidecar.openai_api import StreamAssembler, body_to_sse, split_events
+from llmgw_sidecar.sse import StreamAssembler, body_to_sse, split_events
 
 
 def test_directives_header_and_body() -> None:

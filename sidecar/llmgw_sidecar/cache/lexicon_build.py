@@ -34,7 +34,7 @@ def _read(path: Path) -> str:
 
 
 def build(dict_dir: Path, vocab: set[str]) -> dict:
-    syn: dict[tuple[str, str], tuple[list[str], list[tuple[str, str, str, str]], str]] = {}
+    syn: dict[tuple[str, str], tuple[list[str], list[tuple[str, ...]], str]] = {}
     for pos, names in FILES.items():
         for line in "".join(_read(dict_dir / n) for n in names).splitlines():
             if line.startswith("  ") or not line.strip():

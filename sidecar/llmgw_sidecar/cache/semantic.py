@@ -150,6 +150,7 @@ class SemanticCache:
         ctx_h = context_hash(upstream_identity(ctx.model), rest)
         scope_h = scope_hash(ctx.scope, ctx.directives.namespace, self.generation)
         full: np.ndarray | None = None
+        first: np.ndarray | None
         if self.static is not None:
             first = self.static.encode(text)
         else:

@@ -325,7 +325,7 @@ def _governed(p: Parsed) -> dict[str, set[int]]:
             nxt = next((k for k, w in enumerate(p.content) if i < w.pos <= i + 4), None)
             # "to travel", "from overheating": an infinitive or a gerund is an action, not a place or a party
             word = p.content[nxt] if nxt is not None else None
-            if word is not None and (word.capital or not (
+            if nxt is not None and word is not None and (word.capital or not (
                     lexicon.verb_only(word.text)
                     or (tok == "to" and lexicon.can_be_verb(word.text) and word.pos == i + 1))):
                 out.setdefault(tok, set()).add(nxt)
