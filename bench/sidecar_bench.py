@@ -3,6 +3,7 @@
 Phases: start-up to ready; exact hits at concurrency 1 and 32; misses (unique prompts) at concurrency 1, direct and
 through the sidecar; server CPU per request from the sidecar process's own CPU time; RSS after >= 10,000 requests.
 Every loop is bounded in count and time. Not a test: run `make bench`.
+`--baseline PATH` instead compares exact-hit CPU per request with another checkout, interleaved in one run.
 """
 
 from __future__ import annotations
@@ -136,10 +137,90 @@ async def run(work: Path) -> dict[str, object]:
     return out
 
 
+async def _ready(s: aiohttp.ClientSession, url: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            async with s.get(url) as r:
+                if r.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise TimeoutError(f"not ready: {url}")
+        await asyncio.sleep(0.01)
+
+
+async def compare(work: Path, baseline: Path, rounds: int, per_round: int) -> dict[str, object]:
+    """Exact-hit CPU per request of THIS tree and of `baseline` (another checkout), side by side in one run: same
+    Redis, same upstream, blocks of `per_round` hits alternating between the two, so machine load hits both alike.
+    The medians of the rounds are compared."""
+    redis = standalone(free_port(), work / "redis").start()
+    up_port = free_port()
+    upstream = subprocess.Popen([sys.executable, str(ROOT / "bench" / "upstream.py"), str(up_port)])
+    sides: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
+    try:
+        for name, root in (("baseline", baseline), ("this_tree", ROOT)):
+            port = free_port()
+            cfg = {"listen": {"port": port}, "redis": {"url": redis.url, "key_prefix": f"bench-{name}"},
+                   "models": [{"name": "gpt-4o-mini", "base_url": f"http://127.0.0.1:{up_port}/v1",
+                               "api_key": "sk-up"}]}
+            (work / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
+            proc = subprocess.Popen([sys.executable, "-m", "llmgw_sidecar", "--log-level", "warning", "serve",
+                                     "--config", str(work / f"{name}.yaml")],
+                                    env={**os.environ, "PYTHONPATH": str(root / "sidecar")}, cwd=root)
+            sides[name] = (proc, f"http://127.0.0.1:{port}")
+        cpu: dict[str, list[float]] = {name: [] for name in sides}
+        p50: dict[str, list[float]] = {name: [] for name in sides}
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=8)) as s:
+            for proc, url in sides.values():
+                await _ready(s, url + "/readyz", proc)
+            hot = body("hot")
+            for _, url in sides.values():
+                await load(s, url + "/v1/chat/completions", [hot] * 300, 1)  # miss, then hits; warm
+            for r in range(rounds):
+                order = list(sides) if r % 2 == 0 else list(reversed(sides))
+                for name in order:
+                    proc, url = sides[name]
+                    res = await measure(psutil.Process(proc.pid), s, url + "/v1/chat/completions", [hot] * per_round, 1)
+                    cpu[name].append(res["server_cpu_ms_per_req"])
+                    p50[name].append(res["p50_ms"])
+    finally:
+        for proc, _ in sides.values():
+            proc.terminate()
+            proc.wait(10)
+        upstream.terminate()
+        upstream.wait(10)
+        redis.kill()
+
+    def median(xs: list[float]) -> float:
+        return sorted(xs)[len(xs) // 2]
+
+    out: dict[str, object] = {name: {"exact_hit_cpu_ms_per_req_median": median(cpu[name]),
+                                     "exact_hit_p50_ms_median": median(p50[name]), "rounds_cpu_ms": cpu[name]}
+                              for name in sides}
+    out["cpu_ratio_this_over_baseline"] = round(median(cpu["this_tree"]) / median(cpu["baseline"]), 3)
+    out["baseline_tree"] = str(baseline)
+    out["machine"] = {"cpus": os.cpu_count(), "loadavg_1m": round(os.getloadavg()[0], 2)}
+    return out
+
+
 def main() -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    p.add_argument("--baseline", type=Path, help="another checkout (e.g. `git worktree add /tmp/base <commit>`): "
+                   "compare exact-hit CPU per request with it, interleaved in one run")
+    p.add_argument("--rounds", type=int, default=8)
+    p.add_argument("--per-round", type=int, default=1500)
+    a = p.parse_args()
     uvloop.install()
     with tempfile.TemporaryDirectory() as d:
-        print(json.dumps(asyncio.run(run(Path(d))), indent=2))
+        if a.baseline:
+            result = asyncio.run(compare(Path(d), a.baseline.resolve(), a.rounds, a.per_round))
+        else:
+            result = asyncio.run(run(Path(d)))
+        print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
