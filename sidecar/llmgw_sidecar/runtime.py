@@ -224,7 +224,7 @@ async def _build_stages(rt: Runtime) -> None:
 
         rt.semantic = await _maybe_await(build_semantic(cfg, rt.redis, rt.metrics, health=rt.health))
     rt.governor = build_governor(cfg, rt.redis, rt.metrics, health=rt.health)
-    rt.spend = build_spend(cfg, rt.redis, rt.metrics)
+    rt.spend = build_spend(cfg, rt.redis, rt.metrics, health=rt.health)
 
 
 async def _maybe_await(value: Any) -> Any:

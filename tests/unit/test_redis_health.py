@@ -101,6 +101,7 @@ async def test_one_breaker_per_runtime_and_closed_runtime_refuses_work(redis_sta
         rt = await build_runtime(cfg, Metrics(), session)
         assert rt.governor is not None and rt.governor.health is rt.health
         assert rt.exact is not None and rt.exact.guard is rt.health
+        assert getattr(rt.spend, "buffer").health is rt.health  # noqa: B009 - SpendRecorder protocol has no buffer
         await rt.close()
 
         async def work() -> None:

@@ -14,6 +14,7 @@ from ..config import Config, RedisMode
 from ..context import RequestContext
 from ..metrics import Metrics
 from ..pricing import NANO
+from ..redis_guard import RedisHealth
 from .buffer import SpendBuffer
 from .flusher import Flusher, Sink
 from .keys import breakdown_key, daily_totals_key, scope_totals_key, spend_base
@@ -189,12 +190,14 @@ class NullSpend:
         return None
 
 
-def build_spend(config: Config, redis: Any, metrics: Metrics) -> SpendService | NullSpend:
+def build_spend(config: Config, redis: Any, metrics: Metrics, health: RedisHealth | None = None
+                ) -> SpendService | NullSpend:
     """Inside a running loop (the app's start-up) the hand-off and flusher loops start at once: every replica is a
     flusher candidate, so a replica that serves nothing still drains what a dead one handed off."""
     if not config.spend.enabled:
         return NullSpend()
     svc = SpendService(config, redis, metrics)
+    svc.buffer.health = health  # hand-off failures and successes feed the runtime's one breaker
     with contextlib.suppress(RuntimeError):
         asyncio.get_running_loop()
         svc.start()

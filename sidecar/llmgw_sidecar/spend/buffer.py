@@ -22,7 +22,7 @@ import orjson
 from redis.exceptions import ResponseError
 
 from ..metrics import Metrics
-from ..redis_guard import RateLimitedLog
+from ..redis_guard import RateLimitedLog, RedisHealth
 from ..redis_topology import ensure_initialized
 from .records import SpendRecord
 
@@ -42,6 +42,7 @@ class SpendBuffer:
         self.cluster = cluster
         self.timeout_s = timeout_s
         self.records: deque[SpendRecord] = deque()
+        self.health: RedisHealth | None = None  # the runtime's one Redis health (set by build_spend)
         self.pending: tuple[str, bytes, int] | None = None  # (batch id, payload, records) awaiting confirmation
         self._pending_ts = 0.0  # wall time of the oldest record in `pending`
         self.dropped = 0
@@ -125,12 +126,16 @@ class SpendBuffer:
                         ok = await self._push(batch[1])
                 except Exception as e:  # noqa: BLE001 - keep the batch and retry it later, same id
                     ok = False
+                    if self.health is not None:
+                        self.health.breaker.failure(e)
                     self.warn.warning("handoff", f"spend hand-off to Redis failed, keeping records: "
                                       f"{type(e).__name__}: {e}")
                 if not ok:
                     self.metrics.spend_handoffs.labels("error").inc()
                     break
                 self.pending = None
+                if self.health is not None and (self.health.breaker.failures or self.health.breaker.is_open):
+                    self.health.breaker.success()  # hand-offs go on while the breaker is open: they probe too
                 handed += batch[2]
                 self.metrics.spend_handoffs.labels("ok").inc()
                 self.metrics.spend_records.labels("handed_off").inc(batch[2])
