@@ -161,3 +161,22 @@ def test_client_hanging_up_is_quiet(gateway: Gateway, fake_upstream: FakeUpstrea
     assert_quiet(caplog)
     ok = request(gateway.server.port, b"POST", CHAT, [JSONH], chat_body("after hang-ups"))
     assert isinstance(ok, Answer) and ok.status == 200
+
+
+def test_request_values_cannot_open_the_shared_breaker(gateway: Gateway) -> None:
+    """The attack from issue 10: a burst of requests with an absurd cache TTL used to make Redis refuse each write,
+    open the shared breaker and switch the cache off for everyone. Now each is a 400, and Redis never sees them."""
+    port = gateway.server.port
+    for i in range(30):
+        for ttl in (10**16, 10**30, -1, 1e308):
+            ans = request(port, b"POST", CHAT, [JSONH], chat_body(f"burst {i}", cache={"ttl": ttl}))
+            assert ans is not None and ans.status == 400 and ans.json()["error"]["param"] == "cache.ttl"
+    assert gateway.sample("llmgw_redis_circuit_open") == 0
+    assert gateway.sample("llmgw_redis_errors_total") == 0
+    first = request(port, b"POST", CHAT, [JSONH], chat_body("still cached"))
+    assert first is not None and first.headers["x-llmgw-cache"] == "miss"
+    deadline = time.monotonic() + 5
+    while (again := request(port, b"POST", CHAT, [JSONH], chat_body("still cached"))) is not None and \
+            again.headers["x-llmgw-cache"] != "hit-exact":
+        assert time.monotonic() < deadline, "normal requests stopped hitting"
+        time.sleep(0.02)
