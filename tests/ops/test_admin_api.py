@@ -3,6 +3,7 @@ one, and the same invalidation as the CLI (counted in a metric, logged with who 
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import sys
@@ -184,9 +185,19 @@ def test_savings_per_scope_json_cli_and_top_n(redis_standalone: str, tmp_path: P
         out = subprocess.run([*env_run, "savings", "-c", str(path), "--scope", s1, "--json"], capture_output=True,
                              text=True, timeout=60, check=True).stdout
         assert '"hits":3' in out and s2 not in out
+        listed = json.loads(subprocess.run([*env_run, "ls", "-c", str(path), "--json", "--scope", s1],
+                                           capture_output=True, text=True, timeout=60, check=True).stdout)
+        assert [e["scope"] for e in listed] == ["gw:team-a/gw|" + s1]
+        shown = json.loads(subprocess.run([*env_run, "show", "-c", str(path), listed[0]["key"]], capture_output=True,
+                                          text=True, timeout=60, check=True).stdout)
+        assert shown["fingerprint"] == listed[0]["fingerprint"] and shown["ttl_s"] > 0
+        out = subprocess.run([*env_run, "rm", "-c", str(path), listed[0]["key"], "not-a-key"], capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 1 and json.loads(out.stdout) == {"deleted": {"exact": 1, "semantic": 0},
+                                                                 "skipped": ["not-a-key"]}
         out = subprocess.run([*env_run, "purge", "-c", str(path), "--model", "m2"], capture_output=True, text=True,
                              timeout=60, check=True).stdout
-        assert out.startswith("deleted 2 exact and 0 semantic entries")
+        assert out.startswith("deleted 1 exact and 0 semantic entries")
         out = subprocess.run([*env_run, "ls", "-c", str(path), "--json"], capture_output=True, text=True, timeout=60,
                              check=True).stdout
         assert out.strip() == "[]"
