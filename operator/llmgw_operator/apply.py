@@ -167,6 +167,7 @@ class Applier:
                 log.warning("%s: the API server does not know %s; applying without", kind, ", ".join(sorted(
                     ".".join(p) for p in undeclared)))
                 self._undeclared.setdefault(kind, set()).update(undeclared)
+                existing = self.read(kind, ns, name)  # the first attempt may have changed it (legacy adoption)
         raise AssertionError("unreachable")  # the second attempt returns or raises
 
     def _ensure(self, k: Kind, api: Any, body: Manifest, digest: str, existing: dict[str, Any] | None) -> str:

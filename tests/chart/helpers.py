@@ -16,7 +16,7 @@ from llmgw_operator import crd as crd_mod
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "llmgateway"
 RELEASE, NAMESPACE = "llmgw", "llmgateway-system"
-VERSIONS = ("1.29", kubernetes_validate.latest_version())
+VERSIONS = ("1.27", kubernetes_validate.latest_version())  # oldest supported (Chart.yaml kubeVersion), newest
 PROM_OPERATOR_CRDS = REPO / "tests" / "data" / "prometheus-operator"
 
 

@@ -264,3 +264,12 @@ def test_every_value_is_commented_and_in_the_schema() -> None:
                 break  # a free-form map (resources, labels): its keys are data, not values
             node = node.get("properties", {}).get(part)
             assert node is not None, f"{path} is not in values.schema.json"
+
+
+def test_supported_kubernetes_range_is_one_statement() -> None:
+    """Chart.yaml's kubeVersion (Helm refuses an older cluster), the oldest schema the tests validate against and
+    docs/install.md say the same (1.27+)."""
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["kubeVersion"] == f">={VERSIONS[0]}.0-0"
+    install = (CHART.parents[1] / "docs" / "install.md").read_text()
+    assert f"Kubernetes {VERSIONS[0]} or newer" in install and "test vehicle, not a supported target" in install

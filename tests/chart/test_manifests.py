@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import kubernetes_validate
 import yaml
 
 from llmgw_operator import render_manifests
@@ -49,11 +50,16 @@ def test_demo_app_is_valid_and_injectable() -> None:
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {**template["metadata"], "name": "demo-app-7c9d-x2k4p"},
            "spec": template["spec"]}
     spec = defaulted_spec({"models": [{"name": "demo", "provider": "mock"}]})
-    settings = injection.InjectionSettings(default_image="ghcr.io/llmgateway/sidecar:0.1.0",
-                                           native_sidecars_supported=True)
-    result = injection.build_patch(pod, "chat", spec, settings)
-    assert result.injected and not result.warnings
-    patched = jsonpatch.JsonPatch(result.patch).apply(pod)
-    validate(patched)
+    for native in (False, True):
+        settings = injection.InjectionSettings(default_image="ghcr.io/llmgateway/sidecar:0.1.0",
+                                               native_sidecars_supported=native)
+        result = injection.build_patch(pod, "chat", spec, settings)
+        assert result.injected and not result.warnings
+        patched = jsonpatch.JsonPatch(result.patch).apply(pod)
+        if native:  # native sidecars exist from 1.29 on; older servers get the plain container
+            for version in ("1.29", kubernetes_validate.latest_version()):
+                kubernetes_validate.validate(patched, version, strict=True)
+        else:
+            validate(patched)
     app = next(c for c in patched["spec"]["containers"] if c["name"] == "app")
     assert {"OPENAI_BASE_URL", "OPENAI_API_KEY", "LLMGW_URL"} <= {e["name"] for e in app["env"]}

@@ -1,5 +1,5 @@
 """Pure builders: every mode and option combination renders a complete, strictly valid set of objects (Kubernetes
-1.29 and the newest bundled version), deterministically, with secrets only ever referenced."""
+1.27 (the oldest supported) and the newest bundled version), deterministically, with secrets only ever referenced."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from llmgw_operator.builders.sidecar_config import (
 )
 from llmgw_sidecar.config import parse_config
 
-VERSIONS = ["1.29", kubernetes_validate.latest_version()]
+VERSIONS = ["1.27", kubernetes_validate.latest_version()]
 EXAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "examples"
 PASSWORD = "s3cret-generated"
 MODELS = [

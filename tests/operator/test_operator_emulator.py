@@ -82,7 +82,7 @@ async def test_example_yields_owned_valid_children_and_truthful_status(operator:
         clean = copy.deepcopy(obj)
         for k in ("uid", "resourceVersion", "generation", "creationTimestamp"):
             clean["metadata"].pop(k, None)
-        for version in ("1.29", NEWEST):
+        for version in ("1.27", NEWEST):
             kubernetes_validate.validate(clean, version, strict=True)
     gw = operator.gateway(name)
     st = gw["status"]
