@@ -63,10 +63,11 @@ def _dial_url(url: str, dial: Callable[[str], str]) -> str:
 
 def _cache_status(previous: dict[str, Any] | None, generation: int) -> dict[str, Any]:
     """status.cache for the rendered generation; the sidecar counts carry over only while the generation is the same
-    (they are re-read on the timer)."""
+    (they are re-read on the timer). The status is a merge patch: counts of another generation are removed with
+    explicit nulls, or the old "all applied" would stand next to the new generation."""
     if previous and previous.get("generation") == generation:
         return {**previous, "generation": generation}
-    return {"generation": generation}
+    return {"generation": generation, "sidecarsReporting": None, "sidecarsApplied": None}
 
 
 def _utcnow() -> dt.datetime:

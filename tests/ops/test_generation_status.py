@@ -102,5 +102,6 @@ def test_status_cache_counts_reset_when_the_generation_changes() -> None:
 
     prev = {"generation": 1, "sidecarsReporting": 3, "sidecarsApplied": 3}
     assert _cache_status(prev, 1) == prev
-    assert _cache_status(prev, 2) == {"generation": 2}, "counts of the old generation are not this one's"
-    assert _cache_status(None, 0) == {"generation": 0}
+    # merge patch: nulls remove the old generation's counts
+    assert _cache_status(prev, 2) == {"generation": 2, "sidecarsReporting": None, "sidecarsApplied": None}
+    assert _cache_status(None, 0)["generation"] == 0
