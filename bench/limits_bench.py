@@ -82,6 +82,16 @@ async def run_case(cfg: Config, n: int, hit: bool, concurrency: int) -> dict[str
     lat: list[float] = []
     two_stage = hasattr(gov, "admit_model")
     undecided = 0
+    decisions = 0  # limit decisions sent to Redis (one-stage trees: one per request)
+    if hasattr(gov, "rl"):
+        decide = gov.rl.decide
+
+        async def counted(*a: Any) -> Any:
+            nonlocal decisions
+            decisions += 1
+            return await decide(*a)
+
+        gov.rl.decide = counted
 
     async def one(c: RequestContext) -> None:
         nonlocal undecided
@@ -102,6 +112,7 @@ async def run_case(cfg: Config, n: int, hit: bool, concurrency: int) -> dict[str
     for c in ctxs[:200]:  # warm-up: scripts loaded, pool filled
         await one(c)
     lat.clear()
+    decisions = 0
     cpu0, wall0 = time.process_time(), time.perf_counter()
     work = ctxs[200:]
     for k in range(0, n, concurrency):
@@ -113,6 +124,9 @@ async def run_case(cfg: Config, n: int, hit: bool, concurrency: int) -> dict[str
     return {
         "api": "two-stage" if two_stage else "one-stage",
         "cpu_ms_per_request": round(cpu / n * 1000, 4),  # decisions + settlement + spend record of one request
+        "decisions_per_request": round(decisions / n if two_stage else 1.0, 2),
+        "cpu_ms_per_decision": round(cpu / (decisions if two_stage else n) * 1000, 4) if decisions or not two_stage
+        else None,
         "wall_p50_ms": round(statistics.median(lat) * 1000, 3),
         "wall_p99_ms": round(lat[int(len(lat) * 0.99)] * 1000, 3),
         "requests_per_s": round(n / wall, 1),

@@ -1,9 +1,10 @@
 """The Redis side of the rate limiter: decisions and settlements, each batched per process.
 
-Decisions: one script call at a time per process carries every decision waiting at that moment (lua/admit.lua decides
-them one after the other, atomically). A burst therefore needs one connection and one round trip per batch instead of
-one each: no connection storm on a cold pool, no queue of round trips behind a slow Redis. A waiter's own deadline
-never cancels a batch others wait on.
+Decisions: one script call at a time per process. An idle process sends a decision at once (no task, no future); while
+a call is on its way, the decisions that arrive wait and go together in the next call (lua/admit.lua decides them one
+after the other, atomically). A burst therefore needs one connection and one round trip per batch instead of one each:
+no connection storm on a cold pool, no queue of round trips behind a slow Redis. A waiter's own deadline never cancels
+a batch others wait on; whatever a decision may have reserved after its waiter gave up is given back.
 Settlements: the answers are already out; the settlements of the last few ms go in one script call (lua/settle.lua).
 """
 
@@ -44,6 +45,13 @@ class Decision:
     at_ms: int = 0
 
 
+def _parse(res: list[Any], pos: int, n: int, nb: int) -> Decision:
+    """The decision at `pos` of admit.lua's reply (res[0] is the Redis time)."""
+    used = [(int(res[pos + 2 + 2 * i]), float(res[pos + 3 + 2 * i])) for i in range(n)]
+    left = [int(float(x)) for x in res[pos + 2 + 2 * n:pos + 2 + 2 * n + nb]]
+    return Decision(int(res[pos]), int(res[pos + 1]) / 1000, used, left, int(res[0]))
+
+
 @dataclass(slots=True)
 class _Waiting:
     keys: list[str]
@@ -70,6 +78,7 @@ class RedisLimiter:
         self._settle = redis.register_script(_lua("settle.lua"))
         self._waiting: list[_Waiting] = []
         self._sender: asyncio.Task[None] | None = None
+        self._busy = False  # a decision call is on its way (direct or a batch)
         self._pending: list[tuple[list[str], list[Any]]] = []
         self._settler: asyncio.Task[None] | None = None
 
@@ -79,19 +88,36 @@ class RedisLimiter:
 
     # --- decisions ---
     async def decide(self, keys: list[str], args: list[Any], n: int, nb: int) -> Decision:
-        """One decision; raises what the batch raised (the caller classifies it), or is cancelled by its deadline."""
-        w = _Waiting(keys, args, n, nb, asyncio.get_running_loop().create_future())
-        self._waiting.append(w)
-        if self._sender is None or self._sender.done():
-            self._sender = asyncio.create_task(self._send_loop())
-        return await w.fut
+        """One decision; raises what its call raised (the caller classifies it), or is cancelled by its deadline."""
+        if self._busy:  # join the next batch
+            w = _Waiting(keys, args, n, nb, asyncio.get_running_loop().create_future())
+            self._waiting.append(w)
+            return await w.fut
+        self._busy = True
+        try:
+            async with asyncio.timeout(self.deadline_s):
+                await ensure_initialized(self.redis)
+                res = await self._admit(keys=keys, args=[pack([self.window_ms, self.lease_ms, 1, *args])])
+        except BaseException:
+            self.refund(keys, args, n, nb)  # cancelled or failed: the script may have run all the same
+            raise
+        finally:
+            self._busy = False
+            if self._waiting:  # what arrived meanwhile goes in one batch
+                self._busy = True
+                self._sender = asyncio.create_task(self._send_loop())
+        self.warm = True
+        return _parse(res, 1, n, nb)
 
     async def _send_loop(self) -> None:
-        while self._waiting:
-            batch = [w for w in self._waiting[:ADMIT_BATCH_MAX] if not w.fut.done()]  # done: its deadline passed
-            del self._waiting[:ADMIT_BATCH_MAX]
-            if batch:
-                await self._send(batch)
+        try:
+            while self._waiting:
+                batch = [w for w in self._waiting[:ADMIT_BATCH_MAX] if not w.fut.done()]  # done: its deadline passed
+                del self._waiting[:ADMIT_BATCH_MAX]
+                if batch:
+                    await self._send(batch)
+        finally:
+            self._busy = False
 
     async def _send(self, batch: list[_Waiting]) -> None:
         args: list[Any] = [self.window_ms, self.lease_ms, len(batch)]
@@ -112,15 +138,10 @@ class RedisLimiter:
                     w.fut.set_exception(e)
             return
         self.warm = True
-        now = int(res[0])
         pos = 1
         for w in batch:
-            n = w.n
-            used = [(int(res[pos + 2 + 2 * i]), float(res[pos + 3 + 2 * i])) for i in range(n)]
-            end = pos + 2 + 2 * n + w.nb
-            d = Decision(int(res[pos]), int(res[pos + 1]) / 1000, used, [int(float(x)) for x in res[pos + 2 + 2 * n:end]],
-                         now)
-            pos = end
+            d = _parse(res, pos, w.n, w.nb)
+            pos += 2 + 2 * w.n + w.nb
             if not w.fut.done():
                 w.fut.set_result(d)
             elif d.blocked == 0:  # its deadline passed while the batch was on its way: give the reservation back

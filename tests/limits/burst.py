@@ -16,6 +16,7 @@ from tests.spend.procs import Sidecar, metric_value
 
 RETRY_ROUNDS = 3  # a 503 rate_limiter_timeout is "undecided": the client retries it after Retry-After (as the
 # openai client would), by when what the timed-out decision may have reserved has been given back
+REQUEST_TIMEOUT_S = 10.0
 
 
 async def _post(s: aiohttp.ClientSession, url: str, content: str) -> tuple[int, str, float]:
@@ -27,11 +28,12 @@ async def _post(s: aiohttp.ClientSession, url: str, content: str) -> tuple[int, 
 
 async def burst(cars: list[Sidecar], per_car: int) -> Counter[str]:
     """per_car distinct requests to every sidecar, all at once. Requests answered 503 rate_limiter_timeout are sent
-    again (at most RETRY_ROUNDS rounds). Returns counts: "ok", the 4xx/5xx codes, and "timeout_retried"."""
+    again (at most RETRY_ROUNDS rounds). Returns counts: "ok", the 4xx/5xx codes, and "timeout_retried".
+    At most RETRY_ROUNDS x (REQUEST_TIMEOUT_S + 1) seconds: callers keep that under their pytest timeout."""
     tag = uuid.uuid4().hex[:8]
     todo = [(c.url, f"{tag} question {i} to {j}") for i in range(per_car) for j, c in enumerate(cars)]
     out: Counter[str] = Counter()
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as s:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)) as s:
         for _ in range(RETRY_ROUNDS):
             results = await asyncio.gather(*(_post(s, u, q) for u, q in todo))
             retry = []

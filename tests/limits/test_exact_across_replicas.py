@@ -4,6 +4,7 @@ every 100 ms). No decision is ever made without Redis. The window is reset betwe
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,9 @@ L = 20
 TRIALS = 20
 
 
-async def _trials(url: str, tmp_path: Path, cfg: dict[str, Any]) -> list[int]:
+async def _trials(url: str, tmp_path: Path, cfg: dict[str, Any], budget_s: float) -> list[int]:
+    """Each trial's retries are bounded (burst); all trials together stay within budget_s (under the test timeout)."""
+    deadline = time.monotonic() + budget_s
     cfg["models"][0]["limits"] = {"rpm": L}
     cars = start_sidecars(tmp_path, cfg, n=4)
     r = redis.Redis.from_url(url, socket_timeout=5)
@@ -26,6 +29,7 @@ async def _trials(url: str, tmp_path: Path, cfg: dict[str, Any]) -> list[int]:
     retried = 0
     try:
         for _ in range(TRIALS):
+            assert time.monotonic() < deadline, f"out of time after {len(admitted)} trials: {admitted}"
             r.delete(key)
             out = await burst(cars, per_car=L)
             assert out["undecided"] == 0, out
@@ -42,7 +46,7 @@ async def _trials(url: str, tmp_path: Path, cfg: dict[str, Any]) -> list[int]:
 
 @pytest.mark.timeout(180)
 async def test_exactly_the_limit_in_every_trial(redis_standalone: str, tmp_path: Path) -> None:
-    admitted = await _trials(redis_standalone, tmp_path, sidecar_config({"url": redis_standalone}))
+    admitted = await _trials(redis_standalone, tmp_path, sidecar_config({"url": redis_standalone}), 100)
     assert admitted == [L] * TRIALS, admitted
 
 
@@ -52,6 +56,6 @@ async def test_exactly_the_limit_while_redis_is_slow(redis_debug: Any, tmp_path:
     # opens; the limit decisions have their own deadline and stay exact.
     cfg = sidecar_config({"url": redis_debug.url}, cache={"exact": {"enabled": True}})
     with RedisPauser(redis_debug.url) as pauser:
-        admitted = await _trials(redis_debug.url, tmp_path, cfg)
+        admitted = await _trials(redis_debug.url, tmp_path, cfg, 160)
     assert pauser.pauses > 10
     assert admitted == [L] * TRIALS, admitted

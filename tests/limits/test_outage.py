@@ -16,7 +16,7 @@ from tests.spend.procs import metric_value, sidecar_config, start_sidecars, stop
 L = 20
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(180)  # start 30 s + replicas 20 s + 2 bursts of at most 33 s each
 async def test_redis_sigkill_admits_about_the_limit_across_replicas(redis_own: RedisProcess, tmp_path: Path) -> None:
     cfg = sidecar_config({"url": redis_own.url}, limits={"heartbeat_interval_s": 0.5})
     cfg["models"][0]["limits"] = {"rpm": L}

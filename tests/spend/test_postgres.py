@@ -161,6 +161,7 @@ async def test_database_down_totals_still_committed(redis_standalone: str) -> No
     await svc.close()
 
 
+@pytest.mark.timeout(180)  # start 30 s + spend until refused 30 s + PostgreSQL back 30 s + drain 30 s
 async def test_budget_enforced_while_postgres_is_down(redis_standalone: str, pg: PgServer, tmp_path: Path) -> None:
     """Real sidecars with a PostgreSQL sink that is stopped: budgets still refuse once spent; when PostgreSQL is back,
     every record reaches it."""
