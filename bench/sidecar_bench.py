@@ -197,9 +197,15 @@ async def compare(work: Path, baseline: Path, rounds: int, per_round: int) -> di
         return sorted(xs)[len(xs) // 2]
 
     out: dict[str, object] = {name: {"exact_hit_cpu_ms_per_req_median": median(cpu[name]),
+                                     "exact_hit_cpu_ms_per_req_min": min(cpu[name]),
                                      "exact_hit_p50_ms_median": median(p50[name]), "rounds_cpu_ms": cpu[name]}
                               for name in sides}
     out["cpu_ratio_this_over_baseline"] = round(median(cpu["this_tree"]) / median(cpu["baseline"]), 3)
+    # Each round measures both back to back: the median of the per-round ratios cancels most of the machine's drift;
+    # the ratio of the minima is the least disturbed view on a busy machine.
+    out["cpu_ratio_paired_median"] = round(median([t / b for t, b in zip(cpu["this_tree"], cpu["baseline"],
+                                                                         strict=True)]), 3)
+    out["cpu_ratio_of_minima"] = round(min(cpu["this_tree"]) / min(cpu["baseline"]), 3)
     out["baseline_tree"] = str(baseline)
     out["machine"] = {"cpus": os.cpu_count(), "loadavg_1m": round(os.getloadavg()[0], 2)}
     return out

@@ -61,13 +61,14 @@ class GatewayRequestHandler(web_protocol.RequestHandler):
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        # Bytes of a request arrived while we wait for one, and its headers are not complete yet: start the clock.
-        waiting = self._waiter is not None and not self._waiter.done() and not self._messages
-        if waiting and data and self._header_deadline is None and not self._force_close:
+        if self._messages or self._waiter is None or self._waiter.done():
+            # a whole request is here (the usual case: one packet), or one is being handled: no clock
+            if self._header_deadline is not None:
+                self._header_deadline.cancel()
+                self._header_deadline = None
+        elif data and self._header_deadline is None and not self._force_close:
+            # bytes of a request arrived while we wait for one, and its headers are not complete: start the clock
             self._header_deadline = self._loop.call_later(self.listen.read_timeout_s, self._headers_too_slow)
-        elif not waiting and self._header_deadline is not None:
-            self._header_deadline.cancel()
-            self._header_deadline = None
 
     def _headers_too_slow(self) -> None:
         self._header_deadline = None
