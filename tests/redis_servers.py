@@ -155,3 +155,84 @@ def start_cluster(workdir: Path, masters: int = 3, replicas_per_master: int = 0)
     )
     wait_cluster_ok([n.port for n in nodes])
     return ClusterTopology(nodes)
+
+
+@dataclass
+class TlsCerts:
+    ca: str
+    cert: str
+    key: str
+
+
+def make_certs(workdir: Path) -> TlsCerts:
+    """A throwaway CA and a server certificate for 127.0.0.1/localhost (trustme)."""
+    import trustme
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    certs = TlsCerts(str(workdir / "ca.pem"), str(workdir / "server.pem"), str(workdir / "server.key"))
+    ca.cert_pem.write_to_path(certs.ca)
+    server.cert_chain_pems[0].write_to_path(certs.cert)
+    server.private_key_pem.write_to_path(certs.key)
+    return certs
+
+
+def _tls_lines(port: int, certs: TlsCerts) -> list[str]:
+    # TLS only (port 0), replication and sentinel-to-node links over TLS too: as the operator's pods run with tls on.
+    return ["port 0", f"tls-port {port}", f"tls-cert-file {certs.cert}", f"tls-key-file {certs.key}",
+            f"tls-ca-cert-file {certs.ca}", "tls-auth-clients no", "tls-replication yes"]
+
+
+def wait_tls_ready(port: int, certs: TlsCerts, password: str | None, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        c = redis.Redis(port=port, ssl=True, ssl_ca_certs=certs.ca, password=password, socket_timeout=1,
+                        socket_connect_timeout=1)
+        try:
+            if c.ping():
+                return
+        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
+            if time.monotonic() > deadline:
+                raise
+        finally:
+            c.close()
+        time.sleep(0.05)
+
+
+def start_tls_sentinel(workdir: Path, certs: TlsCerts, password: str, sentinels: int = 3) -> SentinelTopology:
+    """Master, one replica and `sentinels` sentinels, every one of them on a TLS-only port, all with `password`."""
+    auth = ["--requirepass", password, "--masterauth", password]
+    mport, rport = free_port(), free_port()
+
+    def node_args(port: int, extra: list[str]) -> list[str]:
+        tls = [a for line in _tls_lines(port, certs) for a in (f"--{line.split(' ', 1)[0]}", line.split(" ", 1)[1])]
+        return server_args(port, modules=False, extra=[*tls, *auth, "--repl-diskless-sync", "yes",
+                                                        "--repl-diskless-sync-delay", "0", *extra])
+
+    master = RedisProcess(mport, workdir / "master", node_args(mport, [])).start(wait=False)
+    replica = RedisProcess(rport, workdir / "replica", node_args(rport, ["--replicaof", "127.0.0.1", str(mport)]))
+    replica.start(wait=False)
+    sent_ports = [free_port() for _ in range(sentinels)]
+    ids = [secrets.token_hex(20) for _ in sent_ports]
+    sent = []
+    for i, (port, myid) in enumerate(zip(sent_ports, ids, strict=True)):
+        d = workdir / f"sentinel{i}"
+        d.mkdir(parents=True, exist_ok=True)
+        lines = [*_tls_lines(port, certs), "bind 127.0.0.1", "protected-mode no", "daemonize no",
+                 f"requirepass {password}", f"sentinel myid {myid}", f"sentinel monitor mymaster 127.0.0.1 {mport} 2",
+                 f"sentinel auth-pass mymaster {password}", "sentinel down-after-milliseconds mymaster 1000",
+                 "sentinel failover-timeout mymaster 3000", f"sentinel known-replica mymaster 127.0.0.1 {rport}"]
+        lines += [f"sentinel known-sentinel mymaster 127.0.0.1 {op} {oid}"
+                  for op, oid in zip(sent_ports, ids, strict=True) if op != port]
+        conf = d / "sentinel.conf"
+        conf.write_text("\n".join(lines) + "\n")
+        sent.append(RedisProcess(port, d, [str(conf)], binary="redis-sentinel").start(wait=False))
+    topo = SentinelTopology(master, [replica], sent)
+    try:
+        for p in topo.all():
+            wait_tls_ready(p.port, certs, password)
+    except BaseException:
+        topo.stop()
+        raise
+    return topo

@@ -1,16 +1,16 @@
 """Redis clients the operator itself uses: reachability checks, cluster bootstrap, spend reads. Short timeouts and no
-client-side retries: a slow Redis must never stall a reconcile pass (the timer simply tries again)."""
+client-side retries: a slow Redis must never stall a reconcile pass (the timer simply tries again). The clients come
+from the connection factory the sidecar uses too (llmgw_sidecar.redis_connect), so TLS (also to the sentinels), ACL
+users and timeouts behave the same on both sides."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import redis
-from redis.backoff import NoBackoff
-from redis.cluster import ClusterNode, RedisCluster
-from redis.retry import Retry
-from redis.sentinel import Sentinel
+
+from llmgw_sidecar.redis_connect import Endpoint, SyncRedis, Tls, sync_client
+from llmgw_sidecar.redis_connect import node_client as _node_client
 
 
 @dataclass(frozen=True)
@@ -28,44 +28,21 @@ class Target:
     ca_pem: str | None = None
     timeout_s: float = 1.0
 
-
-def _split(hostport: str) -> tuple[str, int]:
-    host, _, port = hostport.rpartition(":")
-    return host, int(port)
-
-
-def _kw(t: Target) -> dict[str, Any]:
-    kw: dict[str, Any] = {
-        "password": t.password,
-        "username": t.username,
-        "socket_timeout": t.timeout_s,
-        "socket_connect_timeout": t.timeout_s,
-        "decode_responses": True,
-        "protocol": 2,
-        "retry": Retry(NoBackoff(), 0),  # redis-py's default retries with backoff would stall a pass for seconds
-    }
-    if t.tls:
-        kw.update(ssl=True, ssl_cert_reqs="required", ssl_ca_data=t.ca_pem)
-    return kw
+    def endpoint(self) -> Endpoint:
+        url = self.url or ""
+        tls = Tls(ca_data=self.ca_pem) if self.tls or self.ca_pem or url.startswith("rediss://") else None
+        return Endpoint(mode=self.mode, url=url, sentinels=self.sentinels, master_name=self.master_name,
+                        nodes=self.nodes, username=self.username, password=self.password,
+                        # the operator's sentinels share the data nodes' password (requirepass on both)
+                        sentinel_password=self.password, tls=tls, connect_timeout_s=self.timeout_s,
+                        socket_timeout_s=self.timeout_s, decode_responses=True)
 
 
 def node_client(t: Target, host: str, port: int) -> redis.Redis:
     """A plain connection to one node (cluster bootstrap talks to each member directly)."""
-    return redis.Redis(host=host, port=port, **_kw(t))
+    return _node_client(t.endpoint(), host, port)
 
 
-def client(t: Target) -> Any:
+def client(t: Target) -> SyncRedis:
     """A sync client for the topology: Redis, a sentinel-discovered master, or RedisCluster."""
-    if t.mode == "cluster":
-        return RedisCluster(startup_nodes=[ClusterNode(*_split(n)) for n in t.nodes], cluster_error_retry_attempts=0,
-                            **_kw(t))
-    if t.mode == "sentinel":
-        skw: dict[str, Any] = {"socket_timeout": t.timeout_s, "socket_connect_timeout": t.timeout_s,
-                               "retry": Retry(NoBackoff(), 0)}
-        if t.password:
-            skw["password"] = t.password
-        return Sentinel([_split(s) for s in t.sentinels], sentinel_kwargs=skw, **_kw(t)).master_for(t.master_name)
-    kw = _kw(t)
-    if t.password is None:
-        kw.pop("password")  # keep a password that is part of the URL
-    return redis.Redis.from_url(t.url or "", **kw)
+    return sync_client(t.endpoint())

@@ -122,6 +122,9 @@ class RedisConfig(_Model):
     sentinels: list[str] = Field(default_factory=list, description="Sentinel mode: host:port of each sentinel.")
     master_name: str = Field("mymaster", description="Sentinel mode: name of the monitored master.")
     sentinel_password: str | None = Field(None, description="Sentinel mode: password of the sentinels, if any.")
+    sentinel_tls: bool | None = Field(None, description="Sentinel mode: talk TLS to the sentinels (with the tls "
+                                      "section's files). Unset: when tls.enabled (TLS-only sentinels, as the "
+                                      "operator deploys them).")
     nodes: list[str] = Field(default_factory=list, description="Cluster mode: host:port of some startup nodes.")
     username: str | None = Field(None, description="ACL user name.")
     password: str | None = Field(None, description="Password; prefer os.environ/NAME or password_file.")
