@@ -32,6 +32,11 @@ class OperatorProcess:
     def forbidden(self) -> list[str]:
         return [line for line in self.log().splitlines() if FORBIDDEN.search(line)]
 
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        if self.webhook_port is not None:
+            port = self.webhook_port
+            wait_for(f"{self.name}'s webhook on port {port}", lambda: _listening(port) or _dead(self), timeout_s)
+
     def alive(self) -> bool:
         return self.proc.poll() is None
 
@@ -48,9 +53,10 @@ class OperatorProcess:
 
 def start_operator(name: str, kubeconfig: Path, log_dir: Path, *, webhook_cert_dir: Path | None = None,
                    webhook_port: int | None = None, peering: str = "", namespaces: str = "",
-                   status_interval_s: float = 2.0, extra_env: dict[str, str] | None = None) -> OperatorProcess:
+                   status_interval_s: float = 2.0, extra_env: dict[str, str] | None = None,
+                   wait: bool = True) -> OperatorProcess:
     """Start one replica. With webhook_cert_dir the admission server listens on loopback (HTTPS), on webhook_port
-    or a free port."""
+    or a free port; wait=True returns once it answers (wait_ready() later otherwise: start replicas in parallel)."""
     port = (webhook_port or free_ports(1)[0]) if webhook_cert_dir else None
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBERNETES_", "LLMGW_"))}
     paths = [str(REPO / "operator"), str(REPO / "sidecar"), str(REPO)]
@@ -78,8 +84,8 @@ def start_operator(name: str, kubeconfig: Path, log_dir: Path, *, webhook_cert_d
     proc = subprocess.Popen([sys.executable, "-m", "llmgw_operator", "run"], env=env, stdout=log_file,
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO)
     op = OperatorProcess(name, proc, log_path, port, log_file)
-    if webhook_cert_dir:
-        wait_for(f"{name}'s webhook on port {port}", lambda: _listening(port) or _dead(op), 60)
+    if wait:
+        op.wait_ready()
     return op
 
 

@@ -1,11 +1,13 @@
 """The operator process against a real API server, as the chart's ServiceAccount with exactly the chart's RBAC:
 the four example gateways reconciled (children, owner references, honest status), edits that REMOVE fields,
-drift repair, missing Secrets named, garbage collection on delete, and no 403 anywhere.
+drift repair, missing Secrets named, garbage collection on delete, no 403 anywhere, and deleting a gateway while no
+operator runs as docs/operations.md says (Terminating until an operator runs again, or until the finalizer is removed).
 
 No kubelet or scheduler runs, so Redis pods never exist: the status must say so, never claim readiness."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ NAMES = {"standalone": "chat", "sentinel": "support", "cluster": "batch", "exter
 LISTS = {"Secret": ("CoreV1Api", "secret"), "ConfigMap": ("CoreV1Api", "config_map"),
          "Service": ("CoreV1Api", "service"), "StatefulSet": ("AppsV1Api", "stateful_set")}
 MERGE = "application/merge-patch+json"
+FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
 
 
 @pytest.fixture(scope="module")
@@ -181,3 +184,27 @@ def test_the_operator_never_got_a_403(operator: OperatorProcess, examples: dict[
                                       tmp_path: Path) -> None:
     assert operator.alive()
     assert not operator.forbidden(), operator.forbidden()
+
+
+def test_with_the_operator_stopped_a_deleted_gateway_waits_as_documented(
+        installed: Installed, operator: OperatorProcess, examples: dict[str, dict[str, Any]], tmp_path: Path,
+        operators: list[OperatorProcess]) -> None:
+    """Last in this module: it stops the module's operator."""
+    api = installed.server.client()
+    custom = client.CustomObjectsApi(api)
+    for name in ("chat", "support"):
+        assert FINALIZER in gateway(api, NS, name)["metadata"]["finalizers"]
+    operator.stop()
+    for name in ("chat", "support"):
+        custom.delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, name)
+    time.sleep(2)
+    for name in ("chat", "support"):
+        gw = gateway(api, NS, name)
+        assert gw is not None and gw["metadata"].get("deletionTimestamp"), "Terminating while no operator runs"
+
+    # docs/operations.md: remove the finalizer when the operator is gone for good ...
+    patch_gateway(api, "support", {"metadata": {"finalizers": None}})
+    wait_for("support gone", lambda: gateway(api, NS, "support") is None, 30)
+    # ... or run an operator again: it releases the gateway.
+    operators.append(start_operator("restarted", installed.sa_kubeconfig, tmp_path))
+    wait_for("chat gone", lambda: gateway(api, NS, "chat") is None, 60)
