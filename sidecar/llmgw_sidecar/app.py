@@ -27,6 +27,7 @@ from . import listener
 from .admin_api import register_admin_routes
 from .cache.exact import age_s
 from .cache.keys import api_key_hash, exact_key, fingerprint, scope_key, upstream_identity
+from .cache.stream import StreamAssembler, body_to_sse
 from .cache_controls import cache_directives, too_old
 from .config import Config
 from .context import CachedAnswer, Caller, RequestContext, Usage
@@ -39,7 +40,7 @@ from .pricing import estimate_prompt_tokens
 from .redact import REDACTOR, install_log_filter
 from .runtime import ConfigWatcher, Runtime, build_runtime
 from .spend import SpendService
-from .sse import SSE_DONE, StreamAssembler, body_to_sse, usage_from
+from .sse import SSE_DONE, usage_from
 from .upstream import upstream_payload
 
 log = logging.getLogger("llmgw")

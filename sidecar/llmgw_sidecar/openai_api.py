@@ -1,5 +1,5 @@
 """The OpenAI wire format: request parsing (size-independent limits such as JSON depth) and validation; cache
-directives live in cache_controls.py, server-sent events and stream conversion in sse.py (re-exported here).
+directives live in cache_controls.py, server-sent events in sse.py, stream recording in cache/stream.py.
 
 Pure functions: no I/O, so each rule is tested directly.
 """
@@ -11,15 +11,6 @@ from typing import Any
 import orjson
 
 from .errors import ApiError
-from .sse import (  # noqa: F401 - re-exported: the SSE framing and stream conversion live in sse.py
-    SSE_DONE,
-    StreamAssembler,
-    body_to_sse,
-    split_events,
-    sse_event,
-    stream_error,
-    usage_from,
-)
 
 ENDPOINTS = ("chat", "completions", "embeddings")
 

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from llmgw_sidecar.sse import SSE_DONE, StreamAssembler, body_to_sse, sse_event
+from llmgw_sidecar.cache.stream import StreamAssembler, body_to_sse
+from llmgw_sidecar.sse import SSE_DONE, sse_event
 
 HEAD = {"id": "chatcmpl-1", "created": 1700000000, "model": "gpt-4o-2024"}
 LOGPROBS = {"content": [{"token": "Hi", "logprob": -0.1, "bytes": [72, 105], "top_logprobs": []}], "refusal": None}
