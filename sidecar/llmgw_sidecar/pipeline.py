@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from aiohttp import web
+
 from .context import CachedAnswer, RequestContext
 
 
@@ -46,6 +48,9 @@ class Governor(Protocol):
 class SpendRecorder(Protocol):
     def record(self, ctx: RequestContext) -> None:
         """Buffer one spend record for this request (non-blocking). Never raises."""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        """GET /spend: this process's view of the gateway's totals (ApiError 404 when spend is off)."""
 
     async def close(self) -> None:
         """Flush what is buffered (bounded time) before the process exits."""

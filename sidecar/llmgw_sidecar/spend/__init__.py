@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
 from typing import Any
 
@@ -12,6 +13,7 @@ from aiohttp import web
 
 from ..config import Config, RedisMode
 from ..context import RequestContext
+from ..errors import ApiError
 from ..metrics import Metrics
 from ..pricing import NANO
 from ..redis_guard import RedisHealth
@@ -62,6 +64,21 @@ async def read_totals(redis: Any, prefix: str, ns: str, name: str, days: list[st
 
 def _s(h: dict[Any, Any], key: str) -> Any:
     return h.get(key.encode(), h.get(key))
+
+
+def check_spend_query(request: web.Request) -> None:
+    """A malformed ?day= or ?last= is the caller's mistake: 400 naming the parameter, not an empty 200."""
+    for day in request.query.getall("day", []):
+        try:
+            ok = datetime.date.fromisoformat(day).isoformat() == day  # the stored keys use exactly this form
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ApiError(400, f"day '{day[:40]}' is not a date: use YYYY-MM-DD (UTC)", code="invalid_day",
+                           param="day")
+    last = request.query.get("last")
+    if last is not None and not last.isdigit():
+        raise ApiError(400, f"last '{last[:40]}' is not a number of days", code="invalid_last", param="last")
 
 
 class SpendService:
@@ -145,6 +162,7 @@ class SpendService:
 
     async def handle(self, request: web.Request) -> web.Response:
         """GET /spend[?day=YYYY-MM-DD&day=...][&last=N]: totals as JSON."""
+        check_spend_query(request)
         days = request.query.getall("day", []) or None
         try:
             last = max(1, min(400, int(request.query.get("last", "31"))))
@@ -185,6 +203,9 @@ class NullSpend:
 
     def record(self, ctx: RequestContext) -> None:
         return None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        raise ApiError(404, "spend tracking is disabled (spend.enabled: false)", code="spend_disabled")
 
     async def close(self) -> None:
         return None
