@@ -25,9 +25,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from . import listener
 from .admin_api import register_admin_routes
 from .cache.exact import age_s
-from .cache.keys import api_key_hash, exact_key, fingerprint, scope_key, upstream_identity
+from .cache.keys import api_key_hash, exact_key, fingerprint, upstream_identity
 from .cache.stream import StreamAssembler, body_to_sse
 from .cache_controls import cache_directives, too_old
+from .caller_scope import cache_partition
 from .config import Config
 from .context import CachedAnswer, Caller, RequestContext, Usage
 from .errors import ApiError
@@ -143,7 +144,7 @@ class Handlers:
             model=model,
             body=body,
             caller=caller,
-            scope=scope_key(cfg.cache.scope, cfg.gateway.namespace, cfg.gateway.name, caller),
+            scope=cache_partition(cfg.cache.scope, cfg.gateway.namespace, cfg.gateway.name, caller),
             directives=cache_directives(request.headers.get("Cache-Control"), body.get("cache"), cfg.cache, endpoint),
             stream=stream,
             client_wants_usage=stream and bool((body.get("stream_options") or {}).get("include_usage")),

@@ -6,10 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from .caller_scope import subject as caller_subject
 from .config import Budget
 from .context import Caller
 from .pricing import NANO
-from .spend.keys import caller_scope_key, scope_totals_key
+from .spend.keys import scope_totals_key
 
 
 def period_id(period: str, now: datetime) -> str:
@@ -38,7 +39,7 @@ def budget_checks(budgets: list[Budget], caller: Caller, prefix: str, ns: str, n
     now = now or datetime.now(UTC)
     out = []
     for b in budgets:
-        subject = caller_scope_key(b.scope, caller)
+        subject = caller_subject(b.scope, caller)
         out.append(BudgetCheck(
             name=f"budget:{b.scope.value}:{b.period}",
             key=scope_totals_key(prefix, ns, name, b.period, period_id(b.period, now)),

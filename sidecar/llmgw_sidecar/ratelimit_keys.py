@@ -3,7 +3,7 @@
     {p}:rl:{ns/name}:<subject>:<rpm|tpm|par>    ZSET sliding-window log (+ ":amt" HASH of token amounts for tpm)
     {p}:rl:{ns/name}:replicas                   ZSET heartbeats of the sidecars (replicas.py)
 
-Subjects: `model:<name>` for model limits, and the caller scope subjects of spend.keys.caller_scope_key
+Subjects: `model:<name>` for model limits, and the caller scope subjects of caller_scope.subject
 (`gw`, `ns:<ns>`, `sa:<ns>/<sa>`, `pod:<ns>/<pod>`, `key:<hash>`, `key:anonymous`).
 """
 
@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .caller_scope import subject as caller_subject
+from .caller_scope import virtual_key_subject
 from .config import LimitsConfig, ModelConfig
 from .context import Caller
-from .spend.keys import caller_scope_key, gateway_tag
+from .spend.keys import gateway_tag
 
 KIND_SUFFIX = {"r": "rpm", "t": "tpm", "p": "par"}
 
@@ -52,7 +54,7 @@ def model_specs(base: str, model: ModelConfig) -> list[LimitSpec]:
 def scope_specs(base: str, limits: LimitsConfig, caller: Caller) -> list[LimitSpec]:
     out = []
     for sl in limits.scopes:
-        subject = caller_scope_key(sl.scope, caller)
+        subject = caller_subject(sl.scope, caller)
         for kind, lim in (("r", sl.rpm), ("t", sl.tpm), ("p", sl.max_parallel)):
             if lim:
                 out.append(_spec(base, f"{sl.scope.value}:{KIND_SUFFIX[kind]}", kind, subject, lim, False))
@@ -60,7 +62,7 @@ def scope_specs(base: str, limits: LimitsConfig, caller: Caller) -> list[LimitSp
     if kp is not None and caller.api_key_hash:
         for kind, lim in (("r", kp.rpm), ("t", kp.tpm), ("p", kp.max_parallel)):
             if lim:
-                out.append(_spec(base, f"virtual_key:{KIND_SUFFIX[kind]}", kind, f"vkey:{caller.api_key_hash}", lim,
+                out.append(_spec(base, f"virtual_key:{KIND_SUFFIX[kind]}", kind, virtual_key_subject(caller), lim,
                                  False))
     return out
 

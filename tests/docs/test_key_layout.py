@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from llmgw_sidecar.cache.keys import exact_key, scope_key
+from llmgw_sidecar.cache.keys import exact_key
+from llmgw_sidecar.caller_scope import cache_partition as scope_key
 from llmgw_sidecar.config import Scope
 from llmgw_sidecar.context import Caller
 

@@ -6,9 +6,10 @@ import orjson
 import pytest
 
 from llmgw_sidecar.cache.exact import decode, encode
-from llmgw_sidecar.cache.keys import api_key_hash, fingerprint, scope_key
+from llmgw_sidecar.cache.keys import api_key_hash, fingerprint
 from llmgw_sidecar.cache.stream import StreamAssembler, body_to_sse
 from llmgw_sidecar.cache_controls import cache_directives
+from llmgw_sidecar.caller_scope import cache_partition as scope_key
 from llmgw_sidecar.config import Scope
 from llmgw_sidecar.context import CachedAnswer, Caller, Usage
 from llmgw_sidecar.errors import ApiError

@@ -1,4 +1,4 @@
-"""Cache keys: the scope a caller may share answers in, and the fingerprint of a request.
+"""Cache keys: the fingerprint of a request (the partition a caller may share answers in comes from caller_scope.py).
 
 The fingerprint covers the upstream identity (who produced the answer) and every field that can change the output;
 fields that only track, bill or transport (user, metadata, stream, cache controls...) are left out so that they never
@@ -13,30 +13,13 @@ from urllib.parse import quote
 
 import orjson
 
-from ..config import ModelConfig, Provider, Scope
-from ..context import Caller
+from ..config import ModelConfig, Provider
 
 # Never part of the fingerprint: they do not change what the model answers.
 NON_OUTPUT_FIELDS = frozenset({
     "user", "metadata", "cache", "stream", "stream_options", "store", "service_tier", "safety_identifier",
     "prompt_cache_key", "prompt_cache_retention", "request_id", "extra_headers", "timeout",
 })
-
-
-def scope_key(scope: Scope, gateway_ns: str, gateway_name: str, caller: Caller) -> str:
-    """The partition a cached answer (or a limit) belongs to. Everything but `global` includes the gateway."""
-    if scope == Scope.global_:
-        return "global"
-    gw = f"gw:{gateway_ns}/{gateway_name}"
-    if scope == Scope.gateway:
-        return gw
-    if scope == Scope.namespace:
-        return f"{gw}|ns:{caller.namespace}"
-    if scope == Scope.service_account:
-        return f"{gw}|ns:{caller.namespace}|sa:{caller.service_account}"
-    if scope == Scope.pod:
-        return f"{gw}|ns:{caller.namespace}|pod:{caller.pod}"
-    return f"{gw}|key:{caller.api_key_hash or '-'}"
 
 
 _IDENTITIES: dict[int, tuple[ModelConfig, str]] = {}

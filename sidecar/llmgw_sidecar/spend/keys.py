@@ -1,4 +1,4 @@
-"""Redis key layout of spend, and the caller subjects that limits, budgets and spend totals count against. Every key
+"""Redis key layout of spend (the caller subjects in it come from caller_scope.py). Every key
 of one gateway carries the hash tag `{ns/name}`, so one Lua script can touch limits, budgets and spend totals
 atomically, also on Redis Cluster (they all live in one slot).
 
@@ -14,9 +14,6 @@ Rate-limit keys live next to the rate limiter (ratelimit_keys.py); they share th
 """
 
 from __future__ import annotations
-
-from ..config import Scope
-from ..context import Caller
 
 
 def gateway_tag(ns: str, name: str) -> str:
@@ -41,26 +38,3 @@ def breakdown_key(prefix: str, ns: str, name: str, day: str) -> str:
 def scope_totals_key(prefix: str, ns: str, name: str, period: str, period_id: str) -> str:
     """Cost per caller scope for one day ("day", "YYYY-MM-DD") or month ("month", "YYYY-MM")."""
     return f"{spend_base(prefix, ns, name)}:{period}:{period_id}:scope"
-
-
-ANONYMOUS_KEY = "key:anonymous"  # not a hex digest: never collides with a real key's subject
-
-
-def caller_scope_key(scope: Scope, caller: Caller) -> str:
-    """The subject a limit or budget of this scope counts against. Requests without an Authorization header share
-    one `api_key` subject (the anonymous caller), so an api_key limit or budget is never skipped."""
-    if scope in (Scope.global_, Scope.gateway):
-        return "gw"
-    if scope == Scope.namespace:
-        return f"ns:{caller.namespace}"
-    if scope == Scope.service_account:
-        return f"sa:{caller.namespace}/{caller.service_account}"
-    if scope == Scope.pod:
-        return f"pod:{caller.namespace}/{caller.pod}"
-    return f"key:{caller.api_key_hash}" if caller.api_key_hash else ANONYMOUS_KEY
-
-
-def all_scope_keys(caller: Caller) -> list[str]:
-    """Every subject a record's cost is added to (so a budget of any scope can be checked)."""
-    return ["gw", f"ns:{caller.namespace}", f"sa:{caller.namespace}/{caller.service_account}",
-            f"pod:{caller.namespace}/{caller.pod}", caller_scope_key(Scope.api_key, caller)]

@@ -8,10 +8,11 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
+from ..caller_scope import all_subjects
 from ..config import Config, ModelConfig
 from ..context import Caller, RequestContext, Usage
 from ..pricing import Price, cost_nusd, estimate_completion_tokens, estimate_prompt_tokens, price_for
-from .keys import all_scope_keys, breakdown_key, daily_totals_key, scope_totals_key
+from .keys import breakdown_key, daily_totals_key, scope_totals_key
 
 METRICS = ("requests", "hits", "misses", "estimated", "unpriced", "prompt_tokens", "completion_tokens",
            "cached_tokens", "saved_tokens", "cost_nusd", "saved_nusd")
@@ -118,7 +119,7 @@ def aggregate(records: list[SpendRecord], prefix: str, ns: str, name: str) -> tu
                 by[f"{r.scope}\t{r.model}\t{k}"] += v
         if r.cost_nusd:
             caller = Caller(r.namespace, r.pod, r.service_account, r.api_key_hash)
-            for subject in all_scope_keys(caller):
+            for subject in all_subjects(caller):
                 incr[scope_totals_key(prefix, ns, name, "day", day)][subject] += r.cost_nusd
                 incr[scope_totals_key(prefix, ns, name, "month", day[:7])][subject] += r.cost_nusd
     return {k: dict(v) for k, v in incr.items()}, days
