@@ -216,6 +216,8 @@ async def main() -> dict[str, Any]:
     ap.add_argument("--trials", type=int, default=10, help="slow-Redis trials of 4L concurrent requests")
     ap.add_argument("--skip-slow", action="store_true", help="only the CPU figures")
     ap.add_argument("--skip-cpu", action="store_true", help="only the slow-Redis figure")
+    ap.add_argument("--profile", choices=sorted(PROFILES), help="only this CPU profile")
+    ap.add_argument("--case", choices=["hit", "miss"], help="only this CPU case")
     args = ap.parse_args()
     try:
         import uvloop
@@ -229,8 +231,12 @@ async def main() -> dict[str, Any]:
         out: dict[str, Any] = {"n": args.n, "concurrency": args.concurrency, "repeat": args.repeat,
                                "target_cpu_ms_hit": 0.3}
         for name, profile in ({} if args.skip_cpu else PROFILES).items():
+            if args.profile and name != args.profile:
+                continue
             out[name] = {}
             for case, hit in (("hit", True), ("miss", False)):
+                if args.case and case != args.case:
+                    continue
                 # A fresh gateway (key prefix) per run; the machine is shared, so report the median run.
                 runs = [await run_case(make_config(r.url, profile), args.n, hit, args.concurrency)
                         for _ in range(args.repeat)]
