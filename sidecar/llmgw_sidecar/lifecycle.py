@@ -68,12 +68,34 @@ class RequestLifecycle:
         return self
 
     async def __aexit__(self, et: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        # The end of the request, inline (no further coroutine on the hot path of a cache hit).
+        rt = self.rt
         try:
-            await self._end(exc)
+            ctx = self.ctx
+            if exc is not None:
+                # Escaped the handler: a cancellation (hang-up with handler cancellation, shutdown) or a bug.
+                self.set_status(CLIENT_GONE if isinstance(exc, asyncio.CancelledError | ConnectionError) else 500)
+            if ctx is None:
+                m = rt.metrics
+                m.child(m.requests, self.endpoint, "", str(self.status), "none").inc()
+                return
+            if self._store is not None and exc is None and ctx.status == 200 and not ctx.directives.no_store:
+                rt.store(ctx, self._store)
+            gov = rt.governor
+            if gov is not None:
+                task = asyncio.current_task()
+                if exc is not None or (task is not None and task.cancelling()):
+                    # A cancelled task cannot await: the runtime settles it (and waits for that before closing).
+                    rt.background(gov.settle(ctx), "settle")
+                else:
+                    await gov.settle(ctx)
+            if rt.spend is not None:
+                rt.spend.record(ctx)
+            self._count(ctx)
         except Exception:  # accounting must never turn an answer into an error
             log.exception("ending request %s failed", self.request_id)
         finally:
-            self.rt.leave()
+            rt.leave()
 
     # --- during the request -----------------------------------------------------------------------------------
     def store_when_done(self, make_answer: Callable[[], CachedAnswer]) -> None:
@@ -116,27 +138,8 @@ class RequestLifecycle:
         return self.response or web.Response(status=CLIENT_GONE)
 
     # --- the end ------------------------------------------------------------------------------------------------
-    async def _end(self, exc: BaseException | None) -> None:
-        rt, ctx = self.rt, self.ctx
-        if exc is not None:
-            # Escaped the handler: a cancellation (hang-up with handler cancellation, shutdown, deadline) or a bug.
-            self.set_status(CLIENT_GONE if isinstance(exc, asyncio.CancelledError | ConnectionError) else 500)
-        m = rt.metrics
-        if ctx is None:
-            m.child(m.requests, self.endpoint, "", str(self.status), "none").inc()
-            return
-        if self._store is not None and exc is None and ctx.status == 200 and not ctx.directives.no_store:
-            rt.store(ctx, self._store)
-        gov = rt.governor
-        if gov is not None:
-            task = asyncio.current_task()
-            if exc is not None or (task is not None and task.cancelling()):
-                # A cancelled task cannot await: the runtime settles it (and waits for that before closing).
-                rt.background(gov.settle(ctx), "settle")
-            else:
-                await gov.settle(ctx)
-        if rt.spend is not None:
-            rt.spend.record(ctx)
+    def _count(self, ctx: RequestContext) -> None:
+        m = self.rt.metrics
         name = ctx.model.name
         m.child(m.requests, ctx.endpoint, name, str(ctx.status), ctx.cache_result).inc()
         m.child(m.request_latency, ctx.endpoint, ctx.cache_result).observe(time.perf_counter() - self.started)
