@@ -338,7 +338,9 @@ async def _never_a_traceback(request: web.Request, handler: Handler) -> web.Stre
 async def _start_metrics_listener(config: Config, h: Handlers) -> web.AppRunner:
     """A second listener that serves only /metrics, so Prometheus can scrape the pod without reaching the API
     (which holds the upstream keys and stays on 127.0.0.1)."""
-    app = web.Application()
+    # Reachable from outside the pod: the same listener limits and JSON errors as the API port.
+    app = web.Application(middlewares=[_never_a_traceback], handler_args=listener.handler_args(config.listen))
+    listener.install(app, config.listen)
     app.router.add_get("/metrics", h.metrics)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

@@ -121,7 +121,7 @@ def test_metrics_only_listener(make_gateway, redis_standalone: str, fake_upstrea
     assert code == 400
     with pytest.raises(urllib.error.HTTPError) as e:  # and the metrics port serves nothing else
         urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/v1/models"), timeout=5)
-    assert e.value.code == 404
+    assert e.value.code == 404 and json.loads(e.value.read())["error"]["code"] == "not_found"  # in OpenAI's format
 
 
 def test_refused_requests_are_labelled_none_not_miss(gateway: Gateway) -> None:
