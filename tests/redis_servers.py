@@ -7,6 +7,7 @@ from __future__ import annotations
 import secrets
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,28 +53,7 @@ def start_sentinel(workdir: Path, replicas: int = 1, sentinels: int = 3) -> Sent
         reps.append(
             RedisProcess(p, workdir / f"replica{i}", server_args(p, extra=[*fast, "--replicaof", "127.0.0.1", str(mport)]))
         )
-    sent_ports = [free_port() for _ in range(sentinels)]
-    ids = [secrets.token_hex(20) for _ in sent_ports]
-    sent = []
-    for i, (port, myid) in enumerate(zip(sent_ports, ids, strict=True)):
-        d = workdir / f"sentinel{i}"
-        d.mkdir(parents=True, exist_ok=True)
-        lines = [
-            f"port {port}", "bind 127.0.0.1", "protected-mode no", "daemonize no",
-            f"sentinel myid {myid}",
-            f"sentinel monitor mymaster 127.0.0.1 {mport} 2",
-            "sentinel down-after-milliseconds mymaster 1000",
-            "sentinel failover-timeout mymaster 3000",
-            "sentinel parallel-syncs mymaster 1",
-        ]
-        lines += [f"sentinel known-replica mymaster 127.0.0.1 {r.port}" for r in reps]
-        lines += [
-            f"sentinel known-sentinel mymaster 127.0.0.1 {op} {oid}"
-            for op, oid in zip(sent_ports, ids, strict=True) if op != port
-        ]
-        conf = d / "sentinel.conf"
-        conf.write_text("\n".join(lines) + "\n")
-        sent.append(RedisProcess(port, d, [str(conf)], binary="redis-sentinel"))
+    sent = sentinel_set(workdir, sentinels, mport, [r.port for r in reps], lambda port: [f"port {port}"])
     for p in [*reps, *sent]:
         p.start(wait=False)
     from llmgw_sidecar.devredis import wait_port
@@ -91,6 +71,29 @@ def start_sentinel(workdir: Path, replicas: int = 1, sentinels: int = 3) -> Sent
             time.sleep(0.02)
         c.close()
     return topo
+
+
+def sentinel_set(workdir: Path, count: int, master_port: int, replica_ports: list[int],
+                 listen: Callable[[int], list[str]], extra: list[str] | None = None) -> list[RedisProcess]:
+    """`count` sentinels (not started) monitoring `mymaster`, pre-seeded with each other's ids and the replicas so the
+    set is complete from the first second. `listen(port)` gives the port lines (plain or TLS-only)."""
+    ports = [free_port() for _ in range(count)]
+    ids = [secrets.token_hex(20) for _ in ports]
+    out = []
+    for i, (port, myid) in enumerate(zip(ports, ids, strict=True)):
+        d = workdir / f"sentinel{i}"
+        d.mkdir(parents=True, exist_ok=True)
+        lines = [*listen(port), "bind 127.0.0.1", "protected-mode no", "daemonize no", f"sentinel myid {myid}",
+                 f"sentinel monitor mymaster 127.0.0.1 {master_port} 2", *(extra or []),
+                 "sentinel down-after-milliseconds mymaster 1000", "sentinel failover-timeout mymaster 3000",
+                 "sentinel parallel-syncs mymaster 1"]
+        lines += [f"sentinel known-replica mymaster 127.0.0.1 {r}" for r in replica_ports]
+        lines += [f"sentinel known-sentinel mymaster 127.0.0.1 {op} {oid}"
+                  for op, oid in zip(ports, ids, strict=True) if op != port]
+        conf = d / "sentinel.conf"
+        conf.write_text("\n".join(lines) + "\n")
+        out.append(RedisProcess(port, d, [str(conf)], binary="redis-sentinel"))
+    return out
 
 
 @dataclass
@@ -213,21 +216,10 @@ def start_tls_sentinel(workdir: Path, certs: TlsCerts, password: str, sentinels:
     master = RedisProcess(mport, workdir / "master", node_args(mport, [])).start(wait=False)
     replica = RedisProcess(rport, workdir / "replica", node_args(rport, ["--replicaof", "127.0.0.1", str(mport)]))
     replica.start(wait=False)
-    sent_ports = [free_port() for _ in range(sentinels)]
-    ids = [secrets.token_hex(20) for _ in sent_ports]
-    sent = []
-    for i, (port, myid) in enumerate(zip(sent_ports, ids, strict=True)):
-        d = workdir / f"sentinel{i}"
-        d.mkdir(parents=True, exist_ok=True)
-        lines = [*_tls_lines(port, certs), "bind 127.0.0.1", "protected-mode no", "daemonize no",
-                 f"requirepass {password}", f"sentinel myid {myid}", f"sentinel monitor mymaster 127.0.0.1 {mport} 2",
-                 f"sentinel auth-pass mymaster {password}", "sentinel down-after-milliseconds mymaster 1000",
-                 "sentinel failover-timeout mymaster 3000", f"sentinel known-replica mymaster 127.0.0.1 {rport}"]
-        lines += [f"sentinel known-sentinel mymaster 127.0.0.1 {op} {oid}"
-                  for op, oid in zip(sent_ports, ids, strict=True) if op != port]
-        conf = d / "sentinel.conf"
-        conf.write_text("\n".join(lines) + "\n")
-        sent.append(RedisProcess(port, d, [str(conf)], binary="redis-sentinel").start(wait=False))
+    sent = sentinel_set(workdir, sentinels, mport, [rport], lambda port: _tls_lines(port, certs),
+                        [f"requirepass {password}", f"sentinel auth-pass mymaster {password}"])
+    for s in sent:
+        s.start(wait=False)
     topo = SentinelTopology(master, [replica], sent)
     try:
         for p in topo.all():
