@@ -322,3 +322,43 @@ async def test_heartbeat_refreshes_the_usage_each_process_saw(redis_standalone: 
     assert g2.local.seen[rpm][0] == 1
     await g2.replicas.beat()
     assert g2.local.seen[rpm][0] == 4 and g2.local.seen[tpm][0] == g1.local.seen[tpm][0]
+
+
+async def test_redis_that_never_answers_is_unreachable_after_a_while() -> None:
+    """A black hole (connections accepted, nothing ever answered): each decision first times out with 503; once no
+    reply has come for limits.unreachable_after_s, Redis counts as unreachable and the process decides locally."""
+    from llmgw_sidecar.devredis import free_port
+
+    held: list[asyncio.StreamWriter] = []
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        while await reader.read(65536):
+            pass
+
+    port = free_port()
+    server = await asyncio.start_server(swallow, "127.0.0.1", port)
+    cfg = config({"url": f"redis://127.0.0.1:{port}/0", "connect_timeout_ms": 50}, {"rpm": 5},
+                 limits={"decision_timeout_ms": 100, "unreachable_after_s": 0.5})
+    m = metrics()
+    g = build_governor(cfg, client(cfg), m)
+    assert g is not None
+    try:
+        outcomes = []
+        for _ in range(8):
+            try:
+                await g.admit(ctx(cfg))
+                outcomes.append("admitted")
+            except ApiError as e:
+                outcomes.append(e.code)
+            if outcomes[-1] == "admitted":
+                break
+        assert outcomes[0] == "rate_limiter_timeout" and outcomes[-1] == "admitted", outcomes
+        assert 2 <= outcomes.count("rate_limiter_timeout") <= 6, outcomes  # ~0.5 s of 0.1-0.2 s timeouts
+        assert m.ratelimit_decisions.labels("redis", "fail_open")._value.get() == 1
+        assert g.breaker.is_open
+    finally:
+        await g.close()
+        for w in held:
+            w.close()
+        server.close()
