@@ -20,6 +20,7 @@ from llmgw_operator.builders.sidecar_config import (
     sidecar_volume_mounts,
     sidecar_volumes,
 )
+from llmgw_operator.builders.spec import gateway_of
 
 PREFIX = "llmgateway.dev/"
 ANNOTATION_INJECT = PREFIX + "inject"  # value: gateway name in the pod's namespace, or "false" to opt out
@@ -32,13 +33,8 @@ DEFAULT_CONTAINER_ANNOTATION = "kubectl.kubernetes.io/default-container"
 
 SIDECAR_NAME = "llmgw-sidecar"
 TMP_VOLUME = "llmgw-tmp"
-DEFAULT_PORT = 4000
 SIDECAR_UID = 10001  # matches USER in sidecar/Dockerfile; numeric so runAsNonRoot can be verified by the kubelet
 OPT_OUT_VALUES = frozenset({"", "false", "no", "off", "disabled", "0"})
-DEFAULT_RESOURCES: dict[str, dict[str, str]] = {
-    "requests": {"cpu": "50m", "memory": "128Mi"},
-    "limits": {"cpu": "1", "memory": "512Mi"},
-}
 STATUS_VERSION = 1
 
 
@@ -60,6 +56,8 @@ class InjectionSettings:
 
     default_image: str
     native_sidecars_supported: bool  # server >= 1.29; unknown version -> False (a plain container works everywhere)
+    # Superseded: the CRD defaults spec.sidecar.imagePullPolicy, so the gateway spec always names one (kept for the
+    # chart's LLMGW_SIDECAR_PULL_POLICY until the chart value is retired).
     image_pull_policy: str = "IfNotPresent"
     startup_timeout_s: int = 120  # how long the app waits for the sidecar before starting anyway
     drain_s: int = 5  # plain-container mode: the sidecar outlives the app's last requests by this much on shutdown
@@ -161,27 +159,27 @@ def _python_http_check(port: int, path: str, wait_s: int = 0) -> list[str]:
 def build_sidecar(gateway_name: str, gateway_spec: Mapping[str, Any], settings: InjectionSettings,
                   native: bool) -> dict[str, Any]:
     """The sidecar container: same for every pod of a gateway (pod identity comes from the downward API)."""
-    sidecar_spec = gateway_spec.get("sidecar") or {}
-    port = int(sidecar_spec.get("port") or DEFAULT_PORT)
-    metrics_port = int(sidecar_spec.get("metricsPort") or 0)  # the metrics-only listener Prometheus scrapes
+    gw = gateway_of(gateway_spec, gateway_name)  # the CRD defaults, applied once (builders/spec.py)
+    sc = gw.sidecar
+    port, metrics_port = sc.port, sc.metrics_port  # metrics_port: the metrics-only listener Prometheus scrapes
     env: list[dict[str, Any]] = [
         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "POD_SERVICE_ACCOUNT", "valueFrom": {"fieldRef": {"fieldPath": "spec.serviceAccountName"}}},
         {"name": "HF_HUB_OFFLINE", "value": "1"},  # the embedding model is baked into the image; never download
-        *sidecar_secret_env(dict(gateway_spec), gateway_name),
+        *sidecar_secret_env(gw),
     ]
     container: dict[str, Any] = {
         "name": SIDECAR_NAME,
-        "image": sidecar_spec.get("image") or settings.default_image,
-        "imagePullPolicy": sidecar_spec.get("imagePullPolicy") or settings.image_pull_policy,
+        "image": sc.image or settings.default_image,
+        "imagePullPolicy": sc.image_pull_policy,
         "command": ["llmgw-sidecar"],
         "args": ["serve", "--config", CONFIG_PATH],
         "env": env,
         "ports": [{"name": "llmgw", "containerPort": port, "protocol": "TCP"},
                   *([{"name": "llmgw-metrics", "containerPort": metrics_port, "protocol": "TCP"}]
                     if metrics_port else [])],
-        "resources": dict(sidecar_spec.get("resources") or DEFAULT_RESOURCES),
+        "resources": sc.resources,
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": SIDECAR_UID,
@@ -192,7 +190,7 @@ def build_sidecar(gateway_name: str, gateway_spec: Mapping[str, Any], settings: 
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         # Whole-directory mount, never subPath: subPath mounts do not see ConfigMap updates (the sidecar reloads).
-        "volumeMounts": [*sidecar_volume_mounts(dict(gateway_spec), gateway_name),
+        "volumeMounts": [*sidecar_volume_mounts(gw),
                          {"name": TMP_VOLUME, "mountPath": "/tmp"}],
         # Native sidecars: the kubelet starts the next container only after this succeeds.
         "startupProbe": {"exec": {"command": _python_http_check(port, "/readyz")},
@@ -308,7 +306,7 @@ def build_patch(pod: Mapping[str, Any], gateway_name: str, gateway_spec: Mapping
         res.warnings.append(f"llmgateway: pod {who} already has volume(s) {', '.join(sorted(clash))}; not injected")
         return res
 
-    port = int((gateway_spec.get("sidecar") or {}).get("port") or DEFAULT_PORT)
+    port = gateway_of(gateway_spec, gateway_name).sidecar.port
     declared = {p.get("containerPort") for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
                 for p in c.get("ports") or []}
     if port in declared:

@@ -149,8 +149,8 @@ def _http_probe(path: str, *, period: int, failures: int, initial: int = 0) -> d
 
 def deployment(gw: Gateway, image: str, key_secrets: list[str]) -> Manifest:
     g = gw.spec["gateway"]
-    sc = gw.spec["sidecar"]
-    metrics_port = int(sc.get("metricsPort") or 0)
+    sc = gw.sidecar
+    metrics_port = sc.metrics_port
     volumes = [{**v, "configMap": {"name": name(gw)}} if v["name"] == CONFIG_VOLUME else v for v in sidecar_volumes(gw)]
     volumes.append({"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "64Mi"}})
     mounts = [*sidecar_volume_mounts(gw), {"name": TMP_VOLUME, "mountPath": "/tmp"}]
@@ -159,8 +159,8 @@ def deployment(gw: Gateway, image: str, key_secrets: list[str]) -> Manifest:
         mounts.append({"name": KEYS_VOLUME, "mountPath": KEYS_DIR, "readOnly": True})
     container: dict[str, Any] = {
         "name": "gateway",
-        "image": g.get("image") or sc.get("image") or image,
-        "imagePullPolicy": sc["imagePullPolicy"],
+        "image": g.get("image") or sc.image or image,
+        "imagePullPolicy": sc.image_pull_policy,
         "command": ["llmgw-sidecar"],
         "args": ["serve", "--config", CONFIG_PATH],
         "env": [
@@ -227,7 +227,7 @@ def network_policy(gw: Gateway) -> Manifest:
     ingress: list[dict[str, Any]] = [
         {"from": [{"namespaceSelector": _namespace_selector(gw)}], "ports": [{"port": "http", "protocol": "TCP"}]},
     ]
-    if gw.spec["sidecar"].get("metricsPort"):
+    if gw.sidecar.metrics_port:
         # The metrics listener serves /metrics only: Prometheus may scrape it from its own namespace.
         ingress.append({"ports": [{"port": "metrics", "protocol": "TCP"}]})
     return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": _md(gw), "spec": {

@@ -18,7 +18,7 @@ import yaml
 from llmgw_sidecar.config import ConfigError, parse_config
 
 from .meta import Manifest, content_hash, metadata
-from .spec import REDIS_PORT, SENTINEL_PORT, Gateway, SpecError
+from .spec import REDIS_PORT, SENTINEL_PORT, Gateway, SpecError, gateway_of
 
 CONFIG_KEY = "config.yaml"
 CONFIG_DIR = "/etc/llmgw"
@@ -55,19 +55,11 @@ def _secret_ref(ref: dict[str, Any]) -> dict[str, Any]:
     return {"secretKeyRef": {"name": ref["name"], "key": ref["key"]}}
 
 
-def _as_gateway(spec_or_gw: Any, gateway_name: str | None) -> Gateway:
-    if isinstance(spec_or_gw, Gateway):
-        return spec_or_gw
-    if gateway_name is None:
-        raise TypeError("gateway_name is required when passing a spec")
-    return Gateway.from_spec(gateway_name, "default", spec_or_gw)
-
-
 def sidecar_secret_env(spec: Any, gateway_name: str | None = None) -> list[dict[str, Any]]:
     """Env entries (valueFrom.secretKeyRef) of the sidecar: the Redis password, an external Redis URL, each model's
     upstream key and the embeddings key. `spec` is the LLMGateway spec (defaults are filled in here); `gateway_name` is
     needed because the generated Redis password Secret is named after the gateway. Also accepts a `Gateway`."""
-    gw = _as_gateway(spec, gateway_name)
+    gw = gateway_of(spec, gateway_name)
     env: list[dict[str, Any]] = []
     r = gw.redis
     if gw.mode == "external":
@@ -137,7 +129,7 @@ def _external_tls_volumes(gw: Gateway) -> tuple[list[dict[str, Any]], list[dict[
 
 def sidecar_volumes(spec: Any, gateway_name: str | None = None) -> list[dict[str, Any]]:
     """Volumes the injected pod needs: the config directory and, with provisioned TLS, the CA (only ca.crt)."""
-    gw = _as_gateway(spec, gateway_name)
+    gw = gateway_of(spec, gateway_name)
     vols: list[dict[str, Any]] = [
         {"name": CONFIG_VOLUME, "configMap": {"name": sidecar_configmap_name(gw.name)}},
     ]
@@ -148,7 +140,7 @@ def sidecar_volumes(spec: Any, gateway_name: str | None = None) -> list[dict[str
 
 
 def sidecar_volume_mounts(spec: Any, gateway_name: str | None = None) -> list[dict[str, Any]]:
-    gw = _as_gateway(spec, gateway_name)
+    gw = gateway_of(spec, gateway_name)
     mounts = [{"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True}]
     if gw.tls and gw.mode != "external":
         mounts.append({"name": TLS_VOLUME, "mountPath": TLS_DIR, "readOnly": True})
@@ -186,8 +178,7 @@ def redis_endpoints(gw: Gateway) -> dict[str, Any]:
 
 def _redis_section(gw: Gateway) -> dict[str, Any]:
     ep = redis_endpoints(gw)
-    sc = gw.spec["sidecar"]
-    sec: dict[str, Any] = {"mode": ep["mode"], "op_timeout_ms": sc["redisTimeoutMilliseconds"], "key_prefix": KEY_PREFIX}
+    sec: dict[str, Any] = {"mode": ep["mode"], "op_timeout_ms": gw.sidecar.redis_timeout_ms, "key_prefix": KEY_PREFIX}
     if gw.mode == "external":
         ext = gw.redis["external"]
         if ext["mode"] == "standalone":
@@ -276,16 +267,16 @@ def _cache(c: dict[str, Any]) -> dict[str, Any]:
 
 def render_sidecar_config(gw: Gateway) -> dict[str, Any]:
     """The sidecar config document, validated with the sidecar's own parser. Raises SpecError when invalid."""
-    spec = gw.spec
+    spec, sidecar = gw.spec, gw.sidecar
     lim = spec["limits"]
     doc: dict[str, Any] = {
-        "listen": {"host": "127.0.0.1", "port": spec["sidecar"]["port"]},
+        "listen": {"host": "127.0.0.1", "port": sidecar.port},
         "gateway": {"name": gw.name, "namespace": gw.namespace},
         "redis": _redis_section(gw),
         "models": [_model(m) for m in spec["models"]],
         "cache": _cache(spec["cache"]),
         "limits": {
-            "fail_open": spec["sidecar"]["failOpen"],
+            "fail_open": sidecar.fail_open,
             "default_max_tokens": lim["defaultMaxTokens"],
             "scopes": [
                 {"scope": s["scope"], **{k: s[c] for c, k in (("rpm", "rpm"), ("tpm", "tpm"),
@@ -296,8 +287,8 @@ def render_sidecar_config(gw: Gateway) -> dict[str, Any]:
         "budgets": [{"scope": b["scope"], "period": b["period"], "max_usd": b["maxUsd"]}
                     for b in spec.get("budgets", [])],
     }
-    if spec["sidecar"].get("metricsPort"):
-        doc["metrics"] = {"port": spec["sidecar"]["metricsPort"], "host": "0.0.0.0"}
+    if sidecar.metrics_port:
+        doc["metrics"] = {"port": sidecar.metrics_port, "host": "0.0.0.0"}
     if spec["cache"].get("adminTokenSecretRef"):
         doc["admin"] = {"token": ENV_REF + ADMIN_TOKEN_ENV}  # the token itself stays in its Secret
     # Validate exactly as the sidecar will load it. The environment holds only the variables we inject, so a

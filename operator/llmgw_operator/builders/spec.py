@@ -27,6 +27,34 @@ class SpecError(ValueError):
         self.message = message
 
 
+# The injected sidecar's resources when spec.sidecar.resources is unset (the CRD has no default for it).
+SIDECAR_DEFAULT_RESOURCES: dict[str, dict[str, str]] = {
+    "requests": {"cpu": "50m", "memory": "128Mi"},
+    "limits": {"cpu": "1", "memory": "512Mi"},
+}
+
+
+@dataclass(frozen=True)
+class SidecarSpec:
+    """spec.sidecar with the CRD defaults applied: what the injector, the sidecar-config renderer and the shared
+    gateway read (one interpretation, no fallbacks of their own)."""
+
+    port: int
+    metrics_port: int  # 0: no metrics-only listener
+    fail_open: bool
+    redis_timeout_ms: int
+    image_pull_policy: str
+    image: str | None
+    resources: dict[str, Any]
+
+    @classmethod
+    def from_defaulted(cls, sidecar: dict[str, Any]) -> SidecarSpec:
+        return cls(port=int(sidecar["port"]), metrics_port=int(sidecar.get("metricsPort") or 0),
+                   fail_open=bool(sidecar["failOpen"]), redis_timeout_ms=int(sidecar["redisTimeoutMilliseconds"]),
+                   image_pull_policy=str(sidecar["imagePullPolicy"]), image=sidecar.get("image") or None,
+                   resources=dict(sidecar.get("resources") or SIDECAR_DEFAULT_RESOURCES))
+
+
 @dataclass(frozen=True)
 class Gateway:
     name: str
@@ -39,6 +67,10 @@ class Gateway:
         if len(name) > MAX_NAME_LEN:
             raise SpecError("NameTooLong", f"gateway name '{name}' is longer than {MAX_NAME_LEN} characters")
         return cls(name=name, namespace=namespace, spec=defaulted_spec(spec), **kw)
+
+    @property
+    def sidecar(self) -> SidecarSpec:
+        return SidecarSpec.from_defaulted(self.spec["sidecar"])
 
     @property
     def redis(self) -> dict[str, Any]:
@@ -104,3 +136,12 @@ class Gateway:
     def sentinel_pod_hosts(self) -> list[str]:
         n = self.redis["sentinel"]["count"]
         return [self.pod_host(f"{self.sentinel_name}-{i}", self.sentinel_headless_name) for i in range(n)]
+
+
+def gateway_of(spec_or_gw: Any, gateway_name: str | None) -> Gateway:
+    """A `Gateway` as is, or one from a raw spec (the injector's): the CRD defaults are applied the same way."""
+    if isinstance(spec_or_gw, Gateway):
+        return spec_or_gw
+    if gateway_name is None:
+        raise TypeError("gateway_name is required when passing a spec")
+    return Gateway.from_spec(gateway_name, "default", spec_or_gw)
