@@ -1,6 +1,8 @@
-"""Word knowledge for the verification step: lemmas and inflections (lemminflect's packaged lexicon), synonyms,
-derivations and antonyms (WordNet 3.0, derived once into data/lexicon.json.gz by lexicon_build.py). Everything is
-local data shipped in packages: nothing is downloaded, ever."""
+"""Word knowledge for the verification step: lemmas, parts of speech, degree and past tense (from lemminflect's
+packaged lexicon, derived once into data/morphology.json.gz for the model's words and all their inflections), synonyms,
+derivations, antonyms and hypernyms (WordNet 3.0, derived once into data/lexicon.json.gz). Both are built by
+lexicon_build.py and committed; at run time they are plain tables (~10 MB in memory; lemminflect itself would hold
+~65 MB). Nothing is downloaded, ever."""
 
 from __future__ import annotations
 
@@ -9,11 +11,10 @@ import json
 from functools import cache, lru_cache
 from pathlib import Path
 
-from lemminflect import getAllInflections, getAllLemmas
-
 _DATA = Path(__file__).parent / "data" / "lexicon.json.gz"
+_MORPHOLOGY = Path(__file__).parent / "data" / "morphology.json.gz"
 
-# Irregular degree forms lemminflect folds into a lemma (better -> good): their degree is not in the suffix.
+# Irregular degree forms the lexicon folds into a lemma (better -> good): their degree is not in the suffix.
 _IRREGULAR_DEGREE = {"better": "cmp", "worse": "cmp", "more": "cmp", "less": "cmp", "fewer": "cmp", "further": "cmp",
                      "farther": "cmp", "best": "sup", "worst": "sup", "most": "sup", "least": "sup", "fewest": "sup",
                      "furthest": "sup", "farthest": "sup"}
@@ -27,18 +28,33 @@ def _data() -> tuple[dict[str, frozenset[int]], frozenset[str], frozenset[str], 
     return syn, frozenset(raw["der"]), frozenset(raw["ant"]), hyp
 
 
+@cache
+def _morphology() -> dict[str, str]:
+    return json.loads(gzip.decompress(_MORPHOLOGY.read_bytes()))
+
+
+def _entry(word: str) -> tuple[str, str, str, str] | None:
+    """(lemmas "a,b", parts of speech V/N/A/R/P, degree c/s, past p) or None for a word the lexicon does not know."""
+    raw = _morphology().get(word)
+    if raw is None:
+        return None
+    lem, pos, deg, past = raw.split("|")
+    return lem, pos, deg, past
+
+
 def load() -> None:
     """Read the data now (at start-up), not on the first request."""
     _data()
-    lemmas("warm")
+    _morphology()
 
 
 @lru_cache(maxsize=65536)
 def lemmas(word: str) -> frozenset[str]:
     """Every lemma the word can be an inflection of, plus the word itself ("largest" -> {largest, large})."""
     out = {word}
-    for forms in getAllLemmas(word).values():
-        out.update(forms)
+    e = _entry(word)
+    if e is not None and e[0]:
+        out.update(e[0].split(","))
     if len(out) == 1 and len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
         out.add(word[:-1])  # unknown plural (veggies, apis): fold the plain -s
         if word.endswith("ies"):
@@ -46,53 +62,53 @@ def lemmas(word: str) -> frozenset[str]:
     return frozenset(out)
 
 
+@lru_cache(maxsize=65536)
 def known(word: str) -> bool:
     """In the English lexicon (so not a typo of another word)."""
-    return bool(getAllLemmas(word)) or word in _data()[0]
+    return _entry(word) is not None or word in _data()[0]
 
 
 @lru_cache(maxsize=65536)
 def degree(word: str) -> str:
-    """'cmp' (larger), 'sup' (largest) or '' for adjectives and adverbs; derived from the lexicon's inflections."""
+    """'cmp' (larger), 'sup' (largest) or '' for adjectives and adverbs."""
     if word in _IRREGULAR_DEGREE:
         return _IRREGULAR_DEGREE[word]
-    for lemma in getAllLemmas(word).get("ADJ", ()) + getAllLemmas(word).get("ADV", ()):
-        if lemma == word:
-            continue
-        infl = getAllInflections(lemma)
-        if word in infl.get("JJR", ()) or word in infl.get("RBR", ()):
-            return "cmp"
-        if word in infl.get("JJS", ()) or word in infl.get("RBS", ()):
-            return "sup"
-    return ""
+    e = _entry(word)
+    return {"c": "cmp", "s": "sup"}.get(e[2], "") if e else ""
 
 
+@lru_cache(maxsize=65536)
 def past_tense(word: str) -> bool:
-    """A past-tense verb form (merged, ran), not also a present form or an adjective-only reading."""
-    for lemma in getAllLemmas(word).get("VERB", ()):
-        if lemma != word and word in getAllInflections(lemma, upos="VERB").get("VBD", ()):
-            return True
-    return False
+    """A past-tense verb form (merged, ran)."""
+    e = _entry(word)
+    return bool(e and e[3])
+
+
+def _pos(word: str) -> str:
+    e = _entry(word)
+    return e[1] if e else ""
 
 
 @lru_cache(maxsize=65536)
 def verb_only(word: str) -> bool:
     """Only ever a verb form (travel is also a noun; overheating, convert are not)."""
-    forms = getAllLemmas(word)
-    return "VERB" in forms and "NOUN" not in forms and "PROPN" not in forms
+    pos = _pos(word)
+    return "V" in pos and "N" not in pos and "P" not in pos
 
 
 @lru_cache(maxsize=65536)
 def verb_not_noun(word: str) -> bool:
     """A verb that is never a noun (reduce, bring; not pack, dog or email, which name things)."""
-    forms = getAllLemmas(word)
-    return "VERB" in forms and "NOUN" not in forms and "PROPN" not in forms
+    pos = _pos(word)
+    return "V" in pos and "N" not in pos and "P" not in pos
 
 
+@lru_cache(maxsize=65536)
 def can_be_verb(word: str) -> bool:
-    return "VERB" in getAllLemmas(word)
+    return "V" in _pos(word)
 
 
+@lru_cache(maxsize=65536)
 def synonyms(a: str, b: str) -> bool:
     syn = _data()[0]
     for x in lemmas(a):
@@ -104,6 +120,7 @@ def synonyms(a: str, b: str) -> bool:
     return False
 
 
+@lru_cache(maxsize=65536)
 def alternatives(a: str, b: str, siblings_only: bool = False) -> bool:
     """Two different things of one kind (tea/coffee, husband/wife: the same WordNet hypernym) or a thing and its
     kind (mortgage/loan): close in any embedding, never interchangeable in a question."""
@@ -117,6 +134,7 @@ def alternatives(a: str, b: str, siblings_only: bool = False) -> bool:
     return False
 
 
+@lru_cache(maxsize=65536)
 def derived(a: str, b: str) -> bool:
     der = _data()[1]
     return any(f"{min(x, y)} {max(x, y)}" in der for x in lemmas(a) for y in lemmas(b))
@@ -133,6 +151,7 @@ def _split_prefix(word: str) -> list[tuple[str, str]]:
     return [(p, word[len(p):]) for p in _DIRECTION_PREFIXES if word.startswith(p) and len(word) - len(p) >= 3]
 
 
+@lru_cache(maxsize=65536)
 def antonyms(a: str, b: str) -> bool:
     """WordNet antonyms (direct, or through an adjective cluster), or one is the other with a negating prefix
     (connect/disconnect, safe/unsafe) or -less/-ful (useful/useless)."""

@@ -26,6 +26,7 @@ from pathlib import Path
 
 FILES = {"a": ["data.adj"], "v": ["data.verb"], "n": ["data.noun1", "data.noun2"], "r": ["data.adv"]}
 INDEX = {"a": "index.adj", "v": "index.verb", "n": "index.noun", "r": "index.adv"}
+POS = {"VERB": "V", "AUX": "V", "NOUN": "N", "PROPN": "P", "ADJ": "A", "ADV": "R"}
 SENSES_KEPT = 99  # every sense (index.* order); fewer lost real synonyms (earth/world) on the dev set
 
 
@@ -120,6 +121,37 @@ def build(dict_dir: Path, vocab: set[str]) -> dict:
             "der": sorted(f"{a} {b}" for a, b in der), "ant": sorted(f"{a} {b}" for a, b in ant)}
 
 
+def build_morphology(vocab: set[str]) -> dict[str, str]:
+    """word -> "lemma,lemma|POS letters|degree|past" for the vocabulary's words and every inflection of their lemmas,
+    from lemminflect (its lexicon and rules, at build time only: the runtime reads this table, ~5 MB in memory
+    instead of lemminflect's ~65 MB)."""
+    from lemminflect import getAllInflections, getAllLemmas
+
+    words = set(vocab)
+    for w in vocab:
+        for forms in getAllLemmas(w).values():
+            for lemma in forms:
+                for infl in getAllInflections(lemma).values():
+                    words.update(x for x in infl if x.isalpha())
+    out = {}
+    for w in sorted(words):
+        by_pos = getAllLemmas(w)
+        lemmas = sorted({x for forms in by_pos.values() for x in forms} - {w})
+        pos = "".join(sorted({POS[p] for p in by_pos if p in POS}))
+        degree = ""
+        for lemma in by_pos.get("ADJ", ()) + by_pos.get("ADV", ()):
+            if lemma != w:
+                infl = getAllInflections(lemma)
+                if w in infl.get("JJR", ()) or w in infl.get("RBR", ()):
+                    degree = "c"
+                elif w in infl.get("JJS", ()) or w in infl.get("RBS", ()):
+                    degree = "s"
+        past = any(lemma != w and w in getAllInflections(lemma, upos="VERB").get("VBD", ())
+                   for lemma in by_pos.get("VERB", ()))
+        out[w] = f"{','.join(lemmas)}|{pos}|{degree}|{'p' if past else ''}"
+    return out
+
+
 def main(argv: list[str]) -> int:
     dict_dir, tokenizer = Path(argv[0]), Path(argv[1])
     vocab = {w for w in json.loads(tokenizer.read_text())["model"]["vocab"]
@@ -128,6 +160,10 @@ def main(argv: list[str]) -> int:
     data = build(dict_dir, vocab)
     out.write_bytes(gzip.compress(json.dumps(data, separators=(",", ":"), sort_keys=True).encode(), mtime=0))
     (out.parent / "WORDNET-LICENSE.txt").write_text(_read(dict_dir / "LICENSE.txt"))
+    morph = build_morphology(vocab)
+    (out.parent / "morphology.json.gz").write_bytes(
+        gzip.compress(json.dumps(morph, separators=(",", ":"), sort_keys=True).encode(), mtime=0))
+    print(f"morphology: {len(morph)} words")
     print(f"{out}: {len(data['syn'])} words with senses, {len(data['der'])} derivations, {len(data['ant'])} antonyms")
     return 0
 

@@ -25,12 +25,14 @@ import base64
 import hashlib
 import logging
 import time
+from collections import OrderedDict
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 import orjson
 
-from ..config import CircuitBreakerConfig, Config, EmbeddingProvider, RedisMode, SemanticCacheConfig
+from ..config import CircuitBreakerConfig, Config, EmbeddingProvider, GuardsConfig, RedisMode, SemanticCacheConfig
 from ..context import CachedAnswer, RequestContext, Usage
 from ..embeddings.base import Embedder, EmbeddingError
 from ..embeddings.factory import make_embedder
@@ -44,6 +46,8 @@ from .semantic_index import Candidate, ShardIndex, VectorStore
 log = logging.getLogger("llmgw.semantic")
 CANDIDATES_PER_SHARD = 4  # the nearest few, so that a guard-rejected nearest one does not hide a good second one
 MAX_PENDING_STORES = 256
+WORD_CACHE_SIZE = 4096  # word/phrase vectors of the verification step (1.5 KB each: 6 MB at most)
+WORD_CACHE_MAX_CHARS = 40  # words and short phrases only, never whole questions
 STORE_DEADLINE_S = 10.0
 _STATE_KEY = "semantic"
 
@@ -122,6 +126,7 @@ class SemanticCache:
         self.search_timeout_s = search_timeout_s
         self.embed_timeout_s = cfg.embedding.timeout_ms / 1000
         self._stores: dict[str, VectorStore] = {}
+        self._word_vectors: OrderedDict[str, np.ndarray] = OrderedDict()
         self._pending: set[asyncio.Task[None]] = set()
         self._log = RateLimitedLog(log, every_s=30.0)
         # While Redis is down, do not pay the search deadline on every request: skip the lookup (and stores) until
@@ -192,7 +197,7 @@ class SemanticCache:
         rejected = False
         for cand in near:
             prompt = str(cand.fields.get("prompt", ""))
-            refused = verify.refusal(text, prompt, self.cfg.guards, skip=("unmatched",))
+            refused = _lexical_refusal(text, prompt, self.cfg.guards)
             if refused is not None:
                 self._refused(refused)
                 rejected = True
@@ -214,43 +219,67 @@ class SemanticCache:
     async def _verify_with_vectors(self, ctx: RequestContext, text: str, full: np.ndarray | None,
                                    survivors: list[tuple[Candidate, str, verify.Alignment]]
                                    ) -> tuple[CachedAnswer | None, bool | None]:
-        """One batch through the full model: the question (unless the first stage was the full model), candidates
-        stored without a full vector, and the words each alignment still has to match. Returns (answer, whether
-        the verification refused a candidate; None when the full model failed)."""
-        refused_any = False
+        """The full model, at most twice: first the question (unless the first stage was the full model) and any
+        candidate stored without a full vector, for the distance; then, only for candidates within the threshold,
+        the words their alignments still have to match (most candidates that get this far are not paraphrases, and
+        stop at the distance). Returns (answer, whether the verification refused a candidate; None when the full
+        model failed)."""
         texts: dict[str, None] = {}
         if full is None:
             texts[text] = None
-        stored: dict[int, np.ndarray] = {}
-        for i, (cand, prompt, al) in enumerate(survivors):
+        cvecs: dict[int, np.ndarray] = {}
+        for i, (cand, prompt, _al) in enumerate(survivors):
             vec = _decode_vec(cand.fields.get("fvec"), self.embedder.dims) if self.static is not None else None
             if vec is not None:
-                stored[i] = vec
+                cvecs[i] = vec
             else:
                 texts[prompt] = None
-            texts.update(dict.fromkeys(al.words_to_embed()))
-        vectors: dict[str, np.ndarray] = {}
         if texts:
             got = await self._embed_many(list(texts))
             if got is None:
                 return None, None
-            vectors = dict(zip(texts, got, strict=True))
-        if full is None:
-            full = vectors[text]
-            state = ctx.state.get(_STATE_KEY)
-            if state is not None:
-                ctx.state[_STATE_KEY] = (*state[:4], full)
+            fresh = dict(zip(texts, got, strict=True))
+            if full is None:
+                full = fresh[text]
+                state = ctx.state.get(_STATE_KEY)
+                if state is not None:  # stored with the entry if this turns out a miss
+                    ctx.state[_STATE_KEY] = (*state[:4], full)
+            for i, (cand, prompt, _al) in enumerate(survivors):
+                if i not in cvecs:
+                    cvecs[i] = fresh[prompt]
+                    if self.static is not None:
+                        self._fill_full_vector(cand, cvecs[i])
+        close = []
         best: float | None = None
         for i, (cand, prompt, al) in enumerate(survivors):
-            cvec = stored.get(i)
-            if cvec is None:
-                cvec = vectors[prompt]
-                if self.static is not None:
-                    self._fill_full_vector(cand, cvec)
-            distance = float(1.0 - full @ cvec)
+            distance = float(1.0 - full @ cvecs[i])
             best = distance if best is None else min(best, distance)
-            if distance > self.cfg.distance_threshold:
-                continue
+            if distance <= self.cfg.distance_threshold:
+                close.append((distance, cand, prompt, al, cvecs[i]))
+        if best is not None:
+            self.metrics.semantic_distance.observe(best)
+        if not close:
+            return None, False
+        # words and phrases repeat across questions: their vectors are kept (a bounded LRU), never recomputed
+        wanted = dict.fromkeys(w for *_, al, _v in close for w in al.words_to_embed())
+        vectors: dict[str, np.ndarray] = {}
+        for w in list(wanted):
+            if w in self._word_vectors:
+                vectors[w] = self._word_vectors[w]
+                self._word_vectors.move_to_end(w)
+                del wanted[w]
+        if wanted:
+            got = await self._embed_many(list(wanted))
+            if got is None:
+                return None, None
+            for w, v in zip(wanted, got, strict=True):
+                vectors[w] = v
+                if len(w) <= WORD_CACHE_MAX_CHARS:
+                    self._word_vectors[w] = v
+            while len(self._word_vectors) > WORD_CACHE_SIZE:
+                self._word_vectors.popitem(last=False)
+        refused_any = False
+        for distance, cand, prompt, al, cvec in sorted(close, key=lambda c: c[0]):
             al.resolve(vectors, sentences=(full, cvec))
             refused = verify.refusal(text, prompt, self.cfg.guards, alignment=al, only=("unmatched",))
             if refused is not None:
@@ -259,10 +288,7 @@ class SemanticCache:
                 continue
             answer = _answer(cand, distance)
             if answer is not None:
-                self.metrics.semantic_distance.observe(distance)
                 return answer, refused_any
-        if best is not None:
-            self.metrics.semantic_distance.observe(best)
         return None, refused_any
 
     def _refused(self, refused: tuple[str, str]) -> None:
@@ -408,6 +434,12 @@ class SemanticCache:
         for s in self._stores.values():
             await s.close()
         await self.embedder.close()
+
+
+@lru_cache(maxsize=4096)
+def _lexical_refusal(question: str, candidate: str, guards: GuardsConfig) -> tuple[str, str] | None:
+    """The rules that need no vector, per (question, stored question): popular questions meet the same candidates."""
+    return verify.refusal(question, candidate, guards, skip=("unmatched",))
 
 
 def _encode_vec(vec: np.ndarray) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,8 +26,6 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 from redisvl.index import AsyncSearchIndex
-from redisvl.query import VectorQuery
-from redisvl.query.filter import Tag
 from redisvl.schema import IndexSchema
 
 RETURN_FIELDS = ["prompt", "fvec", "body", "sse", "sse_usage", "usage", "created"]
@@ -80,18 +79,45 @@ class ShardIndex:
         self._ready = False
 
     async def search(self, vec: np.ndarray, model: str, ctx: str, scope: str, k: int) -> list[Candidate]:
+        """One FT.SEARCH, written out: RedisVL's query objects cost more CPU than the search itself, on every
+        lookup (the index itself is still RedisVL's)."""
         await self.ensure()
-        flt = (Tag("model") == model) & (Tag("ctx") == ctx) & (Tag("scope") == scope)
-        q = VectorQuery(vector=vec.astype(np.float32).tobytes(), vector_field_name="svec", return_fields=RETURN_FIELDS,
-                        filter_expression=flt, num_results=k)
-        rows = await self.index.query(q)
-        return [Candidate(float(r["vector_distance"]), r, str(r.get("id", "")), self.client)
-                for r in rows if "vector_distance" in r]
+        query = (f"(@model:{{{_tag(model)}}} @ctx:{{{_tag(ctx)}}} @scope:{{{_tag(scope)}}})"
+                 f"=>[KNN {int(k)} @svec $vec AS vector_distance]")
+        reply = await self.client.execute_command(
+            "FT.SEARCH", self.name, query, "PARAMS", 2, "vec", vec.astype(np.float32).tobytes(),
+            "SORTBY", "vector_distance", "ASC", "RETURN", len(RETURN_FIELDS) + 1, *RETURN_FIELDS, "vector_distance",
+            "LIMIT", 0, int(k), "DIALECT", 2)
+        out = []
+        for i in range(1, len(reply) - 1, 2):
+            key, flat = reply[i], reply[i + 1]
+            row = {_str(flat[j]): flat[j + 1] for j in range(0, len(flat) - 1, 2)}
+            if "vector_distance" not in row or not row.get("body"):
+                continue  # expired between the search and the read, or a foreign document
+            row["prompt"] = _str(row.get("prompt", b""))
+            out.append(Candidate(float(row["vector_distance"]), row, _str(key), self.client))
+        return out
 
     async def put(self, entry_id: str, fields: dict[str, Any], ttl_s: int) -> str:
         await self.ensure()
-        (key,) = await self.index.load([fields], keys=[self.prefix + entry_id], ttl=ttl_s)
+        key = self.prefix + entry_id
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hset(key, mapping=fields)
+            pipe.expire(key, ttl_s)
+            await pipe.execute()
         return key
+
+
+_TAG_SPECIAL = re.compile(r"([^A-Za-z0-9_])")
+
+
+def _tag(value: str) -> str:
+    """A tag value as RediSearch query syntax wants it: every punctuation character escaped."""
+    return _TAG_SPECIAL.sub(r"\\\1", value)
+
+
+def _str(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 def _owner_ranges(slots: Any) -> dict[tuple[str, int], list[tuple[int, int]]]:

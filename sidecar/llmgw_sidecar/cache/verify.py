@@ -68,6 +68,8 @@ VERB_SIMILARITY = 0.4  # two verbs used as verbs, not opposites, at least this a
 WORD_SIMILARITY = 0.7  # cosine of two single words under the full model
 # (all four measured on the dev set only: docs/semantic-cache.md)
 DIRECTION = frozenset({"from", "to", "into", "onto", "than", "toward", "towards"})
+OPPOSABLE = frozenset("up down in out on off over under before after above below inside outside into onto from to "
+                      "more less most least with".split())
 FUTURE = frozenset({"will", "shall", "gonna", "'ll"})
 PAST_AUX = frozenset({"did", "was", "were", "had", "didn't", "wasn't", "weren't"})
 PRESENT_AUX = frozenset({"do", "does", "is", "are", "am", "don't", "doesn't", "isn't", "aren't"})
@@ -108,6 +110,7 @@ def parse(text: str) -> Parsed:
     return Parsed(tuple(tokens), content)
 
 
+@lru_cache(maxsize=65536)
 def relation(a: str, b: str) -> str | None:
     """How word a can stand for word b: same (lemma), derived, synonym, typo; None if it cannot."""
     if a == b or lexicon.lemmas(a) & lexicon.lemmas(b):
@@ -286,11 +289,13 @@ def unmatched(al: Alignment) -> str | None:
 def antonym_pairs(al: Alignment) -> str | None:
     la = {lem for w in al.a.content for lem in lexicon.lemmas(w.text)}
     lb = {lem for w in al.b.content for lem in lexicon.lemmas(w.text)}
-    # prepositions that have opposites are function-like tokens too: compare every token, not only content words
-    for x in set(al.a.tokens):
+    # content words, and the particles and prepositions that have opposites (up/down, before/after, in/out)
+    xs = {w.text for w in al.a.content} | (set(al.a.tokens) & OPPOSABLE)
+    ys = {w.text for w in al.b.content} | (set(al.b.tokens) & OPPOSABLE)
+    for x in xs:
         if lexicon.lemmas(x) & lb:
             continue  # the other question says it too ("pros and cons" / "cons and pros")
-        for y in set(al.b.tokens):
+        for y in ys:
             if lexicon.lemmas(y) & la:
                 continue
             if len(x) > 1 and len(y) > 1 and not _numeral(x) and not _numeral(y) and lexicon.antonyms(x, y):
