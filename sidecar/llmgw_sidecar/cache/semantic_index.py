@@ -19,7 +19,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from redis.asyncio import Redis
@@ -102,7 +102,7 @@ class ShardIndex:
         await self.ensure()
         key = self.prefix + entry_id
         async with self.client.pipeline(transaction=False) as pipe:
-            pipe.hset(key, mapping=fields)
+            pipe.hset(key, mapping=cast(Any, fields))  # values: str, bytes (vectors, answers)
             pipe.expire(key, ttl_s)
             await pipe.execute()
         return key
