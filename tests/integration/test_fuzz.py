@@ -142,9 +142,12 @@ def hostile_requests(draw: st.DrawFn) -> tuple[bytes, bytes, list[tuple[bytes, b
     path, body = draw(bodies())
     method = b"POST" if draw(st.integers(0, 9)) else draw(st.sampled_from([b"GET", b"PUT", b"DELETE", b"OPTIONS",
                                                                            b"PATCH", b"BREW"]))
-    if draw(st.integers(0, 14)) == 0:
+    if draw(st.integers(0, 9)) == 0:
         path = draw(st.sampled_from([b"/", b"/v1/models", b"/healthz", b"/readyz", b"/spend", b"/spend?day=x",
-                                     b"/v1/nothing", b"/%ff%fe", b"/v1/chat/completions?x=\xff", b"/metrics"]))
+                                     b"/v1/nothing", b"/%ff%fe", b"/v1/chat/completions?x=\xff", b"/metrics",
+                                     b"/admin/cache/entries", b"/admin/cache/entry?key=\xff", b"/spend/scopes",
+                                     b"/admin/cache/invalidate", b"/cache/ping", b"/cache/delete", b"/cache/flushall",
+                                     b"/health/readiness", b"/spend?last=-1"]))
     ctype = draw(header_bytes) if draw(st.integers(0, 9)) == 0 else draw(st.sampled_from(
         [b"application/json"] * 6 + [b"application/json; charset=utf-8", b"text/plain", b"application/json; x=\xff"]))
     headers: list[tuple[bytes, bytes]] = [(b"Content-Type", ctype)]
