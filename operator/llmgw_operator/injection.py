@@ -71,12 +71,12 @@ class InjectionResult:
     reason: str = ""  # machine-readable why/why not (tests and logs)
 
 
-def _esc(key: str) -> str:
+def json_pointer_escape(key: str) -> str:
     """JSON pointer escaping (RFC 6901): '~' first, then '/'."""
     return key.replace("~", "~0").replace("/", "~1")
 
 
-def _annotations(pod: Mapping[str, Any]) -> dict[str, str]:
+def annotations_of(pod: Mapping[str, Any]) -> dict[str, str]:
     return dict((pod.get("metadata") or {}).get("annotations") or {})
 
 
@@ -86,7 +86,7 @@ def _labels(pod: Mapping[str, Any]) -> dict[str, str]:
 
 def requested_gateway(pod: Mapping[str, Any]) -> str | None:
     """The gateway the pod asks for, or None when it does not ask or opts out."""
-    value = _annotations(pod).get(ANNOTATION_INJECT)
+    value = annotations_of(pod).get(ANNOTATION_INJECT)
     if value is None or value.strip().lower() in OPT_OUT_VALUES:
         return None
     if _labels(pod).get(LABEL_OPT_OUT, "").lower() in OPT_OUT_VALUES - {""}:
@@ -121,7 +121,7 @@ def _bool_annotation(value: str | None) -> bool | None:
 def _want_native(pod: Mapping[str, Any], gateway_spec: Mapping[str, Any], settings: InjectionSettings,
                  warnings: list[str]) -> bool:
     """Pod annotation beats gateway beats cluster capability; never native where the cluster cannot run it."""
-    raw = _annotations(pod).get(ANNOTATION_NATIVE)
+    raw = annotations_of(pod).get(ANNOTATION_NATIVE)
     choice = _bool_annotation(raw)
     if raw is not None and choice is None:
         warnings.append(f"annotation {ANNOTATION_NATIVE}={raw!r} is not true/false; ignored")
@@ -222,9 +222,9 @@ def _volumes(gateway_name: str, gateway_spec: Mapping[str, Any]) -> list[dict[st
 
 def _env_ops(pod: Mapping[str, Any], port: int, warnings: list[str]) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
     """Add the app env to app containers where a variable is not set yet. Returns ops + {container: [names]}."""
-    if _bool_annotation(_annotations(pod).get(ANNOTATION_INJECT_ENV)) is False:
+    if _bool_annotation(annotations_of(pod).get(ANNOTATION_INJECT_ENV)) is False:
         return [], {}
-    only_raw = _annotations(pod).get(ANNOTATION_CONTAINERS)
+    only_raw = annotations_of(pod).get(ANNOTATION_CONTAINERS)
     only = {c.strip() for c in only_raw.split(",") if c.strip()} if only_raw else None
     ops: list[dict[str, Any]] = []
     added: dict[str, list[str]] = {}
@@ -261,7 +261,7 @@ def skip_reason(pod: Mapping[str, Any]) -> tuple[str | None, str]:
     if spec.get("hostNetwork"):
         # 127.0.0.1 would be the node's loopback: port clashes and other pods reaching the gateway.
         return None, "host-network"
-    status = _annotations(pod).get(ANNOTATION_STATUS)
+    status = annotations_of(pod).get(ANNOTATION_STATUS)
     if status is not None and has_sidecar(pod):
         return None, "already-injected"
     if has_sidecar(pod):
@@ -341,7 +341,7 @@ def build_patch(pod: Mapping[str, Any], gateway_name: str, gateway_spec: Mapping
               "image": sidecar["image"], "port": port, "env": env_added}
     annotations[ANNOTATION_STATUS] = json.dumps(status, sort_keys=True, separators=(",", ":"))
     containers = spec.get("containers") or []
-    if not native and containers and DEFAULT_CONTAINER_ANNOTATION not in _annotations(pod):
+    if not native and containers and DEFAULT_CONTAINER_ANNOTATION not in annotations_of(pod):
         # The sidecar is now first: keep `kubectl logs/exec` pointing at the app by default.
         annotations[DEFAULT_CONTAINER_ANNOTATION] = containers[0].get("name", "")
     existing_annotations = (pod.get("metadata") or {}).get("annotations")
@@ -349,7 +349,8 @@ def build_patch(pod: Mapping[str, Any], gateway_name: str, gateway_spec: Mapping
         ops.append({"op": "add", "path": "/metadata/annotations", "value": annotations})
     else:
         # "add" on an existing member replaces it (RFC 6902), which is what a stale status annotation needs.
-        ops.extend({"op": "add", "path": f"/metadata/annotations/{_esc(k)}", "value": v} for k, v in annotations.items())
+        ops.extend({"op": "add", "path": f"/metadata/annotations/{json_pointer_escape(k)}", "value": v}
+                   for k, v in annotations.items())
     res.patch = ops
     res.injected = True
     res.reason = "injected"
@@ -376,90 +377,3 @@ def find_uninjected(pods: list[dict[str, Any]], gateway_name: str) -> list[str]:
 
 
 # ---------------------------------------------------------------------------- pods that use a shared gateway instead
-
-ANNOTATION_USE_GATEWAY = PREFIX + "use-gateway"  # value: "<gateway>" (pod's namespace) or "<namespace>/<gateway>"
-TOKEN_VOLUME = "llmgw-token"
-TOKEN_DIR = "/var/run/secrets/llmgateway.dev"
-TOKEN_PATH = f"{TOKEN_DIR}/token"
-TOKEN_EXPIRATION_S = 3600  # the kubelet rotates the file at 80% of this; apps re-read it
-
-
-def requested_shared_gateway(pod: Mapping[str, Any], namespace: str) -> tuple[str, str] | None:
-    """(namespace, gateway) of the shared gateway the pod asks to be pointed at, or None."""
-    value = (_annotations(pod).get(ANNOTATION_USE_GATEWAY) or "").strip()
-    if value.lower() in OPT_OUT_VALUES:
-        return None
-    ns, sep, name = value.rpartition("/")
-    return (ns if sep else namespace), name
-
-
-def shared_gateway_env(namespace: str, name: str, service_port: int) -> list[dict[str, str]]:
-    base = f"http://{name}-gateway.{namespace}.svc:{service_port}"
-    return [
-        {"name": "OPENAI_BASE_URL", "value": base + "/v1"},
-        {"name": "OPENAI_API_BASE", "value": base + "/v1"},
-        {"name": "LLMGW_URL", "value": base},
-        # The caller's identity: a ServiceAccount token for the gateway's audience. Apps send the file's content as
-        # the API key and re-read it (it rotates); docs/gateway-mode.md shows how.
-        {"name": "LLMGW_TOKEN_FILE", "value": TOKEN_PATH},
-    ]
-
-
-def build_gateway_client_patch(pod: Mapping[str, Any], namespace: str, name: str,
-                               gateway_spec: Mapping[str, Any] | None) -> InjectionResult:
-    """Point a pod at a shared gateway (spec.gateway) without a sidecar: env for the OpenAI SDKs and a projected
-    ServiceAccount token for the gateway's audience, mounted into the app containers. Add-only ops, like injection."""
-    res = InjectionResult()
-    who = pod_label(pod)
-    g = (gateway_spec or {}).get("gateway")
-    if gateway_spec is None or not g or g.get("enabled") is False:
-        res.reason = "no-shared-gateway"
-        res.warnings.append(f"llmgateway: {namespace}/{name} is not a shared gateway (spec.gateway); pod {who} "
-                            "left unchanged")
-        return res
-    spec = pod.get("spec") or {}
-    if TOKEN_VOLUME in {v.get("name") for v in spec.get("volumes") or []}:
-        res.reason = "already-pointed"
-        return res
-    port = int((g.get("service") or {}).get("port") or 80)
-    audience = (g.get("auth") or {}).get("audience") or "llmgateway.dev"
-    only_raw = _annotations(pod).get(ANNOTATION_CONTAINERS)
-    only = {c.strip() for c in only_raw.split(",") if c.strip()} if only_raw else None
-    ops: list[dict[str, Any]] = []
-    added: dict[str, list[str]] = {}
-    mount = {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True}
-    for i, c in enumerate(spec.get("containers") or []):
-        cname = c.get("name", "")
-        if only is not None and cname not in only:
-            continue
-        existing = {e.get("name") for e in c.get("env") or []}
-        new = [e for e in shared_gateway_env(namespace, name, port) if e["name"] not in existing]
-        if new:
-            if c.get("env") is None:
-                ops.append({"op": "add", "path": f"/spec/containers/{i}/env", "value": new})
-            else:
-                ops.extend({"op": "add", "path": f"/spec/containers/{i}/env/-", "value": e} for e in new)
-        if c.get("volumeMounts") is None:
-            ops.append({"op": "add", "path": f"/spec/containers/{i}/volumeMounts", "value": [mount]})
-        else:
-            ops.append({"op": "add", "path": f"/spec/containers/{i}/volumeMounts/-", "value": mount})
-        added[cname] = [e["name"] for e in new]
-    volume = {"name": TOKEN_VOLUME, "projected": {"defaultMode": 0o444, "sources": [{"serviceAccountToken": {
-        "audience": audience, "expirationSeconds": TOKEN_EXPIRATION_S, "path": "token"}}]}}
-    if spec.get("volumes") is None:
-        ops.append({"op": "add", "path": "/spec/volumes", "value": [volume]})
-    else:
-        ops.append({"op": "add", "path": "/spec/volumes/-", "value": volume})
-    if spec.get("automountServiceAccountToken") is False:
-        res.warnings.append(f"llmgateway: pod {who} disables automountServiceAccountToken; the projected gateway "
-                            "token is mounted anyway (it is valid only for the gateway's audience)")
-    status = {"version": STATUS_VERSION, "gateway": f"{namespace}/{name}", "mode": "shared-gateway", "env": added}
-    value = json.dumps(status, sort_keys=True, separators=(",", ":"))
-    if (pod.get("metadata") or {}).get("annotations") is None:
-        ops.append({"op": "add", "path": "/metadata/annotations", "value": {ANNOTATION_STATUS: value}})
-    else:
-        ops.append({"op": "add", "path": f"/metadata/annotations/{_esc(ANNOTATION_STATUS)}", "value": value})
-    res.patch = ops
-    res.injected = True
-    res.reason = "pointed-at-gateway"
-    return res

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
-from llmgw_operator import injection
+from llmgw_operator import gateway_client, injection
 from llmgw_operator.crd import GROUP, PLURAL, VERSION
 from llmgw_operator.metrics import OPERATOR_METRICS
 from llmgw_operator.webhook_kube import (
@@ -132,7 +132,7 @@ async def review(body: Mapping[str, Any], source: GatewaySource, sink: EventSink
     if req.get("operation") != "CREATE" or (req.get("kind") or {}).get("kind") != "Pod" or req.get("subResource"):
         return _response(uid, []), "not-a-pod-create"
     namespace = req.get("namespace") or (pod.get("metadata") or {}).get("namespace") or ""
-    shared = injection.requested_shared_gateway(pod, namespace)
+    shared = gateway_client.requested_shared_gateway(pod, namespace)
     if shared is not None and injection.requested_gateway(pod) is None:
         return await _point_at_shared_gateway(uid, pod, namespace, shared, source, sink, lookup_timeout_s,
                                               bool(req.get("dryRun")))
@@ -176,7 +176,7 @@ async def _point_at_shared_gateway(uid: str, pod: Mapping[str, Any], namespace: 
         if not dry_run:
             await sink.warn(namespace, pod, "InjectionFailed", msg)
         return _response(uid, [msg]), "lookup-failed"
-    result = injection.build_gateway_client_patch(pod, gw_ns, gw_name, spec)
+    result = gateway_client.build_gateway_client_patch(pod, gw_ns, gw_name, spec)
     if result.reason == "no-shared-gateway" and not dry_run:
         await sink.warn(namespace, pod, "GatewayNotFound", "; ".join(result.warnings))
     return _response(uid, result.warnings, result.patch), result.reason

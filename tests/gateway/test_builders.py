@@ -11,7 +11,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from llmgw_operator import injection
+from llmgw_operator import gateway_client
 from llmgw_operator.builders import Gateway, SpecError, build_all
 from llmgw_operator.builders import gateway as gwb
 from llmgw_operator.builders.meta import content_hash
@@ -170,7 +170,7 @@ def test_shared_gateway_examples_build_and_validate() -> None:
     clients = list(yaml.safe_load_all((examples / "shared-gateway-clients.yaml").read_text()))
     validate(clients)
     job = next(d for d in clients if d["kind"] == "Job")
-    ns, name = injection.requested_shared_gateway(job["spec"]["template"], "team-a") or ("", "")
+    ns, name = gateway_client.requested_shared_gateway(job["spec"]["template"], "team-a") or ("", "")
     assert (ns, name) == (doc["metadata"]["namespace"], doc["metadata"]["name"])
     key = next(d for d in clients if d["kind"] == "Secret")
     assert key["metadata"]["labels"][gwb.VIRTUAL_KEY_LABEL] == doc["metadata"]["name"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmgw_operator import injection
+from llmgw_operator import gateway_client, injection
 from tests.webhook.conftest import Harness, mutate, patch_of
 from tests.webhook.pods import NS, gateway_spec, pod
 
@@ -17,24 +17,24 @@ def env_of(container: dict[str, Any]) -> dict[str, str]:
 async def test_pod_is_pointed_at_the_shared_gateway_in_another_namespace(h: Harness) -> None:
     h.gateways.specs[("llm", "shared")] = gateway_spec(gateway={"service": {"port": 8080},
                                                                 "auth": {"audience": "llm.example"}})
-    p = pod({injection.ANNOTATION_USE_GATEWAY: "llm/shared"})
+    p = pod({gateway_client.ANNOTATION_USE_GATEWAY: "llm/shared"})
     out = mutate(p, await h.review(p))
     spec = out["spec"]
     assert [c["name"] for c in spec["containers"]] == ["app"] and not spec.get("initContainers"), "no sidecar"
     env = env_of(spec["containers"][0])
     assert env["OPENAI_BASE_URL"] == "http://shared-gateway.llm.svc:8080/v1"
-    assert env["LLMGW_TOKEN_FILE"] == injection.TOKEN_PATH and "OPENAI_API_KEY" not in env
-    (vol,) = [v for v in spec["volumes"] if v["name"] == injection.TOKEN_VOLUME]
+    assert env["LLMGW_TOKEN_FILE"] == gateway_client.TOKEN_PATH and "OPENAI_API_KEY" not in env
+    (vol,) = [v for v in spec["volumes"] if v["name"] == gateway_client.TOKEN_VOLUME]
     sat = vol["projected"]["sources"][0]["serviceAccountToken"]
     assert (sat["audience"], sat["path"]) == ("llm.example", "token")
-    assert {"name": injection.TOKEN_VOLUME, "mountPath": injection.TOKEN_DIR, "readOnly": True} in \
+    assert {"name": gateway_client.TOKEN_VOLUME, "mountPath": gateway_client.TOKEN_DIR, "readOnly": True} in \
         spec["containers"][0]["volumeMounts"]
     assert '"mode":"shared-gateway"' in out["metadata"]["annotations"][injection.ANNOTATION_STATUS]
 
 
 async def test_same_namespace_default_port_and_existing_env_kept(h: Harness) -> None:
     h.gateways.specs[(NS, "gw")] = gateway_spec(gateway={})
-    p = pod({injection.ANNOTATION_USE_GATEWAY: "gw"},
+    p = pod({gateway_client.ANNOTATION_USE_GATEWAY: "gw"},
             containers=[{"name": "app", "image": "app:1", "env": [{"name": "OPENAI_BASE_URL", "value": "mine"}]},
                         {"name": "helper", "image": "h:1"}])
     out = mutate(p, await h.review(p))
@@ -48,17 +48,17 @@ async def test_same_namespace_default_port_and_existing_env_kept(h: Harness) -> 
 async def test_no_shared_gateway_or_lookup_failure_leaves_the_pod_alone(h: Harness) -> None:
     h.gateways.specs[(NS, "sidecar-only")] = gateway_spec()  # no spec.gateway
     for target in ("sidecar-only", "missing"):
-        resp = await h.review(pod({injection.ANNOTATION_USE_GATEWAY: target}))
+        resp = await h.review(pod({gateway_client.ANNOTATION_USE_GATEWAY: target}))
         assert patch_of(resp) == [] and "not a shared gateway" in resp["warnings"][0]
     assert [e[2] for e in h.events.events] == ["GatewayNotFound", "GatewayNotFound"]
     h.gateways.fail = True
-    resp = await h.review(pod({injection.ANNOTATION_USE_GATEWAY: "gw"}))
+    resp = await h.review(pod({gateway_client.ANNOTATION_USE_GATEWAY: "gw"}))
     assert patch_of(resp) == [] and "could not read gateway" in resp["warnings"][0]
 
 
 async def test_inject_annotation_wins_over_use_gateway(h: Harness) -> None:
     h.gateways.specs[(NS, "gw")] = gateway_spec(gateway={})
-    p = pod({injection.ANNOTATION_INJECT: "gw", injection.ANNOTATION_USE_GATEWAY: "gw"})
+    p = pod({injection.ANNOTATION_INJECT: "gw", gateway_client.ANNOTATION_USE_GATEWAY: "gw"})
     out = mutate(p, await h.review(p))
     assert injection.SIDECAR_NAME in [c["name"] for c in out["spec"].get("initContainers") or []]
-    assert injection.TOKEN_VOLUME not in [v["name"] for v in out["spec"]["volumes"]]
+    assert gateway_client.TOKEN_VOLUME not in [v["name"] for v in out["spec"]["volumes"]]
