@@ -103,7 +103,9 @@ async def test_budget_exceeded_through_sidecars(redis_standalone: str, tmp_path:
                 body = {"model": "m", "messages": [{"role": "user", "content": f"spend {len(codes)}"}]}
                 async with s.post(cars[len(codes) % 2].url + "/v1/chat/completions", json=body) as r:
                     data = await r.json()
-                    if r.status == 429:
+                    if r.status == 503 and data["error"]["code"] == "rate_limiter_timeout":
+                        pass  # undecided (a stalled machine): nothing was spent, ask again
+                    elif r.status == 429:
                         codes.append(data["error"]["code"])
                         assert r.headers["x-llmgw-budget-remaining"] == "0.000000"
                         assert int(r.headers["Retry-After"]) > 0

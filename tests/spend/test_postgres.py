@@ -180,8 +180,9 @@ async def test_budget_enforced_while_postgres_is_down(redis_standalone: str, pg:
                 body = {"model": "m", "messages": [{"role": "user", "content": f"spend {len(codes)}"}]}
                 async with s.post(cars[len(codes) % 2].url + "/v1/chat/completions", json=body) as r:
                     data = await r.json()
-                    codes.append(data["error"]["code"] if r.status == 429 else "ok")
-                    assert r.status in (200, 429), data
+                    if not (r.status == 503 and data["error"]["code"] == "rate_limiter_timeout"):  # undecided: again
+                        codes.append(data["error"]["code"] if r.status == 429 else "ok")
+                        assert r.status in (200, 429), data
                 await asyncio.sleep(0.05)
         ok = codes.count("ok")
         assert 2 <= ok <= 12, codes  # spent becomes visible after hand-off + commit (~2 flush intervals)
