@@ -28,87 +28,11 @@ from typing import Any
 
 import redis
 
-log = logging.getLogger(__name__)
+from .cluster_view import SLOTS, Member, NodeLine, even_split, my_epoch, parse_nodes, slot_ranges, text
 
-SLOTS = 16384
+log = logging.getLogger(__name__)
 MOVE_BATCH = 512
 MIGRATE_KEYS = 100
-FAILED_FLAGS = frozenset({"fail", "noaddr", "handshake"})
-
-
-@dataclass(frozen=True)
-class NodeLine:
-    """One line of CLUSTER NODES, as seen by some node."""
-
-    id: str
-    ip: str
-    port: int
-    bus_port: int
-    flags: frozenset[str]
-    master_id: str | None
-    connected: bool
-    slots: tuple[tuple[int, int], ...]
-    importing_or_migrating: bool
-
-    @property
-    def is_master(self) -> bool:
-        return "master" in self.flags
-
-    @property
-    def failed(self) -> bool:
-        return bool(self.flags & FAILED_FLAGS) or "fail?" in self.flags
-
-    @property
-    def slot_count(self) -> int:
-        return sum(b - a + 1 for a, b in self.slots)
-
-
-def parse_nodes(text: str) -> dict[str, NodeLine]:
-    """Parse CLUSTER NODES output (address field `ip:port@cport[,hostname]`)."""
-    out: dict[str, NodeLine] = {}
-    for line in text.strip().splitlines():
-        parts = line.split()
-        if len(parts) < 8:
-            continue
-        node_id, addr, flags, master = parts[0], parts[1], parts[2], parts[3]
-        hostport, _, rest = addr.partition("@")
-        ip, _, port = hostport.rpartition(":")
-        bus = rest.split(",", 1)[0]
-        slots: list[tuple[int, int]] = []
-        moving = False
-        for s in parts[8:]:
-            if s.startswith("["):
-                moving = True
-            elif "-" in s:
-                a, b = s.split("-")
-                slots.append((int(a), int(b)))
-            else:
-                slots.append((int(s), int(s)))
-        out[node_id] = NodeLine(
-            id=node_id, ip=ip, port=int(port or 0), bus_port=int(bus or 0), flags=frozenset(flags.split(",")),
-            master_id=None if master == "-" else master, connected=parts[7] == "connected",
-            slots=tuple(slots), importing_or_migrating=moving,
-        )
-    return out
-
-
-@dataclass
-class Member:
-    ordinal: int
-    host: str
-    port: int
-    shard: int
-    client: redis.Redis
-    id: str = ""
-    view: dict[str, NodeLine] = field(default_factory=dict)
-
-    @property
-    def addr(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    @property
-    def me(self) -> NodeLine:
-        return self.view[self.id]
 
 
 @dataclass
@@ -124,27 +48,6 @@ class ClusterPending(Exception):
 
 def resolve_host(host: str) -> str:
     return socket.gethostbyname(host)
-
-
-def _ranges(slots: list[int]) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
-    for s in sorted(slots):
-        if out and out[-1][1] == s - 1:
-            out[-1] = (out[-1][0], s)
-        else:
-            out.append((s, s))
-    return out
-
-
-def even_split(n_masters: int) -> list[tuple[int, int]]:
-    """The slot range of each of n masters, as redis-cli --cluster create does it."""
-    per, extra = divmod(SLOTS, n_masters)
-    out, start = [], 0
-    for i in range(n_masters):
-        size = per + (1 if i < extra else 0)
-        out.append((start, start + size - 1))
-        start += size
-    return out
 
 
 class ClusterReconciler:
@@ -179,7 +82,7 @@ class ClusterReconciler:
 
     def _refresh(self) -> None:
         for m in self.members:
-            m.view = parse_nodes(_text(self._cmd(m, "CLUSTER", "NODES")))
+            m.view = parse_nodes(text(self._cmd(m, "CLUSTER", "NODES")))
 
     def _wait(self, what: str, cond: Callable[[], bool]) -> None:
         deadline = time.monotonic() + self.timeout_s
@@ -197,7 +100,7 @@ class ClusterReconciler:
             host, _, port = addr.rpartition(":")
             try:
                 client = self.connect(host, int(port))
-                myid = _text(client.execute_command("CLUSTER", "MYID"))
+                myid = text(client.execute_command("CLUSTER", "MYID"))
             except (redis.RedisError, OSError) as e:
                 down.append(f"{addr} ({type(e).__name__})")
                 continue
@@ -212,7 +115,7 @@ class ClusterReconciler:
         if not fresh:
             return
         for m in self.members:
-            if _epoch(self._cmd(m, "CLUSTER", "INFO")) == 0:
+            if my_epoch(self._cmd(m, "CLUSTER", "INFO")) == 0:
                 self._act(m, "CLUSTER", "SET-CONFIG-EPOCH", m.ordinal + 1)
 
     def _meet(self) -> None:
@@ -333,7 +236,7 @@ class ClusterReconciler:
             # A shard lost its master and every replica: its slots go to a slot-less master (the restarted one).
             empty = [m for m in ordered if not m.me.slots] or [min(ordered, key=lambda m: m.me.slot_count)]
             target = empty[0]
-            for a, b in _ranges(unowned):
+            for a, b in slot_ranges(unowned):
                 self._act(target, "CLUSTER", "ADDSLOTSRANGE", a, b)
         self._wait("every member to see every slot owned", self._all_see_all_slots)
 
@@ -378,7 +281,7 @@ class ClusterReconciler:
     def _move_slots(self, src: Member, dst: Member, slots: list[int]) -> None:
         """Move slots src -> dst the way redis-cli does (IMPORTING on dst, MIGRATING on src, MIGRATE the keys, then
         NODE on dst, src and the other masters), pipelined per batch: thousands of slots move in a few round trips."""
-        self.actions.append(f"move {len(slots)} slots {src.addr} -> {dst.addr} ({_ranges(slots)[0][0]}..)")
+        self.actions.append(f"move {len(slots)} slots {src.addr} -> {dst.addr} ({slot_ranges(slots)[0][0]}..)")
         self._pipe(dst, [("CLUSTER", "SETSLOT", s, "IMPORTING", src.id) for s in slots])
         self._pipe(src, [("CLUSTER", "SETSLOT", s, "MIGRATING", dst.id) for s in slots])
         dst_ip = self.resolve(dst.host)
@@ -413,12 +316,12 @@ class ClusterReconciler:
         return True
 
     def _all_ok(self) -> bool:
-        return all("cluster_state:ok" in _text(self._cmd(m, "CLUSTER", "INFO")) for m in self.members)
+        return all("cluster_state:ok" in text(self._cmd(m, "CLUSTER", "INFO")) for m in self.members)
 
     def _health(self, masters: dict[int, Member]) -> Report:
         problems = []
         for m in self.members:
-            info = _text(self._cmd(m, "CLUSTER", "INFO"))
+            info = text(self._cmd(m, "CLUSTER", "INFO"))
             if "cluster_state:ok" not in info:
                 problems.append(f"{m.addr} cluster_state not ok")
         if len(self._owners()) != SLOTS:
@@ -469,14 +372,3 @@ def reconcile_cluster(addrs: list[str], replicas_per_shard: int, connect: Callab
                       **kw: Any) -> Report:
     """One bootstrap/heal pass over the members `addrs` (host:port in pod ordinal order)."""
     return ClusterReconciler(addrs, replicas_per_shard, connect, **kw).run()
-
-
-def _text(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
-def _epoch(info: Any) -> int:
-    for line in _text(info).splitlines():
-        if line.startswith("cluster_my_epoch:"):
-            return int(line.split(":", 1)[1])
-    return 0

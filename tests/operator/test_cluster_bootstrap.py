@@ -12,7 +12,8 @@ from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 
-from llmgw_operator.cluster_bootstrap import SLOTS, parse_nodes, reconcile_cluster
+from llmgw_operator.cluster_bootstrap import reconcile_cluster
+from llmgw_operator.cluster_view import SLOTS, parse_nodes
 from tests.redis_servers import RedisProcess, cluster_node
 
 pytestmark = pytest.mark.timeout(90)  # > 20 s first reconcile + HEAL_BUDGET_S + process start-up
