@@ -1,5 +1,5 @@
-"""Session fixtures that start real processes on loopback: Redis Stack (tests/redis_servers.py) and a Kubernetes
-control plane (tests/apiserver/cluster.py)."""
+"""Session fixtures that start real Redis Stack processes on loopback (see tests/redis_servers.py). The Kubernetes
+control plane fixture is in tests/apiserver/conftest.py."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.apiserver.cluster import ApiServer, bin_dir, missing_binaries
 from tests.redis_servers import ClusterTopology, SentinelTopology, free_port, standalone, start_cluster, start_sentinel
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -53,20 +52,3 @@ def redis_sync(redis_standalone: str) -> Iterator[redis.Redis]:
     yield c
     c.close()
 
-
-@pytest.fixture(scope="session")
-def apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
-    """etcd + kube-apiserver + kube-controller-manager (v1.20.2) on free loopback ports, once per session.
-
-    Binaries from tests/apiserver/k8s/build.sh (`.ci/run` builds them). Without them the tests that use this fixture
-    skip with the reason, except in CI (CI=true), where a missing control plane is a failure."""
-    missing = missing_binaries()
-    if missing:
-        msg = (f"no Kubernetes control plane binaries in {bin_dir()} (missing {', '.join(missing)}): "
-               "run `bash tests/apiserver/k8s/build.sh .cache/k8s` or set LLMGW_K8S_BIN")
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(msg)
-        pytest.skip(msg)
-    server = ApiServer.start(bin_dir(), tmp_path_factory.mktemp("k8s"))
-    yield server
-    server.stop()

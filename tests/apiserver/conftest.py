@@ -1,10 +1,10 @@
 """Fixtures of the real-API-server tier: the chart's CRDs and RBAC installed once, the operator's ServiceAccount
-kubeconfig, webhook certificates, gateways from the examples. The control plane itself is the session fixture
-`apiserver` (tests/conftest.py)."""
+kubeconfig, webhook certificates, gateways from the examples, and the control plane itself (`apiserver`)."""
 
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,13 +17,32 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from llmgw_operator.crd import GROUP, PLURAL, VERSION
-from tests.apiserver.cluster import ApiServer, apply, wait_for
+from tests.apiserver.cluster import ApiServer, apply, bin_dir, missing_binaries, wait_for
 from tests.apiserver.operator_proc import OperatorProcess
 from tests.chart.helpers import CHART, NAMESPACE, RELEASE, render
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "examples"
 MODES = ("standalone", "sentinel", "cluster", "external")
 SA_NAME = f"{RELEASE}-llmgateway"  # the chart's ServiceAccount (fullname)
+
+
+@pytest.fixture(scope="package")
+def apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    """etcd + kube-apiserver + kube-controller-manager (v1.20.2) on free loopback ports, once for the tests in
+    tests/apiserver (package scope: stopped when they are done, not kept for the rest of the session).
+
+    Binaries from tests/apiserver/k8s/build.sh (`.ci/run` builds them). Without them the tests that use this fixture
+    skip with the reason, except in CI (CI=true), where a missing control plane is a failure."""
+    missing = missing_binaries()
+    if missing:
+        msg = (f"no Kubernetes control plane binaries in {bin_dir()} (missing {', '.join(missing)}): "
+               "run `bash tests/apiserver/k8s/build.sh .cache/k8s` or set LLMGW_K8S_BIN")
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    server = ApiServer.start(bin_dir(), tmp_path_factory.mktemp("k8s"))
+    yield server
+    server.stop()
 
 
 @dataclass
@@ -58,7 +77,7 @@ def _established(api: client.ApiClient, name: str) -> bool:
     return any(c.type == "Established" and c.status == "True" for c in crd.status.conditions or [])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def installed(apiserver: ApiServer, tmp_path_factory: pytest.TempPathFactory) -> Installed:
     """CRDs (server-side apply, as docs/install.md says), then the chart's ServiceAccount, ClusterRole and binding,
     rendered by the real Helm engine. The operator runs with exactly these rights."""
@@ -77,12 +96,12 @@ def installed(apiserver: ApiServer, tmp_path_factory: pytest.TempPathFactory) ->
     return Installed(apiserver, docs, path)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def webhook_ca() -> trustme.CA:
     return trustme.CA()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def webhook_certs(webhook_ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """tls.crt/tls.key for 127.0.0.1, as the chart's Secret volume would mount them."""
     d = tmp_path_factory.mktemp("webhook-tls")
@@ -97,6 +116,8 @@ def operators(request: pytest.FixtureRequest) -> Iterator[list[OperatorProcess]]
     """Operator processes a test starts: stopped at the end, their logs shown when the test failed."""
     started: list[OperatorProcess] = []
     yield started
+    for op in started:
+        op.interrupt()  # all at once: each takes a few seconds to wind down
     for op in started:
         op.stop()
     rep = getattr(request.node, "rep_call", None)

@@ -40,10 +40,14 @@ class OperatorProcess:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    def interrupt(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+
     def stop(self, timeout_s: float = 15.0) -> None:
         """SIGINT, as kubelet's SIGTERM would: kopf stops its handlers and the webhook server; then kill."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+            self.interrupt()
             try:
                 self.proc.wait(timeout_s)
             except subprocess.TimeoutExpired:

@@ -129,8 +129,10 @@ def test_with_the_webhook_down_pods_are_created_and_reported_later(
     except AssertionError as e:
         raise AssertionError(f"{e}; status: {(gateway(api, NS, GW) or {}).get('status')}") from None
     assert report == {"uninjectedCount": 1, "uninjectedPods": ["while-down"]}
-    events = client.CoreV1Api(api).list_namespaced_event(NS, field_selector="reason=UninjectedPods").items
-    assert any("while-down" in e.message for e in events)
+    # kopf posts Events from a queue: shortly after the status.
+    wait_for("an UninjectedPods Event naming the pod", lambda: any(
+        "while-down" in e.message for e in client.CoreV1Api(api).list_namespaced_event(
+            NS, field_selector="reason=UninjectedPods").items), 30)
     # New pods are injected again.
     assert _names(_create_pod(installed, _pod("after"))) == [injection.SIDECAR_NAME, "app"]
     assert not back.forbidden() and not op.forbidden(), back.forbidden() + op.forbidden()
