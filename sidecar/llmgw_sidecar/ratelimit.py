@@ -38,6 +38,7 @@ from .ratelimit_keys import LimitSpec, model_specs, replicas_key, rl_base, scope
 from .ratelimit_local import LocalLimiter
 from .ratelimit_redis import Decision, RedisLimiter
 from .redis_guard import CircuitBreaker, RateLimitedLog, RedisHealth
+from .redis_topology import AnyRedis
 from .replicas import ReplicaRegistry
 
 __all__ = ["LimitSpec", "RedisGovernor", "Reservation", "build_governor", "estimate_completion_tokens",
@@ -72,7 +73,7 @@ class _Slow(Exception):
 
 
 class RedisGovernor:
-    def __init__(self, config: Config, redis: Any, metrics: Metrics, health: RedisHealth | None = None) -> None:
+    def __init__(self, config: Config, redis: AnyRedis, metrics: Metrics, health: RedisHealth | None = None) -> None:
         self.cfg = config
         self.limits = lim = config.limits
         self.redis = redis
@@ -368,7 +369,7 @@ class RedisGovernor:
         await self.replicas.close()
 
 
-def build_governor(config: Config, redis: Any, metrics: Metrics, health: RedisHealth | None = None
+def build_governor(config: Config, redis: AnyRedis, metrics: Metrics, health: RedisHealth | None = None
                    ) -> RedisGovernor | None:
     """None when no model, scope or budget limit is configured and no virtual key (which may carry its own) can
     exist (the app then skips the stage). Inside a running loop the heartbeat starts at once, so every replica is

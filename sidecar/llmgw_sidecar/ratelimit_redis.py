@@ -18,7 +18,7 @@ from typing import Any
 
 from .metrics import Metrics
 from .redis_guard import RateLimitedLog
-from .redis_topology import ensure_initialized
+from .redis_topology import AnyRedis, ensure_initialized
 
 log = logging.getLogger("llmgw.ratelimit")
 ADMIT_BATCH_MAX = 64
@@ -62,7 +62,7 @@ class _Waiting:
 
 
 class RedisLimiter:
-    def __init__(self, redis: Any, window_ms: int, lease_ms: int, timeout_s: float, metrics: Metrics,
+    def __init__(self, redis: AnyRedis, window_ms: int, lease_ms: int, timeout_s: float, metrics: Metrics,
                  cold_s: float = 1.0) -> None:
         self.redis = redis
         self.window_ms = window_ms

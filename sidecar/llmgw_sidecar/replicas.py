@@ -13,11 +13,10 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Callable
-from typing import Any
 
 from .metrics import Metrics
 from .redis_guard import RateLimitedLog
-from .redis_topology import ensure_initialized
+from .redis_topology import AnyRedis, ensure_initialized
 
 log = logging.getLogger("llmgw.replicas")
 
@@ -45,7 +44,7 @@ MISSED_BEATS = 3  # a replica not seen for this many intervals is no longer coun
 
 
 class ReplicaRegistry:
-    def __init__(self, redis: Any, key: str, interval_s: float, metrics: Metrics, timeout_s: float = 1.0, *,
+    def __init__(self, redis: AnyRedis, key: str, interval_s: float, metrics: Metrics, timeout_s: float = 1.0, *,
                  window_ms: int = 60_000, usage_keys: Callable[[], list[tuple[str, str, str]]] | None = None,
                  on_usage: Callable[[list[str], list[int]], None] | None = None) -> None:
         self.redis = redis

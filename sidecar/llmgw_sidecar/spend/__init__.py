@@ -17,6 +17,7 @@ from ..errors import ApiError
 from ..metrics import Metrics
 from ..pricing import NANO
 from ..redis_guard import RedisHealth
+from ..redis_topology import AnyRedis
 from .buffer import SpendBuffer
 from .flusher import Flusher, Sink
 from .keys import breakdown_key, daily_totals_key, scope_totals_key, spend_base
@@ -34,7 +35,7 @@ def _usd(fields: dict[str, int]) -> dict[str, Any]:
     return out
 
 
-async def read_totals(redis: Any, prefix: str, ns: str, name: str, days: list[str] | None = None,
+async def read_totals(redis: AnyRedis, prefix: str, ns: str, name: str, days: list[str] | None = None,
                       last: int = 31) -> dict[str, Any]:
     """Totals of a gateway by day, scope and model (what GET /spend serves). Integers are exact nano-USD sums."""
     base = spend_base(prefix, ns, name)
@@ -82,7 +83,7 @@ def check_spend_query(request: web.Request) -> None:
 
 
 class SpendService:
-    def __init__(self, config: Config, redis: Any, metrics: Metrics, sinks: list[Sink] | None = None) -> None:
+    def __init__(self, config: Config, redis: AnyRedis, metrics: Metrics, sinks: list[Sink] | None = None) -> None:
         self.cfg = config.spend
         self.redis = redis
         self.metrics = metrics
@@ -211,7 +212,7 @@ class NullSpend:
         return None
 
 
-def build_spend(config: Config, redis: Any, metrics: Metrics, health: RedisHealth | None = None
+def build_spend(config: Config, redis: AnyRedis, metrics: Metrics, health: RedisHealth | None = None
                 ) -> SpendService | NullSpend:
     """Inside a running loop (the app's start-up) the hand-off and flusher loops start at once: every replica is a
     flusher candidate, so a replica that serves nothing still drains what a dead one handed off."""

@@ -19,18 +19,20 @@ from collections import deque
 from typing import Any
 
 import orjson
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from ..metrics import Metrics
 from ..redis_guard import RateLimitedLog, RedisHealth
-from ..redis_topology import ensure_initialized
+from ..redis_topology import AnyRedis, ensure_initialized
 from .records import SpendRecord
 
 log = logging.getLogger("llmgw.spend")
 
 
 class SpendBuffer:
-    def __init__(self, redis: Any, queue_key: str, metrics: Metrics, *, batch_size: int, max_records: int,
+    def __init__(self, redis: AnyRedis, queue_key: str, metrics: Metrics, *, batch_size: int, max_records: int,
                  wait_replicas: int = 0, cluster: bool = False, timeout_s: float = 2.0) -> None:
         self.redis = redis
         self.queue_key = queue_key
@@ -79,14 +81,17 @@ class SpendBuffer:
     async def _one_connection(self, cmds: list[tuple[Any, ...]]) -> list[Any]:
         """Send commands back to back on ONE connection (WAITAOF/WAIT wait for that connection's writes).
         Errors come back in the list. Cluster: on a connection of the node that owns the queue's slot."""
-        if not self.cluster:
-            pipe = self.redis.pipeline(transaction=False)
+        client = self.redis
+        if not self.cluster or not isinstance(client, RedisCluster):
+            pipe = client.pipeline(transaction=False)
             for c in cmds:
                 pipe.execute_command(*c)
             replies: list[Any] = await pipe.execute(raise_on_error=False)
             return replies
-        await ensure_initialized(self.redis)
-        node = self.redis.get_node_from_key(self.queue_key)
+        await ensure_initialized(client)
+        node = client.get_node_from_key(self.queue_key)
+        if node is None:  # the queue's slot has no owner (a cluster that lost a shard): a Redis failure, not a bug
+            raise RedisConnectionError(f"no cluster node serves the slot of {self.queue_key}")
         conn = node.acquire_connection()
         try:
             await conn.send_packed_command(conn.pack_commands(cmds))

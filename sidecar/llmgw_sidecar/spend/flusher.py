@@ -23,7 +23,7 @@ import orjson
 
 from ..metrics import Metrics
 from ..redis_guard import RateLimitedLog
-from ..redis_topology import ensure_initialized
+from ..redis_topology import AnyRedis, ensure_initialized
 from .keys import daily_totals_key
 from .records import aggregate, record_from_dict
 
@@ -69,7 +69,7 @@ class Fenced(Exception):
 
 
 class Flusher:
-    def __init__(self, redis: Any, base: str, prefix: str, ns: str, name: str, metrics: Metrics, *,
+    def __init__(self, redis: AnyRedis, base: str, prefix: str, ns: str, name: str, metrics: Metrics, *,
                  lock_ttl_s: float, sinks: list[Sink] | None = None, timeout_s: float = 5.0,
                  sink_backlog: int = 10_000) -> None:
         self.redis = redis
