@@ -39,7 +39,6 @@ from .openai_api import parse_body, validate
 from .pricing import estimate_prompt_tokens
 from .redact import REDACTOR, install_log_filter
 from .runtime import ConfigWatcher, Runtime, build_runtime
-from .spend import NullSpend
 from .sse import SSE_DONE, usage_from
 from .upstream import upstream_payload
 
@@ -287,11 +286,10 @@ class Handlers:
         return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type=JSON)
 
     async def spend(self, request: web.Request) -> web.Response:
-        spend = self.rt.spend
         if self.rt.identity is not None and request.remote not in ("127.0.0.1", "::1"):
             # A shared gateway serves many tenants: its totals are for the operator (status.spend), not for callers.
             raise ApiError(403, "/spend is served on loopback only in gateway mode", code="spend_forbidden")
-        return await (spend or NullSpend()).handle(request)  # NullSpend: 404 spend_disabled
+        return await self.rt.spend.handle(request)  # NullSpend (spend off): 404 spend_disabled
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.Response(body=b'{"status":"ok"}', content_type=JSON)

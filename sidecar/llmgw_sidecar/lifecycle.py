@@ -89,8 +89,7 @@ class RequestLifecycle:
                     rt.background(gov.settle(ctx), "settle")
                 else:
                     await gov.settle(ctx)
-            if rt.spend is not None:
-                rt.spend.record(ctx)
+            rt.spend.record(ctx)  # NullSpend when spend is off
             self._count(ctx)
         except Exception:  # accounting must never turn an answer into an error
             log.exception("ending request %s failed", self.request_id)

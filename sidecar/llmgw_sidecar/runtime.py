@@ -32,7 +32,7 @@ from .redact import REDACTOR
 from .redis_capabilities import Capabilities
 from .redis_guard import RedisHealth
 from .redis_topology import AnyRedis, close_client, ensure_initialized, make_client
-from .spend import build_spend
+from .spend import NullSpend, build_spend
 from .spend.records import record_from_dict
 from .upstream import UpstreamProvider, make_provider
 
@@ -68,7 +68,7 @@ class Runtime:
     exact: ExactCache | None = None
     semantic: SemanticLayer | None = None
     governor: Governor | None = None
-    spend: SpendRecorder | None = None
+    spend: SpendRecorder = field(default_factory=NullSpend)  # a no-op stage until build_spend runs
     identity: Identity | None = None  # gateway mode: who the caller is comes from its bearer token
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     capabilities: Capabilities | None = None  # what this Redis can do (issue 12)
@@ -169,10 +169,10 @@ class Runtime:
         await close_client(self.redis)
 
 
-def hand_over_spend(old: SpendRecorder | None, new: SpendRecorder | None) -> int:
+def hand_over_spend(old: SpendRecorder, new: SpendRecorder) -> int:
     """Move the spend records a closing runtime could not hand to Redis into its successor's buffer (same batch id
     for a batch whose hand-off may have landed: the commit is idempotent by id). Returns the records moved."""
-    old_buf, new_buf = getattr(old, "buffer", None), getattr(new, "buffer", None)
+    old_buf, new_buf = getattr(old, "buffer", None), getattr(new, "buffer", None)  # NullSpend has none
     if old_buf is None or new_buf is None or not old_buf.depth:
         return 0
     moved: int = old_buf.depth
