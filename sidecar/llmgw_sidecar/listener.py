@@ -112,7 +112,8 @@ class GatewayRequestHandler(web_protocol.RequestHandler):
 
 def install(app: web.Application, listen: ListenConfig) -> None:
     """Make every server built for `app` (web.run_app, AppRunner) use GatewayRequestHandler with `listen`."""
-    handler_cls = type("GatewayRequestHandlerForApp", (GatewayRequestHandler,), {"listen": listen})
+    handler_cls: type[GatewayRequestHandler] = type("GatewayRequestHandlerForApp", (GatewayRequestHandler,),
+                                                    {"listen": listen})
 
     class _Server(web_server.Server):
         def __call__(self) -> web_protocol.RequestHandler:

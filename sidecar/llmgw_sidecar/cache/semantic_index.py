@@ -157,7 +157,7 @@ class VectorStore:
         self._clients: dict[tuple[str, int], Redis] = {}
         self._known_tags: set[str] = set()
         self._discovered_at = 0.0
-        self._refresh: asyncio.Task | None = None
+        self._refresh: asyncio.Task[Any] | None = None
         self._lock = asyncio.Lock()
         if not self.cluster:
             shard = ShardIndex(client, key_prefix, index_tag, dims, None)
