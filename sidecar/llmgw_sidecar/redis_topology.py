@@ -48,11 +48,12 @@ def endpoint(cfg: RedisConfig, *, protocol: int = 2, decode_responses: bool = Fa
         protocol=protocol, decode_responses=decode_responses, max_connections=cfg.max_connections, extra=extra)
 
 
-def _common_kwargs(cfg: RedisConfig, protocol: int) -> dict[str, Any]:
-    """Connection keyword arguments for per-node clients built beside make_client's (semantic cluster search)."""
+def node_client(cfg: RedisConfig, host: str, port: int, *, protocol: int = 2) -> Redis:
+    """A client for one cluster node by address, with the shared client's credentials, TLS and timeouts (the semantic
+    cache searches each shard on its own node)."""
     kw = connection_kwargs(endpoint(cfg, protocol=protocol))
-    kw.pop("decode_responses")
-    return kw
+    kw.pop("retry", None)
+    return Redis(host=host, port=port, max_connections=cfg.max_connections, **kw)
 
 
 def make_client(cfg: RedisConfig, *, protocol: int = 2, decode_responses: bool = False,

@@ -435,13 +435,10 @@ async def build_semantic(config: Config, redis: Any, metrics: Metrics, *, embedd
     if config.redis.mode == RedisMode.cluster:
         from redis.asyncio import Redis
 
-        from ..redis_topology import _common_kwargs
-
-        kw = _common_kwargs(config.redis, 2)  # the same credentials/TLS/timeouts as the shared client, RESP2
-        kw.pop("retry", None)
+        from ..redis_topology import node_client as make_node_client
 
         def node_client(host: str, port: int) -> Redis:
-            return Redis(host=host, port=port, max_connections=config.redis.max_connections, **kw)
+            return make_node_client(config.redis, host, port)
 
     if embedder is None:
         embedder = await asyncio.to_thread(make_embedder, cfg.embedding, metrics)
