@@ -175,3 +175,12 @@ def test_shared_gateway_examples_build_and_validate() -> None:
     key = next(d for d in clients if d["kind"] == "Secret")
     assert key["metadata"]["labels"][gwb.VIRTUAL_KEY_LABEL] == doc["metadata"]["name"]
     assert set(key["stringData"]) <= set(gwb.VIRTUAL_KEY_FIELDS)
+
+
+def test_external_redis_url_from_a_secret_renders_for_the_gateway_as_for_the_sidecar() -> None:
+    """Both configs are validated by one function: the URL env reference stands in as a URL for both (the gateway's
+    own copy of the check used a bare placeholder and refused this spec)."""
+    g = gateway({"mode": "external", "external": {"mode": "standalone",
+                                                  "urlSecretRef": {"name": "redis-url", "key": "url"}}})
+    assert render_sidecar_config(g)["redis"]["url"] == "os.environ/LLMGW_REDIS_URL"
+    assert gwb.render_gateway_config(g)["redis"]["url"] == "os.environ/LLMGW_REDIS_URL"

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmgw_sidecar.config import ConfigError, parse_config
-
 from .meta import MANAGED_BY, Manifest, content_hash
 from .sidecar_config import (
     CONFIG_KEY,
@@ -22,6 +20,7 @@ from .sidecar_config import (
     sidecar_secret_env,
     sidecar_volume_mounts,
     sidecar_volumes,
+    validate_rendered,
 )
 from .spec import Gateway, SpecError
 
@@ -110,11 +109,7 @@ def render_gateway_config(gw: Gateway) -> dict[str, Any]:
         },
         "virtual_keys": {"dir": KEYS_DIR if auth["virtualKeys"] else None},
     }
-    environ = {e["name"]: "placeholder" for e in sidecar_secret_env(gw)}
-    try:
-        parse_config(doc, environ=environ)
-    except ConfigError as e:
-        raise SpecError("InvalidGatewayConfig", str(e)) from None
+    validate_rendered(gw, doc, "InvalidGatewayConfig")  # the same check as the sidecar's config
     return doc
 
 

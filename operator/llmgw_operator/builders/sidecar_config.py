@@ -291,15 +291,20 @@ def render_sidecar_config(gw: Gateway) -> dict[str, Any]:
         doc["metrics"] = {"port": sidecar.metrics_port, "host": "0.0.0.0"}
     if spec["cache"].get("adminTokenSecretRef"):
         doc["admin"] = {"token": ENV_REF + ADMIN_TOKEN_ENV}  # the token itself stays in its Secret
-    # Validate exactly as the sidecar will load it. The environment holds only the variables we inject, so a
-    # reference to anything else fails here, not at sidecar start-up.
+    validate_rendered(gw, doc, "InvalidSidecarConfig")
+    return doc
+
+
+def validate_rendered(gw: Gateway, doc: dict[str, Any], reason: str) -> None:
+    """Validate a rendered config exactly as the sidecar (or the shared gateway) will load it. The environment holds
+    only the variables we inject, so a reference to anything else fails here, not at start-up; the external Redis URL
+    from a Secret stands in as a URL (the config checks its scheme)."""
     environ = {e["name"]: "redis://placeholder:6379/0" if e["name"] == REDIS_URL_ENV else "placeholder"
                for e in sidecar_secret_env(gw)}
     try:
         parse_config(doc, environ=environ)
     except ConfigError as e:
-        raise SpecError("InvalidSidecarConfig", str(e)) from None
-    return doc
+        raise SpecError(reason, str(e)) from None
 
 
 def sidecar_configmap(gw: Gateway) -> Manifest:
