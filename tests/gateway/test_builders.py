@@ -1,4 +1,4 @@
-"""Pure builders of the shared gateway: every object strictly valid for Kubernetes 1.29 and 1.33, the rendered config
+"""Pure builders of the shared gateway: every object strictly valid for the supported Kubernetes range, the rendered config
 is the sidecar's (same renderer, same schema) listening on 0.0.0.0 with gateway auth, secrets only referenced."""
 
 from __future__ import annotations
@@ -7,18 +7,16 @@ import itertools
 from pathlib import Path
 from typing import Any
 
-import kubernetes_validate
 import pytest
 import yaml
 
 from llmgw_operator import gateway_client
 from llmgw_operator.builders import Gateway, SpecError, build_all
 from llmgw_operator.builders import gateway as gwb
-from llmgw_operator.builders.meta import content_hash
 from llmgw_operator.builders.sidecar_config import CONFIG_KEY, render_sidecar_config
 from llmgw_sidecar.config import parse_config
+from tests.kube_schema import validate_strict
 
-VERSIONS = ["1.29", "1.33"]
 MODELS = [
     {"name": "gpt-4o-mini", "baseUrl": "https://api.openai.com/v1", "apiKeySecretRef": {"name": "openai", "key": "k"}},
     {"name": "demo", "provider": "mock"},
@@ -49,20 +47,6 @@ def by(objs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     return found[0]
 
 
-_VALIDATED: set[str] = set()
-
-
-def validate(objs: list[dict[str, Any]]) -> None:
-    """Strict validation for both versions; combinations share most objects, so each distinct one is checked once."""
-    for o in objs:
-        digest = content_hash(o)
-        if digest in _VALIDATED:
-            continue
-        for v in VERSIONS:
-            kubernetes_validate.validate(o, v, strict=True)
-        _VALIDATED.add(digest)
-
-
 def combos() -> list[dict[str, Any]]:
     # Every option once against the defaults, plus the full product of the two that interact (scaling x pdb).
     out = [dict(o) for opts in OPTIONS.values() for o in opts]
@@ -74,7 +58,7 @@ def combos() -> list[dict[str, Any]]:
 @pytest.mark.parametrize("opts", combos())
 def test_every_object_is_valid_for_129_and_133(redis: dict[str, Any], opts: dict[str, Any]) -> None:
     objs = gwb.build(gateway(redis, **opts), key_secrets=["team-a-key", "team-b-key"])
-    validate(objs)
+    validate_strict(objs)
     kinds = [o["kind"] for o in objs]
     assert kinds[:6] == ["ServiceAccount", "ClusterRoleBinding", "ConfigMap", "Deployment", "Service",
                          "NetworkPolicy"], kinds
@@ -164,11 +148,11 @@ def test_shared_gateway_examples_build_and_validate() -> None:
     doc = yaml.safe_load((examples / "gateway-shared.yaml").read_text())
     g = Gateway.from_spec(doc["metadata"]["name"], doc["metadata"]["namespace"], doc["spec"])
     objs = gwb.build(g, key_secrets=["ci-pipeline"])
-    validate(objs)
+    validate_strict(objs)
     assert {o["kind"] for o in objs} >= {"Deployment", "Service", "NetworkPolicy", "HorizontalPodAutoscaler"}
     assert gwb.endpoint(g) == "http://llm-gateway.llm.svc:80/v1"
     clients = list(yaml.safe_load_all((examples / "shared-gateway-clients.yaml").read_text()))
-    validate(clients)
+    validate_strict(clients)
     job = next(d for d in clients if d["kind"] == "Job")
     ns, name = gateway_client.requested_shared_gateway(job["spec"]["template"], "team-a") or ("", "")
     assert (ns, name) == (doc["metadata"]["namespace"], doc["metadata"]["name"])

@@ -9,13 +9,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import kubernetes_validate
 import pytest
 import yaml
 
 from llmgw_operator.builders import Gateway, SpecError, build_all
 from llmgw_operator.builders.cluster import shard_of
-from llmgw_operator.builders.meta import content_hash
 from llmgw_operator.builders.redis_conf import _maxmemory_from_limit
 from llmgw_operator.builders.sidecar_config import (
     CONFIG_KEY,
@@ -27,8 +25,8 @@ from llmgw_operator.builders.sidecar_config import (
     sidecar_volumes,
 )
 from llmgw_sidecar.config import parse_config
+from tests.kube_schema import validate_strict
 
-VERSIONS = ["1.27", kubernetes_validate.latest_version()]
 EXAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "examples"
 PASSWORD = "s3cret-generated"
 MODELS = [
@@ -47,21 +45,6 @@ def by(objs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[s
     found = [o for o in objs if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
     assert len(found) == 1, f"{kind}/{name}: {len(found)} found"
     return found[0]
-
-
-_VALIDATED: set[str] = set()
-
-
-def validate_all(objs: list[dict[str, Any]]) -> None:
-    """Strict schema validation for both versions. Combinations share most objects: each distinct object is
-    validated once per session (same content, same verdict)."""
-    for o in objs:
-        digest = content_hash(o)
-        if digest in _VALIDATED:
-            continue
-        for v in VERSIONS:
-            kubernetes_validate.validate(o, v, strict=True)
-        _VALIDATED.add(digest)
 
 
 def sidecar_cfg(objs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -106,7 +89,7 @@ COMBOS = combos()
 def test_every_combination_is_complete_and_strictly_valid(mode: str, redis: dict[str, Any]) -> None:
     g = gw(redis)
     objs = build_all(g, PASSWORD)
-    validate_all(objs)
+    validate_strict(objs)
     kinds = {(o["kind"], o["metadata"]["name"]) for o in objs}
     assert ("ConfigMap", "gw-sidecar") in kinds and ("ConfigMap", "gw-redis-config") in kinds
     assert ("StatefulSet", "gw-redis") in kinds and ("Service", "gw-redis-headless") in kinds
@@ -287,7 +270,7 @@ def test_long_names_are_refused() -> None:
     assert e.value.reason == "NameTooLong"
     longest = build_all(Gateway.from_spec("g" * 40, "ns", {"redis": {"mode": "sentinel"}, "models": MODELS}),
                         PASSWORD)
-    validate_all(longest)
+    validate_strict(longest)
     for o in longest:
         if o["kind"] == "StatefulSet":
             assert len(o["metadata"]["name"]) + 11 <= 63, "name + '-' + revision hash must fit a label value"
@@ -331,7 +314,7 @@ def test_each_example_builds_a_valid_set(path: Path) -> None:
     doc = yaml.safe_load(path.read_text())
     g = Gateway.from_spec(doc["metadata"]["name"], doc["metadata"]["namespace"], doc["spec"])
     objs = build_all(g, PASSWORD)
-    validate_all(objs)
+    validate_strict(objs)
     assert any(o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-sidecar") for o in objs)
 
 
