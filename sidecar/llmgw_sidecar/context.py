@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import ModelConfig
+
+if TYPE_CHECKING:  # caller_scope imports Caller from here
+    from .caller_scope import CachePartition
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +82,7 @@ class RequestContext:
     model: ModelConfig
     body: dict[str, Any]  # the parsed request (do not mutate: the upstream gets `upstream_body()`)
     caller: Caller
-    scope: str  # cache/limit scope key, e.g. "gw:default/local|ns:team-a"
+    scope: CachePartition  # the cache partition (caller_scope.py), e.g. "gw:default/local|ns:team-a"
     directives: CacheDirectives = field(default_factory=CacheDirectives)
     stream: bool = False
     client_wants_usage: bool = False  # stream_options.include_usage set by the client

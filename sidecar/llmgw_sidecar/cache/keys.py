@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 import orjson
 
+from ..caller_scope import CachePartition
 from ..config import ModelConfig, Provider
 
 # Never part of the fingerprint: they do not change what the model answers.
@@ -65,7 +66,7 @@ def key_part(value: str) -> str:
     return quote(value, safe="-._~@/=+,")
 
 
-def exact_key(prefix: str, scope: str, namespace: str | None, digest: str, *, generation: int | None = None,
+def exact_key(prefix: str, scope: CachePartition, namespace: str | None, digest: str, *, generation: int | None = None,
               model: str | None = None) -> str:
     """`{prefix}:exact:{scope}|g:{generation}[|cns:{namespace}][|m:{model}]:{fingerprint}`. The generation and the
     model are in the key so that invalidation by generation or model is a SCAN pattern (cache.admin parses it)."""
