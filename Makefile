@@ -48,10 +48,10 @@ system-deps: ## apt packages the Redis Stack binaries need (libssl1.1)
 # The local embedding model exported to ONNX once (git-ignored), and again when the export format changed (an older
 # export would load but miss what the current semantic cache needs).
 MODEL_CURRENT := import json, sys; from llmgw_sidecar.embeddings.export import FORMAT, MANIFEST; \
-  sys.exit(json.load(open("$(MODEL_DIR)/" + MANIFEST)).get("format") != FORMAT)
+  m = json.load(open("$(MODEL_DIR)/" + MANIFEST)); sys.exit(m.get("format") != FORMAT or "int8" not in m.get("files", {}))
 model: $(STAMP) ## export the local embedding model to .cache/models (once, again after a format change)
 	@$(BIN)/python -c '$(MODEL_CURRENT)' 2>/dev/null || { \
-	  if [ "$(EXPORT)" = 1 ]; then $(BIN)/llmgw-sidecar export-model --out $(MODEL_DIR) --force; \
+	  if [ "$(EXPORT)" = 1 ]; then $(BIN)/llmgw-sidecar export-model --out $(MODEL_DIR) --int8 --force; \
 	  else echo "no current exported model in $(MODEL_DIR) and EXPORT=0: copy one there (see README) or use an openai embedding config" >&2; exit 2; fi; }
 
 run: system-deps $(STAMP) model ## Redis Stack + the gateway on 127.0.0.1:4000 (Ctrl-C stops both)

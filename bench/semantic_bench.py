@@ -211,7 +211,7 @@ async def miss_baseline(s: aiohttp.ClientSession, base: str, pid: int, n: int) -
             "sidecar_cpu_ms_per_request": round((cpu_s(pid) - cpu0) / len(questions) * 1000, 2), "rss_mb": rss_mb(pid)}
 
 
-async def main(n: int, precision: str, compare: Path | None) -> dict:
+async def main(n: int, precision: str, compare: Path | None, compare_precision: str = "fp32") -> dict:
     if not (MODEL_DIR / "llmgw-model.json").exists():
         raise SystemExit(f"no model in {MODEL_DIR}: run `make model` first")
     pairs = [json.loads(line) for line in PAIRS.read_text().splitlines() if line.strip()]
@@ -220,7 +220,7 @@ async def main(n: int, precision: str, compare: Path | None) -> dict:
     if compare is not None:
         versions.insert(0, ("before", compare))
     out: dict = {"machine_cpus": os.cpu_count(),
-                 "model": f"all-MiniLM-L6-v2 {precision} (onnxruntime, 1 intra-op thread)",
+                 "model": f"all-MiniLM-L6-v2 {precision} (before: {compare_precision}; onnxruntime, 1 thread)",
                  "paraphrases_stored": len(paraphrases)}
     with tempfile.TemporaryDirectory(prefix="llmgw-sembench-") as tmp:
         work = Path(tmp)
@@ -233,7 +233,8 @@ async def main(n: int, precision: str, compare: Path | None) -> dict:
                 try:
                     for label, source in versions:  # before and after back to back, each on a fresh sidecar + prefix
                         port = free_port()
-                        proc = await start_sidecar(config(redis.url, port, True, precision), work, source)
+                        prec = compare_precision if source is not None else precision
+                        proc = await start_sidecar(config(redis.url, port, True, prec), work, source)
                         try:
                             out[label] = await measure(s, f"http://127.0.0.1:{port}", proc.pid, paraphrases, n)
                         finally:
@@ -267,7 +268,9 @@ async def main(n: int, precision: str, compare: Path | None) -> dict:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=400, help="requests at concurrency 1 (twice as many at 16)")
-    ap.add_argument("--precision", choices=["fp32", "int8"], default="fp32", help="local model precision")
+    ap.add_argument("--precision", choices=["fp32", "int8"], default="int8", help="local model precision")
+    ap.add_argument("--compare-precision", choices=["fp32", "int8"], default="fp32",
+                    help="precision of the --compare sidecar (fp32: the default before int8 became it)")
     ap.add_argument("--compare", type=Path, help="source tree of the sidecar to measure as 'before', same run")
     args = ap.parse_args()
-    print(json.dumps(asyncio.run(main(args.n, args.precision, args.compare)), indent=2))
+    print(json.dumps(asyncio.run(main(args.n, args.precision, args.compare, args.compare_precision)), indent=2))

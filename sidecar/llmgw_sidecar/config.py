@@ -281,7 +281,8 @@ class EmbeddingProvider(StrEnum):
 class EmbeddingConfig(_Model):
     provider: EmbeddingProvider = Field(EmbeddingProvider.local, description="local (in-process ONNX) | openai.")
     model_dir: str = Field(".cache/models/all-MiniLM-L6-v2-onnx", description="local: exported ONNX model folder.")
-    precision: Literal["fp32", "int8"] = Field("fp32", description="local: fp32 or int8 (never mixed in one index).")
+    precision: Literal["fp32", "int8"] = Field("int8", description="local: int8 (default: half the CPU, 80 MB less "
+                                               "memory, the same measured precision) or fp32; never mixed in one index.")
     max_batch: int = Field(16, ge=1, description="local: largest micro-batch under concurrency.")
     threads: int = Field(1, ge=1, description="local: onnxruntime intra-op threads.")
     base_url: str | None = Field(None, description="openai: embeddings endpoint base URL.")

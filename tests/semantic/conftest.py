@@ -23,7 +23,7 @@ from llmgw_sidecar.metrics import Metrics
 from llmgw_sidecar.redis_topology import make_client
 
 REPO = Path(__file__).resolve().parents[2]
-# The tests' own copy (fp32 + int8): `make run` exports .cache/models/ (fp32 only) and may be running while tests do.
+# The tests' own copy (fp32 + int8 + static): `make run` exports .cache/models/ and may be running while tests do.
 MODEL_DIR = REPO / ".cache" / "test-models" / "all-MiniLM-L6-v2-onnx"
 _ids = itertools.count()
 

@@ -81,21 +81,23 @@ def static(model_dir: Path) -> StaticEncoder:
 
 
 @pytest.mark.timeout(600)  # the real model over 790 pairs on two shared cores
-def test_precision_and_recall_at_defaults(embedder: LocalEmbedder, static: StaticEncoder,
+@pytest.mark.parametrize("precision", ["int8", "fp32"])  # int8 is the default
+def test_precision_and_recall_at_defaults(model_dir: Path, static: StaticEncoder, precision: str,
                                           capsys: pytest.CaptureFixture) -> None:
     cfg = SemanticCacheConfig()
+    embedder = LocalEmbedder(model_dir, precision=precision)
     lines = []
     results = {}
     for name in (DEV, *HELD_OUT):
         r = results[name] = evaluate(embedder, static, load(name), cfg)
-        lines.append(f"[semantic eval] {name}: precision={r['precision']:.3f} recall={r['recall']:.3f} "
+        lines.append(f"[semantic eval] {precision} {name}: precision={r['precision']:.3f} recall={r['recall']:.3f} "
                      f"(tp={r['tp']} fp={r['fp']} fn={r['fn']})")
         lines += [f"  false hit: {w}" for w in r["false_hits"]]
     tp = sum(results[n]["tp"] for n in HELD_OUT)
     fp = sum(results[n]["fp"] for n in HELD_OUT)
     fn = sum(results[n]["fn"] for n in HELD_OUT)
     p_held, r_held = tp / max(tp + fp, 1), tp / max(tp + fn, 1)
-    lines.append(f"[semantic eval] held-out + blind combined: precision={p_held:.3f} recall={r_held:.3f}")
+    lines.append(f"[semantic eval] {precision} held-out + blind combined: precision={p_held:.3f} recall={r_held:.3f}")
     with capsys.disabled():  # the numbers belong in every test run's output, not only with -s
         print("\n" + "\n".join(lines))
     dev = results[DEV]

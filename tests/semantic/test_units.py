@@ -104,7 +104,7 @@ async def test_reload_shares_the_loaded_model(model_dir: Path) -> None:
     old, new = make_embedder(cfg, m), make_embedder(cfg, m)  # the runtime after a reload, before the old one closes
     assert isinstance(old, SharedLocal) and isinstance(new, SharedLocal)
     assert old.inner is new.inner, "one model in memory"
-    other = make_embedder(EmbeddingConfig(model_dir=str(model_dir), precision="int8"), m)
+    other = make_embedder(EmbeddingConfig(model_dir=str(model_dir), precision="fp32"), m)  # the default is int8
     assert other.inner is not old.inner and other.index_tag != old.index_tag  # type: ignore[attr-defined]
     await old.close()
     assert (await new.embed("still works")).shape == (384,)
