@@ -3,7 +3,8 @@
 Phases: start-up to ready; exact hits at concurrency 1 and 32; misses (unique prompts) at concurrency 1, direct and
 through the sidecar; server CPU per request from the sidecar process's own CPU time; RSS after >= 10,000 requests.
 Every loop is bounded in count and time. Not a test: run `make bench`.
-`--baseline PATH` instead compares exact-hit CPU per request with another checkout, interleaved in one run.
+`--baseline PATH` instead compares exact-hit CPU per request with another checkout, interleaved in one run;
+`--callgrind HITS` counts instructions per exact hit under valgrind (with --baseline: for both trees).
 """
 
 from __future__ import annotations
@@ -211,18 +212,78 @@ async def compare(work: Path, baseline: Path, rounds: int, per_round: int) -> di
     return out
 
 
+async def instructions(work: Path, root: Path, hits: int) -> int:
+    """Instructions per exact hit of the sidecar from `root`, counted by valgrind's callgrind around `hits` hits only
+    (warm-up excluded): independent of how busy the machine is. Spend is off so that its background loops (which
+    run more often in valgrind's slow time) do not count."""
+    import glob
+
+    redis = standalone(free_port(), work / "redis").start()
+    up_port, port = free_port(), free_port()
+    upstream = subprocess.Popen([sys.executable, str(ROOT / "bench" / "upstream.py"), str(up_port)])
+    cfg = {"spend": {"enabled": False}, "listen": {"port": port},
+           "redis": {"url": redis.url, "key_prefix": "bench-cg", "op_timeout_ms": 5000},
+           "models": [{"name": "gpt-4o-mini", "base_url": f"http://127.0.0.1:{up_port}/v1", "api_key": "sk-up"}]}
+    (work / "cg.yaml").write_text(yaml.safe_dump(cfg))
+    out = work / "callgrind.out"
+    proc = subprocess.Popen(["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
+                             sys.executable, "-m", "llmgw_sidecar", "--log-level", "warning", "serve", "--config",
+                             str(work / "cg.yaml")], env={**os.environ, "PYTHONPATH": str(root / "sidecar")},
+                            cwd=root, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        hot = body("hot")
+        async with aiohttp.ClientSession() as s:
+            deadline = time.monotonic() + 600  # start-up under valgrind takes a while
+            while True:
+                try:
+                    async with s.get(url + "/readyz") as r:
+                        if r.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise TimeoutError("sidecar under valgrind not ready")
+                await asyncio.sleep(0.5)
+            await load(s, url + "/v1/chat/completions", [hot] * 100, 1)
+            subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], capture_output=True, check=True)
+            await load(s, url + "/v1/chat/completions", [hot] * hits, 1)
+            subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], capture_output=True, check=True)
+    finally:
+        proc.terminate()
+        proc.wait(120)
+        upstream.terminate()
+        upstream.wait(10)
+        redis.kill()
+    total = 0
+    for f in glob.glob(f"{out}*"):
+        for line in Path(f).read_text().splitlines():
+            if line.startswith("totals:"):
+                total += int(line.split()[1])
+    return round(total / hits)
+
+
 def main() -> None:
     import argparse
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     p.add_argument("--baseline", type=Path, help="another checkout (e.g. `git worktree add /tmp/base <commit>`): "
                    "compare exact-hit CPU per request with it, interleaved in one run")
+    p.add_argument("--callgrind", type=int, metavar="HITS", help="instead: instructions per exact hit (valgrind "
+                   "callgrind, HITS hits; with --baseline for both trees): a figure a busy machine does not move")
     p.add_argument("--rounds", type=int, default=8)
     p.add_argument("--per-round", type=int, default=1500)
     a = p.parse_args()
     uvloop.install()
     with tempfile.TemporaryDirectory() as d:
-        if a.baseline:
+        if a.callgrind:
+            result: dict[str, object] = {}
+            for name, root in (("baseline", a.baseline), ("this_tree", ROOT)):
+                if root is not None:
+                    (Path(d) / name).mkdir()
+                    result[f"{name}_instructions_per_exact_hit"] = asyncio.run(
+                        instructions(Path(d) / name, root.resolve(), a.callgrind))
+        elif a.baseline:
             result = asyncio.run(compare(Path(d), a.baseline.resolve(), a.rounds, a.per_round))
         else:
             result = asyncio.run(run(Path(d)))
