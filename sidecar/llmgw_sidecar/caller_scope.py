@@ -1,9 +1,9 @@
 """Caller scope: the one encoder of "who is this caller at this scope", used by the cache (which answers a caller may
 share), rate limits, budgets and spend (which counter a request counts against).
 
-A scope of a caller is a path below the gateway: namespace -> [ns], service_account -> [ns, sa], pod -> [ns, pod],
-api_key -> [key], gateway and global -> []. Two spellings of that path exist because Redis keys already carry them
-(changing either would orphan stored answers or reset counters):
+A scope of a caller is a path below the gateway: namespace -> ns, service_account -> ns, sa, pod -> ns, pod,
+api_key -> key, gateway and global -> nothing. Two spellings of that path exist because Redis keys already carry them
+(changing either would orphan stored answers or reset counters), so both live here, side by side:
 
     cache partition   "global" | "gw:<ns>/<name>" + "|ns:<ns>" ["|sa:<sa>" | "|pod:<pod>"] | "gw:..|key:<hash or ->"
     limit subject     "gw" | "ns:<ns>" | "sa:<ns>/<sa>" | "pod:<ns>/<pod>" | "key:<hash>" | "key:anonymous"
@@ -26,38 +26,35 @@ ANONYMOUS_KEY = Subject("key:anonymous")  # not a hex digest: never collides wit
 _NO_KEY = "-"  # cache partition of callers without an Authorization header
 
 
-def scope_path(scope: Scope, caller: Caller) -> list[tuple[str, str | None]]:
-    """The caller's (kind, value) segments at this scope, outermost first, below the gateway."""
-    if scope in (Scope.global_, Scope.gateway):
-        return []
-    if scope == Scope.namespace:
-        return [("ns", caller.namespace)]
-    if scope == Scope.service_account:
-        return [("ns", caller.namespace), ("sa", caller.service_account)]
-    if scope == Scope.pod:
-        return [("ns", caller.namespace), ("pod", caller.pod)]
-    return [("key", caller.api_key_hash)]
-
-
 def cache_partition(scope: Scope, gateway_ns: str, gateway_name: str, caller: Caller) -> CachePartition:
-    """The partition a cached answer belongs to. Everything but `global` includes the gateway."""
+    """The partition a cached answer belongs to. Everything but `global` includes the gateway. (Direct branches, not a
+    generic join: this runs on every request.)"""
     if scope == Scope.global_:
         return CachePartition("global")
-    segments = "".join(f"|{kind}:{_NO_KEY if kind == 'key' and not value else value}"
-                       for kind, value in scope_path(scope, caller))
-    return CachePartition(f"gw:{gateway_ns}/{gateway_name}{segments}")
+    gw = f"gw:{gateway_ns}/{gateway_name}"
+    if scope == Scope.gateway:
+        return CachePartition(gw)
+    if scope == Scope.namespace:
+        return CachePartition(f"{gw}|ns:{caller.namespace}")
+    if scope == Scope.service_account:
+        return CachePartition(f"{gw}|ns:{caller.namespace}|sa:{caller.service_account}")
+    if scope == Scope.pod:
+        return CachePartition(f"{gw}|ns:{caller.namespace}|pod:{caller.pod}")
+    return CachePartition(f"{gw}|key:{caller.api_key_hash or _NO_KEY}")
 
 
 def subject(scope: Scope, caller: Caller) -> Subject:
     """The subject a limit or budget of this scope counts against. Requests without an Authorization header share
     one `api_key` subject (the anonymous caller), so an api_key limit or budget is never skipped."""
-    path = scope_path(scope, caller)
-    if not path:
+    if scope in (Scope.global_, Scope.gateway):
         return Subject("gw")
-    kind, value = path[-1]
-    if kind == "key" and not value:
-        return ANONYMOUS_KEY
-    return Subject(f"{kind}:{'/'.join(v or '' for _, v in path)}")
+    if scope == Scope.namespace:
+        return Subject(f"ns:{caller.namespace}")
+    if scope == Scope.service_account:
+        return Subject(f"sa:{caller.namespace}/{caller.service_account}")
+    if scope == Scope.pod:
+        return Subject(f"pod:{caller.namespace}/{caller.pod}")
+    return Subject(f"key:{caller.api_key_hash}") if caller.api_key_hash else ANONYMOUS_KEY
 
 
 def virtual_key_subject(caller: Caller) -> Subject:
