@@ -92,3 +92,11 @@ def test_lexicon_is_packaged_data() -> None:
     assert lexicon.synonyms("kids", "children") and lexicon.alternatives("tea", "coffee")
     assert lexicon.degree("largest") == "sup" and lexicon.degree("larger") == "cmp" and lexicon.degree("large") == ""
     assert guards._numbers("It costs $1,000.50 for 2nd place")[0] == ["1000.5 usd", "2"]
+
+
+def test_refusal_is_explained_in_a_debug_line(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("DEBUG", logger="llmgw.semantic.verify"):
+        got = verify.refusal("How do I bake a vegan chocolate cake?", "How do I bake a chocolate cake?", GuardsConfig())
+    assert got == ("unmatched", "no counterpart: ['vegan'] / []")
+    line = caplog.records[-1].getMessage()
+    assert "refused by unmatched" in line and "vegan" in line and "chocolate cake" in line

@@ -30,7 +30,8 @@ def _data() -> tuple[dict[str, frozenset[int]], frozenset[str], frozenset[str], 
 
 @cache
 def _morphology() -> dict[str, str]:
-    return json.loads(gzip.decompress(_MORPHOLOGY.read_bytes()))
+    table: dict[str, str] = json.loads(gzip.decompress(_MORPHOLOGY.read_bytes()))
+    return table
 
 
 def _entry(word: str) -> tuple[str, str, str, str] | None:

@@ -21,10 +21,8 @@ line; a request never fails because of this layer.
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import logging
-import time
 from collections import OrderedDict
 from functools import lru_cache
 from typing import Any
@@ -33,7 +31,7 @@ import numpy as np
 import orjson
 
 from ..config import CircuitBreakerConfig, Config, EmbeddingProvider, GuardsConfig, RedisMode, SemanticCacheConfig
-from ..context import CachedAnswer, RequestContext, Usage
+from ..context import CachedAnswer, RequestContext
 from ..embeddings.base import Embedder, EmbeddingError
 from ..embeddings.factory import make_embedder
 from ..embeddings.static import StaticEncoder
@@ -41,6 +39,7 @@ from ..metrics import Metrics
 from ..redis_guard import CircuitBreaker, RateLimitedLog, RedisHealth
 from . import verify
 from .keys import upstream_identity
+from .semantic_entry import answer_from, decode_vec, encode_vec
 from .semantic_index import Candidate, ShardIndex, VectorStore
 from .semantic_request import context_hash, question_and_context, scope_hash, uses_tools  # noqa: F401 - re-exported
 
@@ -173,7 +172,7 @@ class SemanticCache:
             texts[text] = None
         cvecs: dict[int, np.ndarray] = {}
         for i, (cand, prompt, _al) in enumerate(survivors):
-            vec = _decode_vec(cand.fields.get("fvec"), self.embedder.dims) if self.static is not None else None
+            vec = decode_vec(cand.fields.get("fvec"), self.embedder.dims) if self.static is not None else None
             if vec is not None:
                 cvecs[i] = vec
             else:
@@ -230,7 +229,7 @@ class SemanticCache:
                 self._refused(refused)
                 refused_any = True
                 continue
-            answer = _answer(cand, distance)
+            answer = answer_from(cand, distance)
             if answer is not None:
                 return answer, refused_any
         return None, refused_any
@@ -246,7 +245,7 @@ class SemanticCache:
         async def put() -> None:
             try:
                 async with asyncio.timeout(STORE_DEADLINE_S):
-                    await cand.client.hset(cand.key, "fvec", _encode_vec(vec))
+                    await cand.client.hset(cand.key, "fvec", encode_vec(vec))
             except Exception as e:  # noqa: BLE001 - background: a later lookup computes it again
                 self._log.warning("fvec", f"semantic full-vector update failed: {type(e).__name__}: {e}")
 
@@ -356,7 +355,7 @@ class SemanticCache:
         fields = {
             "model": ctx.model.name, "ctx": ctx_h, "scope": scope_h, "svec": first.astype(np.float32).tobytes(),
             # the full vector when the lookup computed it; otherwise the first lookup that needs it fills it in
-            "fvec": _encode_vec(full) if full is not None and self.static is not None else "",
+            "fvec": encode_vec(full) if full is not None and self.static is not None else "",
             "prompt": text, "body": answer.body, "sse": answer.sse or b"", "sse_usage": answer.sse_usage or b"",
             "usage": orjson.dumps([u.prompt_tokens, u.completion_tokens, u.cached_prompt_tokens, u.estimated]
                                   if u else None),
@@ -384,44 +383,6 @@ class SemanticCache:
 def _lexical_refusal(question: str, candidate: str, guards: GuardsConfig) -> tuple[str, str] | None:
     """The rules that need no vector, per (question, stored question): popular questions meet the same candidates."""
     return verify.refusal(question, candidate, guards, skip=("unmatched",))
-
-
-def _encode_vec(vec: np.ndarray) -> str:
-    return base64.b64encode(np.asarray(vec, dtype=np.float32).tobytes()).decode()
-
-
-def _decode_vec(value: Any, dims: int) -> np.ndarray | None:
-    if not value:
-        return None
-    try:
-        vec = np.frombuffer(base64.b64decode(value), dtype=np.float32)
-    except (ValueError, TypeError):
-        return None
-    return vec if vec.shape == (dims,) else None
-
-
-def _answer(cand: Candidate, distance: float) -> CachedAnswer | None:
-    f = cand.fields
-    body = f.get("body")
-    if not body:
-        return None  # expired between search and read, or a foreign document
-    usage = None
-    try:
-        u = orjson.loads(f.get("usage") or "null")
-        if u:
-            usage = Usage(int(u[0]), int(u[1]), int(u[2]), bool(u[3]))
-        created = float(f.get("created") or time.time())
-    except (ValueError, TypeError, IndexError):
-        return None
-
-    def b(name: str) -> bytes | None:
-        v = f.get(name)
-        if not v:
-            return None
-        return v.encode() if isinstance(v, str) else bytes(v)
-
-    return CachedAnswer(body=b("body") or b"", created=created, sse=b("sse"), sse_usage=b("sse_usage"), usage=usage,
-                        distance=round(distance, 6))
 
 
 async def build_semantic(config: Config, redis: Any, metrics: Metrics, *, embedder: Embedder | None = None,

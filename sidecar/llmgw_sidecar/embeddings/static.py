@@ -34,7 +34,7 @@ class StaticEncoder:
 
     def encode(self, text: str) -> np.ndarray:
         ids = [i for i in self.tokenizer.encode(text, add_special_tokens=False).ids if i != self.unk] or [self.unk]
-        vec = self.table[ids].astype(np.float32).mean(axis=0)
+        vec: np.ndarray = self.table[ids].astype(np.float32).mean(axis=0)
         n = float(np.linalg.norm(vec))
         return vec / n if n > 0 else vec
 
