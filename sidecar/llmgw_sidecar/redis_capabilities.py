@@ -12,6 +12,7 @@ from typing import Any
 from redis.asyncio.cluster import RedisCluster
 
 from .metrics import Metrics
+from .redis_topology import AnyRedis
 
 log = logging.getLogger("llmgw.redis")
 MIN_VERSION = (7, 0)
@@ -41,7 +42,7 @@ class Capabilities:
     def ok(self) -> bool:
         return self.checked and not self.problems
 
-    async def check(self, client: Any) -> None:
+    async def check(self, client: AnyRedis) -> None:
         """Ask Redis (raises on connection errors: the caller runs this under its guard)."""
         problems: list[str] = []
         if isinstance(client, RedisCluster):
