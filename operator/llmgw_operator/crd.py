@@ -47,16 +47,19 @@ def crd_path() -> Path:
 
 @functools.cache
 def load_crd() -> dict[str, Any]:
-    return yaml.safe_load(crd_path().read_text())
+    crd: dict[str, Any] = yaml.safe_load(crd_path().read_text())
+    return crd
 
 
 def version_entry(crd: dict[str, Any] | None = None) -> dict[str, Any]:
     crd = crd or load_crd()
-    return next(v for v in crd["spec"]["versions"] if v["name"] == VERSION)
+    entry: dict[str, Any] = next(v for v in crd["spec"]["versions"] if v["name"] == VERSION)
+    return entry
 
 
 def openapi_schema(crd: dict[str, Any] | None = None) -> dict[str, Any]:
-    return version_entry(crd)["schema"]["openAPIV3Schema"]
+    schema: dict[str, Any] = version_entry(crd)["schema"]["openAPIV3Schema"]
+    return schema
 
 
 def apply_defaults(value: Any, schema: dict[str, Any]) -> Any:
@@ -83,7 +86,8 @@ def _default_in_place(value: Any, schema: dict[str, Any]) -> None:
 def defaulted_spec(spec: dict[str, Any] | Any) -> dict[str, Any]:
     """The spec with every CRD default filled in (kopf hands us a read-only mapping: copy it into plain dicts)."""
     plain = _plain(spec)
-    return apply_defaults(plain, openapi_schema()["properties"]["spec"])
+    defaulted: dict[str, Any] = apply_defaults(plain, openapi_schema()["properties"]["spec"])
+    return defaulted
 
 
 def _plain(value: Any) -> Any:

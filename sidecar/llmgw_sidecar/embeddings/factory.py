@@ -8,6 +8,7 @@ import asyncio
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,7 +30,7 @@ class ReloadingLocalEmbedder(Embedder):
         self.error = first_error
         self._inner: LocalEmbedder | None = None
         self._tried_at = time.monotonic()
-        self._loading: asyncio.Task | None = None
+        self._loading: asyncio.Task[Any] | None = None
         self.dims = 0
 
     @property
@@ -47,7 +48,7 @@ class ReloadingLocalEmbedder(Embedder):
             raise self.error
         return await self._inner.embed(text)
 
-    def _loaded(self, task: asyncio.Task) -> None:
+    def _loaded(self, task: asyncio.Task[Any]) -> None:
         self._loading = None
         if task.cancelled():
             return
@@ -76,7 +77,7 @@ class SharedLocal(Embedder):
 
     provider = "local"
 
-    def __init__(self, key: tuple, inner: LocalEmbedder) -> None:
+    def __init__(self, key: tuple[Any, ...], inner: LocalEmbedder) -> None:
         self.key = key
         self.inner = inner
         self.dims = inner.dims
@@ -103,7 +104,7 @@ class SharedLocal(Embedder):
 
 
 _lock = threading.Lock()  # make_embedder runs in worker threads (build_semantic)
-_shared: dict[tuple, tuple[LocalEmbedder, int]] = {}
+_shared: dict[tuple[Any, ...], tuple[LocalEmbedder, int]] = {}
 
 
 def make_embedder(cfg: EmbeddingConfig, metrics: Metrics | None = None) -> Embedder:

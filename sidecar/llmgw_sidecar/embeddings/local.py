@@ -13,6 +13,7 @@ import queue
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -53,10 +54,11 @@ class OnnxSentenceEncoder:
         return np.asarray(out, dtype=np.float32)
 
 
-def load_manifest(model_dir: Path) -> dict:
+def load_manifest(model_dir: Path) -> dict[str, Any]:
     path = model_dir / MANIFEST
     try:
-        return json.loads(path.read_text())
+        manifest: dict[str, Any] = json.loads(path.read_text())
+        return manifest
     except FileNotFoundError:
         raise EmbeddingError(
             "unavailable", f"no exported model in {model_dir} (run: llmgw-sidecar export-model --out {model_dir})"
@@ -87,7 +89,7 @@ class LocalEmbedder(Embedder):
         self.precision = precision
         self.max_batch = max_batch
         self.metrics = metrics
-        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._worker, name="llmgw-embed", daemon=True)
         self._thread.start()
         self._closed = False
@@ -133,7 +135,7 @@ class LocalEmbedder(Embedder):
                 batch.append(item)
             self._run(batch)
 
-    def _run(self, batch: list[tuple[str, asyncio.Future, asyncio.AbstractEventLoop]]) -> None:
+    def _run(self, batch: list[tuple[str, asyncio.Future[np.ndarray], asyncio.AbstractEventLoop]]) -> None:
         if self.metrics is not None:
             self.metrics.embedding_batch_size.observe(len(batch))
         try:
@@ -165,11 +167,11 @@ class LocalEmbedder(Embedder):
             await asyncio.to_thread(self._thread.join, 5.0)
 
 
-def _set_result(fut: asyncio.Future, value: np.ndarray) -> None:
+def _set_result(fut: asyncio.Future[np.ndarray], value: np.ndarray) -> None:
     if not fut.done():  # the waiter may have given up (deadline, cancelled request)
         fut.set_result(value)
 
 
-def _set_exception(fut: asyncio.Future, err: Exception) -> None:
+def _set_exception(fut: asyncio.Future[np.ndarray], err: Exception) -> None:
     if not fut.done():
         fut.set_exception(err)
