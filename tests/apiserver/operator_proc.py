@@ -89,7 +89,11 @@ def start_operator(name: str, kubeconfig: Path, log_dir: Path, *, webhook_cert_d
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO)
     op = OperatorProcess(name, proc, log_path, port, log_file)
     if wait:
-        op.wait_ready()
+        try:
+            op.wait_ready()
+        except BaseException:
+            op.stop()  # never leave a process behind when it did not come up
+            raise
     return op
 
 
