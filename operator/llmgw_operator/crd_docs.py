@@ -27,7 +27,7 @@ def _type(s: dict[str, Any]) -> str:
         return f"[]{_type(s.get('items', {}))}"
     if t == "object" and isinstance(s.get("additionalProperties"), dict):
         return f"map[string]{_type(s['additionalProperties'])}"
-    return t
+    return str(t)
 
 
 def _constraints(s: dict[str, Any], required: bool) -> str:

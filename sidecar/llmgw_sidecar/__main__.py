@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     elif extra:
         p.error(f"unrecognized arguments: {' '.join(extra)}")
     _setup_logging(args.log_level)
-    return args.fn(args)
+    code: int = args.fn(args)
+    return code
 
 
 if __name__ == "__main__":
