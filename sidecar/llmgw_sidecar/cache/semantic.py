@@ -270,19 +270,8 @@ class SemanticCache:
         return list(vecs)
 
     async def _embed(self, text: str) -> np.ndarray | None:
-        try:
-            async with asyncio.timeout(self.embed_timeout_s):
-                vec = await self.embedder.embed(text)
-        except TimeoutError:
-            self._log.warning("embed_timeout", f"embedding exceeded {self.embed_timeout_s * 1000:.0f} ms: miss")
-            return None
-        except EmbeddingError as e:
-            self._log.warning(f"embed_{e.kind}", f"embedding unavailable ({e.kind}): {e}")
-            return None
-        if vec.shape != (self.embedder.dims,):
-            self._log.warning("dims", f"embedding has shape {vec.shape}, index expects ({self.embedder.dims},)")
-            return None
-        return vec
+        vecs = await self._embed_many([text])
+        return vecs[0] if vecs else None
 
     def _store(self) -> VectorStore:
         tag = self.embedder.index_tag
