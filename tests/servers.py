@@ -4,9 +4,13 @@ openai client can call them from the test: the sidecar under test, and a fake Op
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import threading
+import time
+import urllib.request
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -52,3 +56,15 @@ class ThreadServer:
             self.call(self._runner.cleanup())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
+
+
+def wait_ready(proc: subprocess.Popen[Any], url: str, log: Path, timeout: float = 30.0) -> None:
+    """Wait until a sidecar process answers GET /readyz; fail with its log if it exits or the timeout passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/readyz", timeout=2):
+                return
+        except OSError:
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)

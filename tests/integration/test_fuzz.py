@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from hypothesis import strategies as st
 from llmgw_sidecar.devredis import free_port
 from tests.fake_upstream import FakeUpstream
 from tests.integration.rawhttp import request
+from tests.servers import wait_ready
 
 EXAMPLES = 400  # bounded: ~10-20 s on a busy 2-core machine
 SEED = 20261130
@@ -51,15 +51,7 @@ def sidecar(tmp_path_factory: pytest.TempPathFactory, redis_standalone: str,
     proc = subprocess.Popen([sys.executable, "-m", "llmgw_sidecar", "--log-level", "info", "serve", "--config",
                              str(work / "config.yaml")], stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(url + "/readyz", timeout=2):
-                break
-        except OSError:
-            assert proc.poll() is None, (work / "sidecar.log").read_text()
-            assert time.monotonic() < deadline, "sidecar not ready"
-            time.sleep(0.05)
+    wait_ready(proc, url, work / "sidecar.log")
     yield {"port": port, "proc": proc, "log": work / "sidecar.log", "statuses": Counter()}
     proc.terminate()
     proc.wait(10)

@@ -20,6 +20,7 @@ from llmgw_sidecar.devredis import free_port
 from tests.fake_upstream import FakeUpstream
 from tests.integration.rawhttp import request
 from tests.redis_servers import standalone
+from tests.servers import wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY_INLINE = "sk-inline-" + uuid.uuid4().hex
@@ -79,14 +80,7 @@ def _scan(tmp_path: Path, fake_upstream: FakeUpstream, redis_port: int) -> None:
                             env={**os.environ, **env, "PYTHONPATH": f"{ROOT / 'sidecar'}:{ROOT}"})
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/readyz", timeout=2):
-                    break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "sidecar.log").read_text()
-                time.sleep(0.05)
+        wait_ready(proc, url, tmp_path / "sidecar.log")
         jh = [(b"Content-Type", b"application/json")]
         for model, stream in (("echo-key", False), ("env-echo", False), ("file-echo", False), ("error-event", True),
                               ("ok", False), ("ok", True)):
