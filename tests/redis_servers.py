@@ -228,3 +228,16 @@ def start_tls_sentinel(workdir: Path, certs: TlsCerts, password: str, sentinels:
         topo.stop()
         raise
     return topo
+
+
+def wait_started(c: redis.Redis, proc: subprocess.Popen[bytes], log: Path, timeout: float = 15.0) -> None:
+    """Wait until a Redis started by a (pod) script answers PING; fail with its log if the script exits first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            c.ping()
+            return
+        except redis.ConnectionError:
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "redis did not start"
+            time.sleep(0.05)

@@ -18,6 +18,7 @@ import redis
 
 from llmgw_operator.builders import Gateway, build_all
 from llmgw_sidecar.devredis import free_port, stack_paths
+from tests.redis_servers import wait_started
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -47,15 +48,7 @@ def test_standalone_pod_scripts_start_an_authenticated_persistent_redis(tmp_path
     log.close()
     c = redis.Redis(port=port, password="pod-secret", decode_responses=True)
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                c.ping()
-                break
-            except redis.ConnectionError:
-                assert proc.poll() is None, (tmp_path / "redis.log").read_text()
-                assert time.monotonic() < deadline, "redis did not start"
-                time.sleep(0.05)
+        wait_started(c, proc, tmp_path / "redis.log")
         assert c.config_get("appendonly") == {"appendonly": "yes"}
         assert c.config_get("maxmemory-policy")["maxmemory-policy"] == "volatile-lru"
         assert int(c.config_get("maxmemory")["maxmemory"]) == int(256 * 1024**2 * 0.8)

@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ import redis
 
 from llmgw_operator.builders import Gateway, build_all
 from llmgw_sidecar.devredis import free_port, stack_paths
+from tests.redis_servers import wait_started
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -39,15 +39,7 @@ def run_start_script(tmp: Path, image: str, module_dirs: dict[str, Path]) -> tup
                                 env={**os.environ, "REDIS_PASSWORD": ""}, start_new_session=True)
     c = redis.Redis(port=port, decode_responses=True)
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                c.ping()
-                break
-            except redis.ConnectionError:
-                assert proc.poll() is None, log_path.read_text()
-                assert time.monotonic() < deadline, "redis did not start"
-                time.sleep(0.05)
+        wait_started(c, proc, log_path)
         return {m["name"] for m in c.module_list()}, log_path.read_text()
     finally:
         c.close()
