@@ -391,11 +391,11 @@ class LimitsConfig(_Model):
     parallel_lease_s: float = Field(660.0, gt=0, description="A max_parallel slot held by a crashed replica frees "
                                     "itself after this long (keep above the longest request).")
     decision_timeout_ms: int = Field(
-        250, ge=1, description="Deadline of one limit decision in Redis (separate from redis.op_timeout_ms, the "
+        250, ge=1, le=60_000, description="Deadline of one limit decision in Redis (separate from redis.op_timeout_ms, the "
         "cache deadline). A slower decision answers that request 503 rate_limiter_timeout; it never falls back to the "
         "local limiter.")
     unreachable_after_s: float = Field(
-        2.0, gt=0, description="Decisions that keep timing out for this long (no reply at all) count as Redis "
+        2.0, gt=0, le=3600, description="Decisions that keep timing out for this long (no reply at all) count as Redis "
         "unreachable, like a refused connection: the process then decides locally with its share.")
     heartbeat_interval_s: float = Field(
         2.0, ge=0.1, le=60, description="How often each sidecar announces itself in Redis. The replica count (those "

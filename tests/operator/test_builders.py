@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 
@@ -24,6 +25,7 @@ from llmgw_operator.builders.sidecar_config import (
     sidecar_volume_mounts,
     sidecar_volumes,
 )
+from llmgw_operator.crd import openapi_schema, to_json_schema
 from llmgw_sidecar.config import parse_config
 from tests.kube_schema import validate_strict
 
@@ -241,12 +243,43 @@ def test_sidecar_config_maps_every_spec_section() -> None:
     assert cfg["gateway"] == {"name": "gw", "namespace": "ns"}
     assert cfg["cache"]["scope"] == "pod" and cfg["cache"]["exact"]["ttl_s"] == 60
     assert cfg["cache"]["semantic"]["embedding"]["api_key"] == "os.environ/LLMGW_EMBEDDING_API_KEY"
-    assert cfg["limits"] == {"fail_open": False, "default_max_tokens": 256,
+    assert cfg["limits"] == {"fail_open": False, "default_max_tokens": 256, "decision_timeout_ms": 250,
+                             "unreachable_after_s": 2, "heartbeat_interval_s": 2,
                              "scopes": [{"scope": "namespace", "rpm": 100, "max_parallel": 4}]}
     assert cfg["budgets"] == [{"scope": "namespace", "period": "month", "max_usd": 100}]
     assert cfg["redis"]["op_timeout_ms"] == 20
     names = [e["name"] for e in sidecar_secret_env(g)]
     assert names == ["LLMGW_REDIS_PASSWORD", "LLMGW_KEY_GPT_4O_MINI", "LLMGW_EMBEDDING_API_KEY"]
+
+
+LIMIT_TIMINGS = [("decisionTimeoutMilliseconds", "decision_timeout_ms"),
+                 ("unreachableAfterSeconds", "unreachable_after_s"),
+                 ("heartbeatIntervalSeconds", "heartbeat_interval_s")]
+
+
+def test_limit_decision_timings_go_from_the_crd_to_the_sidecar_config() -> None:
+    """spec.limits' decision deadline and outage settings: the CRD defaults are the sidecar's own defaults, every value
+    the CRD admits (its bounds included) renders into a config the sidecar accepts with that value, and values outside
+    the bounds are refused by the CRD schema."""
+    spec_schema = openapi_schema()["properties"]["spec"]
+    check = jsonschema.Draft202012Validator(to_json_schema(spec_schema))
+
+    def load(spec: dict[str, Any]) -> Any:
+        g = Gateway.from_spec("gw", "ns", spec)
+        return parse_config(render_sidecar_config(g), environ={e["name"]: "x" for e in sidecar_secret_env(g)})
+
+    sidecar_defaults = parse_config({"models": [{"name": "m", "provider": "mock"}]}).limits
+    assert load({"models": MODELS}).limits == sidecar_defaults
+    for crd_field, field in LIMIT_TIMINGS:
+        node = spec_schema["properties"]["limits"]["properties"][crd_field]
+        assert node["default"] == getattr(sidecar_defaults, field), crd_field
+        for value in (node["minimum"], node["default"], node["maximum"]):
+            spec = {"models": MODELS, "limits": {crd_field: value}}
+            check.validate(spec)
+            assert getattr(load(spec).limits, field) == value, (crd_field, value)
+        for value in (node["minimum"] / 2, node["maximum"] * 2):
+            errors = list(check.iter_errors({"models": MODELS, "limits": {crd_field: value}}))
+            assert [list(e.absolute_path) for e in errors] == [["limits", crd_field]], (crd_field, value)
 
 
 def test_clashing_model_env_names_are_a_spec_error() -> None:

@@ -127,6 +127,8 @@ BAD_SPECS: list[tuple[dict[str, Any], str]] = [
     ({"models": []}, "models"),
     ({"models": [{"name": "m", "apiKeySecretRef": {"name": "s"}}]}, "key"),
     ({"budgets": [{"scope": "pod", "maxUsd": 0}]}, "maxUsd"),
+    ({"limits": {"decisionTimeoutMilliseconds": 0}}, "decisionTimeoutMilliseconds"),
+    ({"limits": {"unreachableAfterSeconds": 0}}, "unreachableAfterSeconds"),
 ]
 
 

@@ -267,8 +267,7 @@ def _cache(c: dict[str, Any]) -> dict[str, Any]:
 
 def render_sidecar_config(gw: Gateway) -> dict[str, Any]:
     """The sidecar config document, validated with the sidecar's own parser. Raises SpecError when invalid."""
-    spec, sidecar = gw.spec, gw.sidecar
-    lim = spec["limits"]
+    spec, sidecar, lim = gw.spec, gw.sidecar, gw.limits
     doc: dict[str, Any] = {
         "listen": {"host": "127.0.0.1", "port": sidecar.port},
         "gateway": {"name": gw.name, "namespace": gw.namespace},
@@ -277,11 +276,14 @@ def render_sidecar_config(gw: Gateway) -> dict[str, Any]:
         "cache": _cache(spec["cache"]),
         "limits": {
             "fail_open": sidecar.fail_open,
-            "default_max_tokens": lim["defaultMaxTokens"],
+            "default_max_tokens": lim.default_max_tokens,
+            "decision_timeout_ms": lim.decision_timeout_ms,
+            "unreachable_after_s": lim.unreachable_after_s,
+            "heartbeat_interval_s": lim.heartbeat_interval_s,
             "scopes": [
                 {"scope": s["scope"], **{k: s[c] for c, k in (("rpm", "rpm"), ("tpm", "tpm"),
                                                               ("maxParallel", "max_parallel")) if c in s}}
-                for s in lim.get("scopes", [])
+                for s in lim.scopes
             ],
         },
         "budgets": [{"scope": b["scope"], "period": b["period"], "max_usd": b["maxUsd"]}

@@ -56,6 +56,25 @@ class SidecarSpec:
 
 
 @dataclass(frozen=True)
+class LimitsSpec:
+    """spec.limits with the CRD defaults applied, in the sidecar's units (limits.* of its config)."""
+
+    default_max_tokens: int
+    decision_timeout_ms: int
+    unreachable_after_s: float
+    heartbeat_interval_s: float
+    scopes: list[dict[str, Any]]  # as in the CRD (camelCase); the renderer maps each entry
+
+    @classmethod
+    def from_defaulted(cls, limits: dict[str, Any]) -> LimitsSpec:
+        return cls(default_max_tokens=int(limits["defaultMaxTokens"]),
+                   decision_timeout_ms=int(limits["decisionTimeoutMilliseconds"]),
+                   unreachable_after_s=float(limits["unreachableAfterSeconds"]),
+                   heartbeat_interval_s=float(limits["heartbeatIntervalSeconds"]),
+                   scopes=list(limits.get("scopes") or []))
+
+
+@dataclass(frozen=True)
 class Gateway:
     name: str
     namespace: str
@@ -71,6 +90,10 @@ class Gateway:
     @property
     def sidecar(self) -> SidecarSpec:
         return SidecarSpec.from_defaulted(self.spec["sidecar"])
+
+    @property
+    def limits(self) -> LimitsSpec:
+        return LimitsSpec.from_defaulted(self.spec["limits"])
 
     @property
     def redis(self) -> dict[str, Any]:
