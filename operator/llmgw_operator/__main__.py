@@ -9,6 +9,10 @@ Configuration comes from flags or the environment the Helm chart sets:
   LLMGW_UNINJECTED_INTERVAL_S  interval of the report of pods running without their sidecar (default 60)
   LLMGW_CLUSTER_DOMAIN     cluster DNS domain for the stable Redis names (default cluster.local)
   LLMGW_WEBHOOK_ENABLED    "false" to run without the sidecar-injection webhook
+  LLMGW_SIDECAR_IMAGE      default image of the injected sidecar and the shared gateway (spec.sidecar.image wins)
+  LLMGW_SIDECAR_PULL_POLICY  default pull policy of both (chart: sidecar.image.pullPolicy; an explicit
+                           spec.sidecar.imagePullPolicy wins; the CRD does not default it)
+  LLMGW_GATEWAY_CLUSTER_ROLE  ClusterRole bound to each shared gateway's ServiceAccount (TokenReview)
   LLMGW_LOG_LEVEL          DEBUG | INFO | WARNING
 """
 
@@ -19,11 +23,12 @@ import logging
 import os
 import secrets
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import kopf
 
+from .builders.spec import default_pull_policy
 from .crd import CRDNotFound, load_crd
 from .handlers import HandlerSettings, register
 from .reconcile import Settings
@@ -86,6 +91,15 @@ def missing_peerings(api: ApiClient, peering: str, namespaces: Sequence[str]) ->
     return missing
 
 
+def settings_from_env(cluster_domain: str, env: Mapping[str, str] | None = None) -> Settings:
+    """The reconciler's operator-wide defaults from the environment the chart sets (ValueError: a bad value)."""
+    e = os.environ if env is None else env
+    return Settings(cluster_domain=cluster_domain,
+                    gateway_image=e.get("LLMGW_SIDECAR_IMAGE") or Settings.gateway_image,
+                    gateway_pull_policy=default_pull_policy(e),
+                    gateway_cluster_role=e.get("LLMGW_GATEWAY_CLUSTER_ROLE") or Settings.gateway_cluster_role)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="llmgw-operator", description="LLMGateway operator (kopf).")
     sub = p.add_subparsers(dest="command")
@@ -121,13 +135,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     def login(**kw: object) -> kopf.ConnectionInfo | None:
         return kopf.login_via_client(**kw)  # type: ignore[arg-type]
 
-    settings = HandlerSettings(status_interval_s=args.status_interval,
-                               reconcile=Settings(
-                                   cluster_domain=args.cluster_domain,
-                                   gateway_image=os.environ.get("LLMGW_SIDECAR_IMAGE") or Settings.gateway_image,
-                                   gateway_cluster_role=os.environ.get("LLMGW_GATEWAY_CLUSTER_ROLE")
-                                   or Settings.gateway_cluster_role), webhook=not args.no_webhook,
-                               uninjected_interval_s=args.uninjected_interval)
+    try:
+        reconcile_settings = settings_from_env(args.cluster_domain)
+    except ValueError as e:
+        print(f"llmgw-operator: {e}", file=sys.stderr)
+        return 2
+    settings = HandlerSettings(status_interval_s=args.status_interval, reconcile=reconcile_settings,
+                               webhook=not args.no_webhook, uninjected_interval_s=args.uninjected_interval)
     from kubernetes.config import ConfigException
 
     try:

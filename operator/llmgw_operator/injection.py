@@ -20,7 +20,7 @@ from llmgw_operator.builders.sidecar_config import (
     sidecar_volume_mounts,
     sidecar_volumes,
 )
-from llmgw_operator.builders.spec import gateway_of
+from llmgw_operator.builders.spec import DEFAULT_PULL_POLICY, gateway_of
 
 PREFIX = "llmgateway.dev/"
 ANNOTATION_INJECT = PREFIX + "inject"  # value: gateway name in the pod's namespace, or "false" to opt out
@@ -56,9 +56,9 @@ class InjectionSettings:
 
     default_image: str
     native_sidecars_supported: bool  # server >= 1.29; unknown version -> False (a plain container works everywhere)
-    # Superseded: the CRD defaults spec.sidecar.imagePullPolicy, so the gateway spec always names one (kept for the
-    # chart's LLMGW_SIDECAR_PULL_POLICY until the chart value is retired).
-    image_pull_policy: str = "IfNotPresent"
+    # The chart's sidecar.image.pullPolicy (LLMGW_SIDECAR_PULL_POLICY): used when spec.sidecar.imagePullPolicy is
+    # unset (the CRD has no default for it, so an explicit spec value is the only thing that beats this).
+    image_pull_policy: str = DEFAULT_PULL_POLICY
     startup_timeout_s: int = 120  # how long the app waits for the sidecar before starting anyway
     drain_s: int = 5  # plain-container mode: the sidecar outlives the app's last requests by this much on shutdown
 
@@ -172,7 +172,7 @@ def build_sidecar(gateway_name: str, gateway_spec: Mapping[str, Any], settings: 
     container: dict[str, Any] = {
         "name": SIDECAR_NAME,
         "image": sc.image or settings.default_image,
-        "imagePullPolicy": sc.image_pull_policy,
+        "imagePullPolicy": sc.image_pull_policy or settings.image_pull_policy,
         "command": ["llmgw-sidecar"],
         "args": ["serve", "--config", CONFIG_PATH],
         "env": env,

@@ -24,7 +24,7 @@ from . import cluster_bootstrap, redis_access, spend_reader
 from .apply import Applier, ApplyError, owner_reference
 from .builders import BUILDERS, Gateway, SpecError, build_all, gateway
 from .builders.sidecar_config import KEY_PREFIX, redis_endpoints, referenced_secrets, sidecar_configmap_name
-from .builders.spec import DEFAULT_CLUSTER_DOMAIN
+from .builders.spec import DEFAULT_CLUSTER_DOMAIN, DEFAULT_PULL_POLICY
 from .builders.workload import auth_secret
 from .status import Check, Observation, build_status, ready_condition
 
@@ -43,8 +43,10 @@ class Settings:
     # Maps a "host:port" the operator is about to dial (never what it renders for the sidecars). Identity in a
     # cluster; a port-forward table when the operator runs on a laptop, and the local Redis processes in tests.
     dial: Callable[[str], str] = _same
-    # The shared gateway (spec.gateway): default image, and the chart's ClusterRole its ServiceAccount is bound to.
+    # The shared gateway (spec.gateway): default image and pull policy (the chart's sidecar.image values; a gateway's
+    # spec.sidecar.image/imagePullPolicy wins), and the chart's ClusterRole its ServiceAccount is bound to.
     gateway_image: str = gateway.DEFAULT_IMAGE
+    gateway_pull_policy: str = DEFAULT_PULL_POLICY
     gateway_cluster_role: str = gateway.DEFAULT_CLUSTER_ROLE
 
 
@@ -162,7 +164,7 @@ class Reconciler:
                 raise SpecError("VirtualKeysUnreadable", f"cannot list virtual-key Secrets: {e.status} {e.reason}") \
                     from None
         return gateway.build(gw, image=self.settings.gateway_image, cluster_role=self.settings.gateway_cluster_role,
-                             key_secrets=keys)
+                             key_secrets=keys, pull_policy=self.settings.gateway_pull_policy)
 
     # -- pieces ---------------------------------------------------------------------------------------------------
     def _redis_only(self, gw: Gateway) -> list[dict[str, Any]]:

@@ -28,6 +28,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 from llmgw_operator import gateway_client, injection
+from llmgw_operator.builders.spec import default_pull_policy
 from llmgw_operator.crd import GROUP, PLURAL, VERSION
 from llmgw_operator.metrics import OPERATOR_METRICS
 from llmgw_operator.webhook_kube import (
@@ -98,7 +99,7 @@ def settings_from_env(native_supported: bool, env: Mapping[str, str] | None = No
     return injection.InjectionSettings(
         default_image=e.get("LLMGW_SIDECAR_IMAGE", "ghcr.io/llmgateway/sidecar:0.1.0"),
         native_sidecars_supported=native,
-        image_pull_policy=e.get("LLMGW_SIDECAR_PULL_POLICY", "IfNotPresent"),
+        image_pull_policy=default_pull_policy(e),
     )
 
 

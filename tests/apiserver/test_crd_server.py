@@ -47,7 +47,10 @@ def test_a_minimal_spec_is_defaulted_alike(installed: Installed) -> None:
     installed.server.ensure_namespace(NS)
     doc = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "LLMGateway", "metadata": {"name": "tiny", "namespace": NS},
            "spec": {"models": [{"name": "m", "provider": "mock"}]}}
-    assert _dry_run_create(installed, doc)["spec"] == defaulted_spec(doc["spec"])
+    stored = _dry_run_create(installed, doc)["spec"]
+    assert stored == defaulted_spec(doc["spec"])
+    # No server default for the sidecar's pull policy: an unset field is how the chart-wide default reaches a gateway.
+    assert "imagePullPolicy" not in stored["sidecar"]
 
 
 @pytest.mark.parametrize(("bad", "where"), [(b, w) for b, w in BAD_SPECS if w != "scop"],

@@ -22,7 +22,7 @@ from .sidecar_config import (
     sidecar_volumes,
     validate_rendered,
 )
-from .spec import Gateway, SpecError
+from .spec import DEFAULT_PULL_POLICY, Gateway, SpecError
 
 COMPONENT = "gateway"
 API_PORT = 4000  # inside the pod; the Service maps spec.gateway.service.port onto it
@@ -142,7 +142,8 @@ def _http_probe(path: str, *, period: int, failures: int, initial: int = 0) -> d
     return probe
 
 
-def deployment(gw: Gateway, image: str, key_secrets: list[str]) -> Manifest:
+def deployment(gw: Gateway, image: str, key_secrets: list[str], pull_policy: str = DEFAULT_PULL_POLICY) -> Manifest:
+    """image and pull_policy: the operator's defaults (chart values sidecar.image.*), used where the spec is silent."""
     g = gw.spec["gateway"]
     sc = gw.sidecar
     metrics_port = sc.metrics_port
@@ -155,7 +156,7 @@ def deployment(gw: Gateway, image: str, key_secrets: list[str]) -> Manifest:
     container: dict[str, Any] = {
         "name": "gateway",
         "image": g.get("image") or sc.image or image,
-        "imagePullPolicy": sc.image_pull_policy,
+        "imagePullPolicy": sc.image_pull_policy or pull_policy,
         "command": ["llmgw-sidecar"],
         "args": ["serve", "--config", CONFIG_PATH],
         "env": [
@@ -268,7 +269,7 @@ def cluster_role_binding(gw: Gateway, cluster_role: str) -> Manifest:
 
 
 def build(gw: Gateway, *, image: str = DEFAULT_IMAGE, cluster_role: str = DEFAULT_CLUSTER_ROLE,
-          key_secrets: list[str] | None = None) -> list[Manifest]:
+          key_secrets: list[str] | None = None, pull_policy: str = DEFAULT_PULL_POLICY) -> list[Manifest]:
     """Every object of the shared gateway, in creation order; [] when spec.gateway is absent or disabled."""
     if not enabled(gw):
         return []
@@ -276,7 +277,7 @@ def build(gw: Gateway, *, image: str = DEFAULT_IMAGE, cluster_role: str = DEFAUL
         service_account(gw),
         cluster_role_binding(gw, cluster_role),
         configmap(gw),
-        deployment(gw, image, key_secrets or []),
+        deployment(gw, image, key_secrets or [], pull_policy),
         service(gw),
         network_policy(gw),
         autoscaler(gw),

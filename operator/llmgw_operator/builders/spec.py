@@ -7,6 +7,7 @@ in (the generated password), so a second reconcile renders the same objects and 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,22 @@ class SpecError(ValueError):
         self.message = message
 
 
+# The sidecar's pull policy: spec.sidecar.imagePullPolicy when set (the CRD gives it no default), else the operator's
+# default from the chart value sidecar.image.pullPolicy (env LLMGW_SIDECAR_PULL_POLICY), else IfNotPresent.
+PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+DEFAULT_PULL_POLICY = "IfNotPresent"
+PULL_POLICY_ENV = "LLMGW_SIDECAR_PULL_POLICY"
+
+
+def default_pull_policy(env: Mapping[str, str]) -> str:
+    """The operator-wide sidecar pull policy from its environment; ValueError names a value Kubernetes would refuse
+    (the chart's schema already does, a hand-written Deployment may not)."""
+    value = env.get(PULL_POLICY_ENV, "").strip() or DEFAULT_PULL_POLICY
+    if value not in PULL_POLICIES:
+        raise ValueError(f"{PULL_POLICY_ENV}={value!r} is not one of {', '.join(PULL_POLICIES)}")
+    return value
+
+
 # The injected sidecar's resources when spec.sidecar.resources is unset (the CRD has no default for it).
 SIDECAR_DEFAULT_RESOURCES: dict[str, dict[str, str]] = {
     "requests": {"cpu": "50m", "memory": "128Mi"},
@@ -43,7 +60,7 @@ class SidecarSpec:
     metrics_port: int  # 0: no metrics-only listener
     fail_open: bool
     redis_timeout_ms: int
-    image_pull_policy: str
+    image_pull_policy: str | None  # None: the operator's default (chart value sidecar.image.pullPolicy) applies
     image: str | None
     resources: dict[str, Any]
 
@@ -51,7 +68,7 @@ class SidecarSpec:
     def from_defaulted(cls, sidecar: dict[str, Any]) -> SidecarSpec:
         return cls(port=int(sidecar["port"]), metrics_port=int(sidecar.get("metricsPort") or 0),
                    fail_open=bool(sidecar["failOpen"]), redis_timeout_ms=int(sidecar["redisTimeoutMilliseconds"]),
-                   image_pull_policy=str(sidecar["imagePullPolicy"]), image=sidecar.get("image") or None,
+                   image_pull_policy=sidecar.get("imagePullPolicy") or None, image=sidecar.get("image") or None,
                    resources=dict(sidecar.get("resources") or SIDECAR_DEFAULT_RESOURCES))
 
 
