@@ -1,10 +1,14 @@
 """Pods that use a shared gateway (spec.gateway) instead of a sidecar: `llmgateway.dev/use-gateway` on a pod gets the
 OpenAI SDK environment pointing at the gateway's Service and a projected ServiceAccount token for its audience. The
-admission server (webhook.py) calls this; the sidecar injection itself is injection.py."""
+admission server (webhook.py) calls this; the sidecar injection itself is injection.py.
+
+Admission must never fail because of what is read here: a spec value the operator cannot use (a gateway object written
+past the CRD schema, or from an older CRD) falls back to the CRD default with one log line per gateway and problem."""
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,6 +29,49 @@ TOKEN_VOLUME = "llmgw-token"
 TOKEN_DIR = "/var/run/secrets/llmgateway.dev"
 TOKEN_PATH = f"{TOKEN_DIR}/token"
 TOKEN_EXPIRATION_S = 3600  # the kubelet rotates the file at 80% of this; apps re-read it
+DEFAULT_SERVICE_PORT = 80  # the CRD defaults of spec.gateway.service.port and spec.gateway.auth.audience
+DEFAULT_AUDIENCE = "llmgateway.dev"
+MAX_LOGGED = 1024  # distinct (gateway, problem) keys remembered for log_once; then it starts over
+
+log = logging.getLogger(__name__)
+_logged: set[tuple[str, ...]] = set()
+
+
+def log_once(key: tuple[str, ...], msg: str, *args: object) -> None:
+    """One warning per key (a gateway and what is wrong with it), not one per admitted pod. Callers pass names and
+    exception types only, never values: a spec or pod value may hold something secret."""
+    if key in _logged:
+        return
+    if len(_logged) >= MAX_LOGGED:
+        _logged.clear()
+    _logged.add(key)
+    log.warning(msg, *args)
+
+
+def service_port(namespace: str, name: str, g: Mapping[str, Any]) -> int:
+    """spec.gateway.service.port, or the CRD default when it is unusable."""
+    try:
+        port = int((g.get("service") or {}).get("port") or DEFAULT_SERVICE_PORT)
+        if not 1 <= port <= 65535:
+            raise ValueError("port out of range")
+        return port
+    except Exception as e:  # noqa: BLE001 -- whatever the object holds, admission goes on with the default
+        log_once((namespace, name, "port", type(e).__name__), "gateway %s/%s: spec.gateway.service.port unusable "
+                 "(%s); pods are pointed at port %d", namespace, name, type(e).__name__, DEFAULT_SERVICE_PORT)
+        return DEFAULT_SERVICE_PORT
+
+
+def token_audience(namespace: str, name: str, g: Mapping[str, Any]) -> str:
+    """spec.gateway.auth.audience, or the CRD default when it is unusable."""
+    try:
+        audience = (g.get("auth") or {}).get("audience") or DEFAULT_AUDIENCE
+        if not isinstance(audience, str):
+            raise TypeError("audience is not a string")
+        return audience
+    except Exception as e:  # noqa: BLE001 -- whatever the object holds, admission goes on with the default
+        log_once((namespace, name, "audience", type(e).__name__), "gateway %s/%s: spec.gateway.auth.audience "
+                 "unusable (%s); tokens are requested for %r", namespace, name, type(e).__name__, DEFAULT_AUDIENCE)
+        return DEFAULT_AUDIENCE
 
 
 def requested_shared_gateway(pod: Mapping[str, Any], namespace: str) -> tuple[str, str] | None:
@@ -64,8 +111,8 @@ def build_gateway_client_patch(pod: Mapping[str, Any], namespace: str, name: str
     if TOKEN_VOLUME in {v.get("name") for v in spec.get("volumes") or []}:
         res.reason = "already-pointed"
         return res
-    port = int((g.get("service") or {}).get("port") or 80)
-    audience = (g.get("auth") or {}).get("audience") or "llmgateway.dev"
+    port = service_port(namespace, name, g)
+    audience = token_audience(namespace, name, g)
     only_raw = annotations_of(pod).get(ANNOTATION_CONTAINERS)
     only = {c.strip() for c in only_raw.split(",") if c.strip()} if only_raw else None
     ops: list[dict[str, Any]] = []

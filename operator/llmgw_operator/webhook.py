@@ -177,7 +177,17 @@ async def _point_at_shared_gateway(uid: str, pod: Mapping[str, Any], namespace: 
         if not dry_run:
             await sink.warn(namespace, pod, "InjectionFailed", msg)
         return _response(uid, [msg]), "lookup-failed"
-    result = gateway_client.build_gateway_client_patch(pod, gw_ns, gw_name, spec)
+    try:
+        result = gateway_client.build_gateway_client_patch(pod, gw_ns, gw_name, spec)
+    except Exception as e:  # noqa: BLE001 -- a gateway or pod shape we did not foresee: admit the pod unchanged
+        # Type only, no message: it may quote a spec or pod value.
+        gateway_client.log_once((gw_ns, gw_name, "patch", type(e).__name__), "pointing pods at gateway %s/%s "
+                                "failed (%s); pods admitted unchanged", gw_ns, gw_name, type(e).__name__)
+        msg = (f"llmgateway: pointing the pod at gateway {gw_ns}/{gw_name} failed ({type(e).__name__}); "
+               "pod admitted unchanged")
+        if not dry_run:
+            await sink.warn(namespace, pod, "InjectionFailed", msg)
+        return _response(uid, [msg]), "error"
     if result.reason == "no-shared-gateway" and not dry_run:
         await sink.warn(namespace, pod, "GatewayNotFound", "; ".join(result.warnings))
     return _response(uid, result.warnings, result.patch), result.reason
@@ -271,7 +281,13 @@ class WebhookServer:
         if not isinstance(body, dict) or not isinstance(body.get("request"), dict):
             return web.json_response({"error": "not an AdmissionReview"}, status=400)
         with self.metrics.duration.time():
-            out, outcome = await review(body, self.source, self.sink, self.settings, self.config.lookup_timeout_s)
+            try:
+                out, outcome = await review(body, self.source, self.sink, self.settings,
+                                            self.config.lookup_timeout_s)
+            except Exception as e:  # noqa: BLE001 -- last resort: a 500 would leave the API server to guess
+                gateway_client.log_once(("review", type(e).__name__), "admission review failed (%s); pod admitted "
+                                        "unchanged", type(e).__name__)
+                out, outcome = _response(str(body["request"].get("uid", "")), []), "error"
         self.metrics.admissions.labels(outcome).inc()
         return web.json_response(out)
 

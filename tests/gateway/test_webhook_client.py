@@ -3,7 +3,10 @@ OpenAI SDKs and a projected ServiceAccount token for the gateway's audience, thr
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+
+import pytest
 
 from llmgw_operator import gateway_client, injection
 from tests.webhook.conftest import Harness, mutate, patch_of
@@ -62,3 +65,51 @@ async def test_inject_annotation_wins_over_use_gateway(h: Harness) -> None:
     out = mutate(p, await h.review(p))
     assert injection.SIDECAR_NAME in [c["name"] for c in out["spec"].get("initContainers") or []]
     assert gateway_client.TOKEN_VOLUME not in [v["name"] for v in out["spec"]["volumes"]]
+
+
+SECRET = "sk-live-never-in-a-log-0123456789"
+
+
+async def test_unusable_spec_values_fall_back_to_the_defaults_with_one_log_line(
+        h: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    """A gateway object written past the schema (or by an older CRD) never fails admission: port and audience fall
+    back to the CRD defaults, logged once per gateway and problem, and no value is quoted."""
+    h.gateways.specs[(NS, "odd")] = gateway_spec(gateway={"service": {"port": f"http-{SECRET}"},
+                                                          "auth": {"audience": {"token": SECRET}}})
+    with caplog.at_level(logging.WARNING, logger="llmgw_operator"):
+        for _ in range(3):
+            p = pod({gateway_client.ANNOTATION_USE_GATEWAY: "odd"})
+            out = mutate(p, await h.review(p))
+            assert env_of(out["spec"]["containers"][0])["OPENAI_BASE_URL"] == f"http://odd-gateway.{NS}.svc:80/v1"
+            sat = out["spec"]["volumes"][-1]["projected"]["sources"][0]["serviceAccountToken"]
+            assert sat["audience"] == gateway_client.DEFAULT_AUDIENCE
+    lines = [r.getMessage() for r in caplog.records if "odd" in r.getMessage()]
+    assert len(lines) == 2, lines  # one for the port, one for the audience; not one per pod
+    assert not [r for r in caplog.records if SECRET in r.getMessage() or (r.exc_text and SECRET in r.exc_text)]
+
+
+async def test_an_exception_while_pointing_admits_the_pod_unchanged(h: Harness,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    h.gateways.specs[(NS, "broken")] = {**gateway_spec(), "gateway": [SECRET]}  # not an object: .get raises
+    before = h.server.metrics.admissions.labels("error")._value.get()
+    with caplog.at_level(logging.WARNING, logger="llmgw_operator"):
+        for _ in range(2):
+            resp = await h.review(pod({gateway_client.ANNOTATION_USE_GATEWAY: "broken"}))
+            assert patch_of(resp) == [] and "admitted unchanged" in resp["warnings"][0]
+            assert SECRET not in resp["warnings"][0]
+    assert h.server.metrics.admissions.labels("error")._value.get() == before + 2
+    assert [e[2] for e in h.events.events] == ["InjectionFailed", "InjectionFailed"]
+    lines = [r.getMessage() for r in caplog.records if "broken" in r.getMessage()]
+    assert len(lines) == 1 and "AttributeError" in lines[0] and SECRET not in lines[0], lines
+
+
+async def test_a_review_that_fails_anywhere_is_still_an_allowed_answer(h: Harness) -> None:
+    # Annotations that are not an object cannot come from a real API server; a hand-made review still gets an answer
+    # (200, allowed, no patch) instead of a 500, and the webhook keeps serving.
+    bad = pod({})
+    bad["metadata"]["annotations"] = [1]
+    resp = await h.review(bad)
+    assert patch_of(resp) == [] and resp["allowed"] is True
+    h.gateways.specs[(NS, "gw")] = gateway_spec(gateway={})
+    p = pod({gateway_client.ANNOTATION_USE_GATEWAY: "gw"})
+    assert mutate(p, await h.review(p))["spec"]["volumes"][-1]["name"] == gateway_client.TOKEN_VOLUME
