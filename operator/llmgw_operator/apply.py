@@ -246,11 +246,22 @@ class Applier:
                 deleted.append(f"{kind}/{md['name']}")
         return deleted
 
+    def release_cluster_scoped(self, namespace: str | None = None, gateway: str | None = None) -> list[str]:
+        """Delete the cluster-scoped children of a gateway that is going away (its deletion handler: no owner
+        reference can do it), and every one whose gateway is already gone. Without a gateway: the orphan sweep the
+        operator runs at start (bindings of gateways deleted while no operator ran)."""
+        deleted = []
+        for kind, k in KINDS.items():
+            if k.prunable and not k.namespaced:
+                deleted += self._prune_cluster_scoped(kind, k, namespace or "", gateway or "", set(),
+                                                      releasing=True)
+        return deleted
+
     def _prune_cluster_scoped(self, kind: str, k: Kind, namespace: str, gateway: str,
-                              keep: set[tuple[str, str]]) -> list[str]:
+                              keep: set[tuple[str, str]], releasing: bool = False) -> list[str]:
         """Cluster-scoped children (the gateway's ClusterRoleBinding) carry the gateway's namespace and name as labels.
-        Deleted when this gateway no longer wants them, and when their gateway is gone (no ownerReference can
-        do that for them), whichever gateway's pass notices first."""
+        Deleted when this gateway no longer wants them or is being deleted (`releasing`), and when their gateway is
+        gone, whichever pass notices first."""
         api = k.api(self.api_client)
         selector = f"app.kubernetes.io/managed-by={MANAGED_BY},{GATEWAY_NS_LABEL}"
         items = self._plain(getattr(api, f"list_{k.suffix}")(label_selector=selector,
@@ -263,11 +274,15 @@ class Applier:
             if labels.get("app.kubernetes.io/managed-by") != MANAGED_BY or not owner_ns or not owner:
                 continue
             if (owner_ns, owner) == (namespace, gateway):
-                gone = (kind, md["name"]) not in keep
+                gone = releasing or (kind, md["name"]) not in keep
             else:
                 gone = not self._gateway_exists(owner_ns, owner)
             if gone:
-                getattr(api, f"delete_{k.suffix}")(md["name"], _request_timeout=REQUEST_TIMEOUT)
+                try:
+                    getattr(api, f"delete_{k.suffix}")(md["name"], _request_timeout=REQUEST_TIMEOUT)
+                except ApiException as e:
+                    if e.status != 404:  # 404: another replica or pass was first
+                        raise
                 deleted.append(f"{kind}/{md['name']}")
         return deleted
 

@@ -57,6 +57,27 @@ def register(registry: kopf.OperatorRegistry, api_client_factory: Callable[[], c
     def refresh_gateway(body: kopf.Body, **_: Any) -> None:
         write(body, reconciler.reconcile(_plain(body), read_spend=True), trigger="timer")
 
+    # Cluster-scoped children (the shared gateway's ClusterRoleBinding) cannot carry an owner reference to a namespaced
+    # gateway, so garbage collection never deletes them: the gateway's deletion does (kopf's finalizer, which the
+    # timers put on every gateway anyway, keeps it until this ran), and a sweep at start catches gateways deleted
+    # while no operator ran. Bounded retries: an API outage must not keep a gateway Terminating forever.
+    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, id="release-cluster-scoped", retries=5, backoff=5)
+    def release_gateway(body: kopf.Body, **_: Any) -> None:
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        deleted = reconciler.applier.release_cluster_scoped(ns, name)
+        if deleted:
+            log.info("%s/%s deleted: %s", ns, name, ", ".join(deleted))
+
+    @kopf.on.startup(registry=registry, id="sweep-cluster-scoped")
+    def sweep_orphans(**_: Any) -> None:
+        try:
+            deleted = reconciler.applier.release_cluster_scoped()
+        except Exception as e:  # noqa: BLE001 -- a sweep that fails must not stop the operator; the next start retries
+            log.warning("sweep of cluster-scoped objects of deleted gateways failed: %s", e)
+            return
+        if deleted:
+            log.info("deleted cluster-scoped objects of gateways that no longer exist: %s", ", ".join(deleted))
+
     if settings.webhook:
         webhook.register(registry, uninjected_interval_s=settings.uninjected_interval_s)
 

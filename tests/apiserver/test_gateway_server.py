@@ -183,3 +183,53 @@ def test_turning_the_gateway_off_prunes_everything_of_it(installed: Installed, o
     wait_for("status.gateway removed", lambda: "gateway" not in (gateway(api, NS, "llm") or {}).get("status", {}), 30)
     assert read(api, "ConfigMap", "llm-sidecar") is not None, "the sidecar side is untouched"
     assert operator.forbidden() == []
+
+
+def _named(name: str) -> dict[str, Any]:
+    doc = example()
+    doc["metadata"]["name"] = name
+    return doc
+
+
+def _delete_gateway(api: client.ApiClient, name: str) -> None:
+    client.CustomObjectsApi(api).delete_namespaced_custom_object("llmgateway.dev", "v1alpha1", NS, "llmgateways", name)
+
+
+def test_deleting_the_last_shared_gateway_deletes_its_binding(installed: Installed, operator: OperatorProcess) -> None:
+    """No owner reference can tie a cluster-scoped binding to a namespaced gateway: the gateway's deletion handler
+    deletes it (kopf's finalizer holds the gateway until it ran), even when no other gateway is left to notice."""
+    api = installed.server.client()
+    installed.server.apply(_named("solo"), "kubectl")
+    binding = f"llmgw-gateway:{NS}:solo"
+    wait_for("the ClusterRoleBinding", lambda: read(api, "ClusterRoleBinding", binding), 60)
+    _delete_gateway(api, "solo")
+    wait_for("the gateway released", lambda: gateway(api, NS, "solo") is None, 60)
+    wait_for("the binding deleted", lambda: read(api, "ClusterRoleBinding", binding) is None, 10)
+    assert f"{NS}/solo deleted: ClusterRoleBinding/{binding}" in operator.log(), "deleted by the deletion handler"
+    assert operator.forbidden() == []
+
+
+def test_a_binding_left_by_a_gateway_deleted_without_operator_is_swept_at_start(
+        installed: Installed, operator: OperatorProcess, tmp_path: Path) -> None:
+    """The operator was down and the finalizer removed by hand (docs/operations.md): the next operator start deletes
+    the binding whose gateway no longer exists. Last in this module: it stops the module's operator."""
+    api = installed.server.client()
+    installed.server.apply(_named("late"), "kubectl")
+    binding = f"llmgw-gateway:{NS}:late"
+    wait_for("the ClusterRoleBinding", lambda: read(api, "ClusterRoleBinding", binding), 60)
+    operator.stop()
+    _delete_gateway(api, "late")
+    client.CustomObjectsApi(api).patch_namespaced_custom_object(
+        "llmgateway.dev", "v1alpha1", NS, "llmgateways", "late", {"metadata": {"finalizers": None}},
+        _content_type=MERGE)
+    wait_for("the gateway gone", lambda: gateway(api, NS, "late") is None, 30)
+    assert read(api, "ClusterRoleBinding", binding) is not None, "no operator ran: the binding is still there"
+    restarted = start_operator("shared-gw-2", installed.sa_kubeconfig, tmp_path,
+                               extra_env={"LLMGW_GATEWAY_CLUSTER_ROLE": gateway_role(installed)})
+    try:
+        wait_for("the orphaned binding swept", lambda: read(api, "ClusterRoleBinding", binding) is None, 60)
+        # By the start-up sweep (another gateway's pass would delete it too, but may never come: none may be left).
+        assert f"gateways that no longer exist: ClusterRoleBinding/{binding}" in restarted.log()
+        assert restarted.forbidden() == []
+    finally:
+        restarted.stop()
