@@ -13,6 +13,8 @@ refused by a model limit. A request the cache cannot answer decides both in one 
 A decision has its own deadline (`limits.decision_timeout_ms`). A slow decision refuses that one request (503, its
 possible reservation is refunded); only an unreachable Redis (refused or broken connection, or no reply at all for
 `limits.unreachable_after_s`) switches to the local limiter, which admits this process's share (ratelimit_local.py).
+Whether Redis is unreachable is the runtime's one Redis health's to say (redis_guard.FallbackGate over its breaker):
+what the caches and spend see counts too, and any reply ends the fallback.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from .pricing import NANO, estimate_completion_tokens, estimate_prompt_tokens
 from .ratelimit_keys import LimitSpec, model_specs, replicas_key, rl_base, scope_specs, with_tokens
 from .ratelimit_local import LocalLimiter
 from .ratelimit_redis import Decision, RedisLimiter
-from .redis_guard import CircuitBreaker, RateLimitedLog, RedisHealth
+from .redis_guard import RateLimitedLog, RedisHealth
 from .redis_topology import AnyRedis
 from .replicas import ReplicaRegistry
 
@@ -87,14 +89,11 @@ class RedisGovernor:
         self.replicas = ReplicaRegistry(redis, replicas_key(config.redis.key_prefix, g.namespace, g.name),
                                         lim.heartbeat_interval_s, metrics, window_ms=self.window_ms,
                                         usage_keys=self.local.hot_keys, on_usage=self.local.refresh)
-        # Opens only when Redis is unreachable (one failure is enough: a refused connection is not a slow one);
-        # after redis.circuit_breaker.reset_after_s one decision probes Redis again.
-        self.breaker = CircuitBreaker(config.redis.circuit_breaker.model_copy(update={"failure_threshold": 1}))
-        # The runtime's one Redis health hears about every decision too (its breaker and gauge are shared with the
-        # caches); the breaker above only chooses between Redis and the local limiter.
-        self.health = health
-        self._last_ok = time.monotonic()
-        self._stall_since: float | None = None
+        # The runtime's one Redis health (a private one when the governor is used alone, as in tests). The gate is
+        # the limits' policy over it: the local limiter only while Redis is unreachable (one refused connection is
+        # enough; a slow one never is); after redis.circuit_breaker.reset_after_s one decision probes Redis again.
+        self.health = health or RedisHealth(config.redis.op_timeout_ms / 1000, config.redis.circuit_breaker, metrics)
+        self.gate = self.health.fallback_gate(lim.unreachable_after_s)
         self._model_specs = {m.name: model_specs(self.base, m) for m in config.models}
         self._scope_cache: dict[Any, list[LimitSpec]] = {}
         self._budget_cache: dict[Any, tuple[float, list[BudgetCheck]]] = {}
@@ -200,7 +199,7 @@ class RedisGovernor:
     async def _decide(self, specs: list[LimitSpec], budgets: list[BudgetCheck], member: str) -> tuple[Decision, bool]:
         """(decision, made locally). Raises ApiError 503 when the decision was too slow (or Redis is unreachable and
         limits.fail_open is false)."""
-        if self.breaker.allow():
+        if self.gate.use_redis():
             try:
                 d = await self._redis_admit(specs, budgets, member)
             except _Slow:
@@ -242,26 +241,21 @@ class RedisGovernor:
                 d = await self.rl.decide(keys, args, len(specs), len(budgets))
         except (TimeoutError, RedisTimeoutError) as e:
             self.metrics.redis_errors.labels("ratelimit").inc()
-            # Slow is not down: only when no decision has come back for unreachable_after_s is Redis treated as gone.
-            now = time.monotonic()
-            self._stall_since = max(t0, self._last_ok) if self._stall_since is None else self._stall_since
-            if now - self._stall_since < self.limits.unreachable_after_s:
+            # Slow is not down: only when no reply has come for unreachable_after_s is Redis treated as gone.
+            silent = self.gate.timed_out(t0)
+            if silent is None:
                 self.warn.warning("slow", f"rate limit decision missed its {self.limits.decision_timeout_ms} ms "
                                   f"deadline: {type(e).__name__}")
                 raise _Slow from None
-            self._unreachable(f"no reply for {now - self._stall_since:.1f}s")
+            self._unreachable(f"no reply for {silent:.1f}s")
             return None
         except Exception as e:  # noqa: BLE001 - refused/broken connection, failover, read-only, ...: unreachable
             self.metrics.redis_errors.labels("ratelimit").inc()
-            if self.health is not None:
-                self.health.breaker.failure(e)
+            self.health.breaker.failure(e)
+            self.health.breaker.mark_down()  # whatever it was, this decision cannot be made in Redis
             self._unreachable(f"{type(e).__name__}: {e}")
             return None
-        self._last_ok = time.monotonic()
-        self._stall_since = None
-        self.breaker.success()
-        if self.health is not None and self.health.breaker.failures:
-            self.health.breaker.success()
+        self.health.breaker.success()  # a reply: not slow, not down (for every user of the health)
         if budgets:
             if len(self._budget_seen) > _MAX_CACHED:
                 self._budget_seen.clear()
@@ -270,7 +264,6 @@ class RedisGovernor:
         return d
 
     def _unreachable(self, why: str) -> None:
-        self.breaker.failure()
         self.warn.warning("down", f"Redis unreachable for rate limits ({why}): deciding locally with this process's "
                           f"share (replicas: {self.replicas.count})")
 

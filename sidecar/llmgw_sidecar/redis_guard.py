@@ -4,6 +4,12 @@ Redis calls may fail without failing the request: a short deadline, ONE circuit 
 metrics and a rate-limited log line. The upstream can still answer while Redis is down; we only lose the cache for a
 while. An error Redis answers because of a command's own values (an out-of-range TTL, a wrong type) says nothing about
 Redis' health: it is counted apart and never moves the breaker, so no request can switch the cache off for everyone.
+
+Every user reports to the same breaker, which keeps the facts: consecutive failures, and whether Redis is merely slow
+(calls timing out since `stall_since`) or unreachable (`down_at`: a refused or broken connection, a Redis-state error).
+Each user applies its policy to them: the caches and spend skip Redis while the breaker is open (`failure_threshold`
+consecutive failures, timeouts included: a slow cache is no cache); the rate limits, which have a fallback of their own,
+leave Redis only when it is unreachable, never because it is slow (`FallbackGate`). Any reply clears both.
 """
 
 from __future__ import annotations
@@ -14,7 +20,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .config import CircuitBreakerConfig
 from .metrics import Metrics
@@ -38,11 +46,30 @@ def is_redis_failure(exc: BaseException | None) -> bool:
     return str(exc).lstrip().upper().startswith(_HEALTH_ERRORS)
 
 
+def is_timeout(exc: BaseException | None) -> bool:
+    return isinstance(exc, TimeoutError | RedisTimeoutError)
+
+
+def is_unreachable(exc: BaseException | None) -> bool:
+    """A refused or broken connection, or Redis reporting a state in which it cannot serve (loading, read-only,
+    cluster down, ...): Redis is not there, as opposed to slow (a timeout) or refusing a command's own values. An
+    unknown exception (a bug in a caller) proves nothing about Redis."""
+    if exc is None or is_timeout(exc):
+        return False
+    if isinstance(exc, RedisConnectionError | OSError):
+        return True
+    return isinstance(exc, ResponseError) and is_redis_failure(exc)
+
+
 class CircuitBreaker:
     """closed -> (N consecutive failures) -> open -> (reset_after elapsed) -> one probe -> closed or open again.
 
     A probe that never reports (its task was cancelled) must not keep the breaker open forever: `abandon()` releases
-    the half-open state at once, and a probe silent for longer than reset_after is given up anyway."""
+    the half-open state at once, and a probe silent for longer than reset_after is given up anyway.
+
+    Beside the count it keeps what kind of trouble it is, for users with their own policy (`FallbackGate`): since when
+    calls time out with no reply in between (`stall_since`), and when Redis was last found unreachable (`down_at`).
+    `clean` is False while any of that needs a `success()` to clear it (a cheap check on the hit path)."""
 
     def __init__(self, cfg: CircuitBreakerConfig, on_change: Callable[[bool], None] | None = None) -> None:
         self.threshold = cfg.failure_threshold
@@ -51,6 +78,10 @@ class CircuitBreaker:
         self.opened_at: float | None = None
         self._probe_since: float | None = None
         self._on_change = on_change
+        self.clean = True
+        self.last_reply = time.monotonic()  # of the replies reported while not clean (and every limit decision)
+        self.stall_since: float | None = None
+        self.down_at: float | None = None
 
     @property
     def is_open(self) -> bool:
@@ -74,6 +105,9 @@ class CircuitBreaker:
     def success(self) -> None:
         self.failures = 0
         self._probe_since = None
+        self.last_reply = time.monotonic()
+        self.stall_since = self.down_at = None
+        self.clean = True
         if self.opened_at is not None:
             self.opened_at = None
             if self._on_change:
@@ -83,6 +117,11 @@ class CircuitBreaker:
         if not is_redis_failure(exc):
             self.success()  # Redis answered (with an argument error): it is up
             return
+        self.clean = False
+        if is_timeout(exc):
+            self.stalled(time.monotonic())
+        elif is_unreachable(exc):
+            self.down_at = time.monotonic()
         self.failures += 1
         was_open = self.opened_at is not None
         if self._probe_since is not None or self.failures >= self.threshold:
@@ -90,6 +129,19 @@ class CircuitBreaker:
             self._probe_since = None
             if not was_open and self._on_change:
                 self._on_change(True)
+
+    def stalled(self, sent_at: float) -> float:
+        """A call sent at `sent_at` got no reply in time: the stall began then, or at the latest reply after it.
+        Returns the stall's start."""
+        self.clean = False
+        if self.stall_since is None:
+            self.stall_since = max(sent_at, self.last_reply)
+        return self.stall_since
+
+    def mark_down(self) -> None:
+        """A user's policy found Redis unreachable (e.g. no reply for too long)."""
+        self.clean = False
+        self.down_at = time.monotonic()
 
     def abandon(self) -> None:
         """The probe was cancelled before it learnt anything: let the next request probe."""
@@ -159,9 +211,50 @@ class RedisHealth:
         except (Exception, TimeoutError) as e:  # noqa: BLE001 - any Redis trouble means fail open
             self.failed(op, e)
             return default
-        if breaker.failures or breaker.opened_at is not None:
+        if not breaker.clean:
             breaker.success()
         return result
+
+    def fallback_gate(self, stall_s: float) -> FallbackGate:
+        """The policy of a user with a fallback of its own (the rate limits' local limiter), over this health."""
+        return FallbackGate(self.breaker, stall_s)
+
+
+class FallbackGate:
+    """Redis or the fallback, for one user of the shared health: Redis is left only when it is unreachable (`down_at`:
+    a refused or broken connection or a Redis-state error, reported by any user, or calls that have had no reply at all
+    for `stall_s`), never because calls are slow or the cache's breaker is open. While it is unreachable, one call
+    probes Redis every reset_after_s; any reply (this user's or another's) ends the fallback."""
+
+    def __init__(self, breaker: CircuitBreaker, stall_s: float) -> None:
+        self.breaker = breaker
+        self.stall_s = stall_s
+        self._probe_since: float | None = None
+
+    @property
+    def unreachable(self) -> bool:
+        return self.breaker.down_at is not None
+
+    def use_redis(self) -> bool:
+        down = self.breaker.down_at
+        if down is None:
+            return True
+        now = time.monotonic()
+        if self._probe_since is not None and now - self._probe_since < self.breaker.reset_after:
+            return False  # one probe at a time; the rest use the fallback
+        if now - down >= self.breaker.reset_after:
+            self._probe_since = now
+            return True
+        return False
+
+    def timed_out(self, sent_at: float) -> float | None:
+        """A call of this user got no reply in time. Returns None while that is only slow, else how long Redis has
+        not replied (>= stall_s: it now counts as unreachable)."""
+        silent = time.monotonic() - self.breaker.stalled(sent_at)
+        if silent < self.stall_s:
+            return None
+        self.breaker.mark_down()
+        return silent
 
 
 RedisGuard = RedisHealth  # the name it had before it was shared by every stage

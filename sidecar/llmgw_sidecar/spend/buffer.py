@@ -139,7 +139,7 @@ class SpendBuffer:
                     self.metrics.spend_handoffs.labels("error").inc()
                     break
                 self.pending = None
-                if self.health is not None and (self.health.breaker.failures or self.health.breaker.is_open):
+                if self.health is not None and not self.health.breaker.clean:
                     self.health.breaker.success()  # hand-offs go on while the breaker is open: they probe too
                 handed += batch[2]
                 self.metrics.spend_handoffs.labels("ok").inc()
