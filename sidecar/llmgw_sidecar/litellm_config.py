@@ -37,6 +37,7 @@ REDIS_PARAMS = {"url": "REDIS_URL", "redis_url": "REDIS_URL", "host": "REDIS_HOS
                 "gcp_service_account": "REDIS_GCP_SERVICE_ACCOUNT", "gcp_ssl_ca_certs": "REDIS_GCP_SSL_CA_CERTS",
                 "max_connections": "REDIS_MAX_CONNECTIONS"}
 SECRET_PARAMS = ("password", "sentinel_password")
+MASTER_KEY_ENV = "LITELLM_MASTER_KEY"  # LiteLLM's fallback when general_settings.master_key is absent
 
 
 @dataclass
@@ -312,6 +313,31 @@ class _Converter:
             else:
                 self.warn(f"litellm_settings.{k}", "the gateway has no such setting")
 
+    def admin(self, general: Mapping[str, Any]) -> dict[str, Any] | None:
+        """LiteLLM's master key -> the admin token (admin API and LiteLLM's /cache/* routes). As LiteLLM reads it:
+        general_settings.master_key, else the LITELLM_MASTER_KEY variable; `os.environ/NAME` is read from the
+        environment, and a variable that is not set means no key (LiteLLM then runs without one; here the admin API
+        stays off). The value itself never reaches a warning or a log line."""
+        key = general.get("master_key") if "master_key" in general else f"os.environ/{MASTER_KEY_ENV}"
+        where = "general_settings.master_key" if "master_key" in general else MASTER_KEY_ENV
+        if key is None:
+            return None
+        if not isinstance(key, str) or not key.strip():
+            self.conv.warnings.append(f"{where} is not a non-empty string: no admin token, the admin API and "
+                                      "/cache/* stay off")
+            return None
+        if not key.startswith("os.environ/"):
+            self.note(f"{where} -> admin.token (bearer token of the admin API and /cache/*; not asked on /v1)")
+            return {"token": key}
+        name = key.removeprefix("os.environ/").partition(":-")[0]
+        if not self.env.get(name):
+            if "master_key" in general:  # an absent key with no LITELLM_MASTER_KEY is the ordinary case: no word
+                self.conv.warnings.append(f"{where} names {name}, which is not set: no admin token, the admin API "
+                                          "and /cache/* stay off")
+            return None
+        self.note(f"{where} -> admin.token from {name} (bearer token of the admin API and /cache/*; not asked on /v1)")
+        return {"token": f"os.environ/{name}"}
+
     def run(self) -> Conversion:
         from .config import ConfigError
 
@@ -336,10 +362,14 @@ class _Converter:
                 self.warn(f"router_settings.{k}", "set it per model (litellm_params max_retries / timeout)")
             else:
                 self.warn(f"router_settings.{k}", "the gateway serves one upstream per model name (no router)")
-        for k in self.data.get("general_settings") or {}:
-            why = {"master_key": "the sidecar listens on 127.0.0.1 for its own pod; callers are told apart by pod "
-                                 "identity or bearer key (cache.scope api_key)",
-                   "database_url": "spend goes to Redis and optionally spend.database_url (its own schema)"}
+        general = self.data.get("general_settings") or {}
+        admin = self.admin(general)
+        if admin is not None:
+            native["admin"] = admin
+        for k in general:
+            if k == "master_key":
+                continue
+            why = {"database_url": "spend goes to Redis and optionally spend.database_url (its own schema)"}
             self.warn(f"general_settings.{k}", why.get(k, "the gateway has no such setting"))
         for k in self.data:
             if k not in LITELLM_KEYS:

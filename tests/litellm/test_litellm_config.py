@@ -65,10 +65,62 @@ def test_one_warning_per_field_not_carried(caplog: pytest.LogCaptureFixture) -> 
     warned = [r.getMessage() for r in caplog.records]
     for field in ("litellm_params.stream_timeout", "provider 'anthropic/'", "a second deployment of 'gpt-4o'",
                   "litellm_settings.drop_params", "cache_params.default_in_memory_ttl", "cache_params.unknown_knob",
-                  "router_settings.routing_strategy", "router_settings.redis_host", "general_settings.master_key",
-                  "general_settings.alerting"):
+                  "router_settings.routing_strategy", "router_settings.redis_host", "general_settings.alerting"):
         assert sum(field in w for w in warned) == 1, (field, warned)
-    assert "sk-1234" not in caplog.text
+    assert "sk-1234" not in caplog.text and "master_key" not in caplog.text  # carried: the admin token
+    assert cfg.admin.resolved_token() == "sk-1234"
+
+
+@pytest.mark.parametrize(("general", "env", "token"), [
+    ({"master_key": "sk-literal"}, {}, "sk-literal"),
+    ({"master_key": "os.environ/MK"}, {"MK": "sk-from-env"}, "sk-from-env"),
+    ({"master_key": "os.environ/MK"}, {}, None),  # LiteLLM: an unset variable is no key; here: admin API off
+    ({"master_key": "os.environ/MK"}, {"MK": ""}, None),
+    ({}, {"LITELLM_MASTER_KEY": "sk-lmk"}, "sk-lmk"),  # LiteLLM's fallback when the config names none
+    ({"master_key": "sk-wins"}, {"LITELLM_MASTER_KEY": "sk-lmk"}, "sk-wins"),
+    ({"master_key": None}, {"LITELLM_MASTER_KEY": "sk-lmk"}, None),
+    ({}, {}, None),
+])
+def test_master_key_is_the_admin_token_as_litellm_reads_it(general: dict, env: dict, token: str | None,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="llmgw.litellm"):
+        cfg = parse_config(lite(general_settings=general), environ={**ENV, **env})
+    assert cfg.admin.resolved_token() == token
+    assert "sk-" not in caplog.text.replace("sk-o", "")  # no key value in any warning
+    if general.get("master_key") == "os.environ/MK" and token is None:
+        assert "names MK, which is not set" in caplog.text
+
+
+def test_master_key_guards_the_admin_routes(redis_standalone: str, tmp_path: Path) -> None:
+    """The converted config's admin token is what the admin routes ask for (a real sidecar process)."""
+    import httpx
+
+    from llmgw_sidecar.devredis import free_port
+    from tests.servers import wait_ready
+
+    port = free_port()
+    doc = {"model_list": [{"model_name": "m", "litellm_params": {"model": "openai/m", "api_key": "x",
+                                                                "api_base": "http://127.0.0.1:9/v1"}}],
+           "general_settings": {"master_key": "os.environ/PROXY_MASTER_KEY"}}
+    path = tmp_path / "litellm.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "sidecar"), str(REPO)]),
+           "PROXY_MASTER_KEY": "sk-admin-0123", "REDIS_URL": redis_standalone}
+    log = tmp_path / "sidecar.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "llmgw_sidecar", "serve", "--config", str(path), "--port",
+                                 str(port)], env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_ready(proc, f"http://127.0.0.1:{port}", log)
+        url = f"http://127.0.0.1:{port}/admin/cache/entries"
+        assert httpx.get(url, timeout=5).status_code == 401
+        assert httpx.get(url, headers={"Authorization": "Bearer wrong"}, timeout=5).status_code == 401
+        ok = httpx.get(url, headers={"Authorization": "Bearer sk-admin-0123"}, timeout=5)
+        assert ok.status_code == 200 and ok.json()["object"] == "list"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert "sk-admin-0123" not in log.read_text()
 
 
 def test_cache_params_connection_and_namespace() -> None:
