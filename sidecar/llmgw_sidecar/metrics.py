@@ -232,8 +232,10 @@ class Metrics:
 
         # --- operations (issue: operate it) ---
         self.cache_invalidations = Counter(
-            "llmgw_cache_invalidations", "Cache entries deleted by the admin API or CLI, by cache kind and selector "
-            "(key, scope, model, age, generation, all and their combinations).", ["cache", "by"], registry=r,
+            "llmgw_cache_invalidations", "Cache entries this process deleted (admin API, LiteLLM's /cache routes, the "
+            "generation sweep), by cache kind and selector (key, scope, model, age, generation, all and their "
+            "combinations). The CLI's deletions are logged, not counted: a CLI process is never scraped.",
+            ["cache", "by"], registry=r,
         )
         self.top_scopes = TopScopes(top_scopes)
         r.register(self.top_scopes)

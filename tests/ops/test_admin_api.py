@@ -195,9 +195,13 @@ def test_savings_per_scope_json_cli_and_top_n(redis_standalone: str, tmp_path: P
                              text=True, timeout=60)
         assert out.returncode == 1 and json.loads(out.stdout) == {"deleted": {"exact": 1, "semantic": 0},
                                                                  "skipped": ["not-a-key"]}
-        out = subprocess.run([*env_run, "purge", "-c", str(path), "--model", "m2"], capture_output=True, text=True,
-                             timeout=60, check=True).stdout
-        assert out.startswith("deleted 1 exact and 0 semantic entries")
+        assert "cache invalidation on team-a/gw by cli actor=unnamed user=" in out.stderr
+        done = subprocess.run([*env_run, "purge", "-c", str(path), "--model", "m2", "--actor", "ops ticket-42\n"],
+                              capture_output=True, text=True, timeout=60, check=True)
+        assert done.stdout.startswith("deleted 1 exact and 0 semantic entries")
+        # Not counted (no scrape of a CLI process: docs/observability.md); logged with who asked, on one line.
+        (line,) = [x for x in done.stderr.splitlines() if "cache invalidation" in x]
+        assert " by cli actor=opsticket-42 user=" in line and " pid=" in line and "model=m2 -> exact=1" in line
         out = subprocess.run([*env_run, "ls", "-c", str(path), "--json"], capture_output=True, text=True, timeout=60,
                              check=True).stdout
         assert out.strip() == "[]"

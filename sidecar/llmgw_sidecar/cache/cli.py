@@ -1,11 +1,20 @@
 """`llmgw-sidecar cache ls|show|rm|purge|savings`: talks to Redis directly with the sidecar's config, through the same
-CacheAdmin as the admin HTTP API (so both select, page and delete the same way)."""
+CacheAdmin as the admin HTTP API (so both select, page and delete the same way).
+
+Deletions here are not counted in llmgw_cache_invalidations_total: this process ends before anything could scrape it,
+the stack has no Pushgateway, and a count kept in Redis for the sidecars to export would be exported by every replica
+of the gateway at once (summing over pods would multiply it). They are logged instead, on stderr, with who asked:
+`cli user=... host=... pid=...` plus `--actor` (in a pod, host is the pod's name; who ran `kubectl exec` is in the
+API server's audit log).
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import getpass
+import os
+import re
 import socket
 import sys
 from typing import Any
@@ -13,7 +22,6 @@ from typing import Any
 import orjson
 
 from ..config import Config
-from ..metrics import Metrics
 from ..redis_topology import make_client
 from ..spend.scopes import read_scopes
 from .admin import KINDS, CacheAdmin, Entry, Selector, parse_duration
@@ -49,6 +57,9 @@ def add_parser(sub: Any, load: Any) -> None:
     rm.add_argument("keys", nargs="+")
     purge = verbs.add_parser("purge", help="delete every entry the selectors match (exact and semantic)")
     common(purge)
+    for p in (rm, purge):
+        p.add_argument("--actor", default=os.environ.get("LLMGW_ACTOR", ""),
+                       help="who asks (a name, a ticket), for the log line of the deletion; default $LLMGW_ACTOR")
     purge.add_argument("--all", action="store_true", help="no selector: every entry of this gateway")
     purge.add_argument("--dry-run", action="store_true", help="count, delete nothing")
     sav = verbs.add_parser("savings", help="hits, misses, tokens and USD saved per cache scope")
@@ -65,12 +76,16 @@ def _selector(args: argparse.Namespace) -> Selector:
                     kinds=KINDS if args.cache == "all" else (args.cache,))
 
 
-def _who() -> str:
+_ACTOR = re.compile(r"[^A-Za-z0-9@._:/+-]")  # the admin API's X-LLMGW-Actor rule: one token, no log injection
+
+
+def _who(actor: str = "") -> str:
     try:
         user = getpass.getuser()
     except Exception:  # noqa: BLE001 - no passwd entry in a container: still say it was the CLI
         user = "unknown"
-    return f"cli user={user} host={socket.gethostname()}"
+    actor = _ACTOR.sub("", actor)[:64] or "unnamed"
+    return f"cli actor={actor} user={user} host={socket.gethostname()} pid={os.getpid()}"
 
 
 def _row(e: Entry) -> str:
@@ -85,7 +100,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
 
 async def _run(args: argparse.Namespace, cfg: Config) -> int:
     redis = make_client(cfg.redis)
-    admin = CacheAdmin(redis, cfg, Metrics())
+    admin = CacheAdmin(redis, cfg, None)  # no metrics: see the module docstring
     out = sys.stdout
     try:
         if args.verb == "ls":
@@ -107,7 +122,7 @@ async def _run(args: argparse.Namespace, cfg: Config) -> int:
                 return 1
             out.write(orjson.dumps(shown.to_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
         elif args.verb == "rm":
-            result = await admin.delete_keys(args.keys, _who())
+            result = await admin.delete_keys(args.keys, _who(args.actor))
             out.write(orjson.dumps(result).decode() + "\n")
             return 0 if not result["skipped"] else 1
         elif args.verb == "purge":
@@ -116,7 +131,7 @@ async def _run(args: argparse.Namespace, cfg: Config) -> int:
                 print("llmgw-sidecar: purge needs a selector (--scope, --model, --older-than, --generation, "
                       "--stale-generations) or --all", file=sys.stderr)
                 return 2
-            counts = await admin.delete(sel, _who(), dry_run=args.dry_run)
+            counts = await admin.delete(sel, _who(args.actor), dry_run=args.dry_run)
             verb = "would delete" if args.dry_run else "deleted"
             if args.json:
                 out.write(orjson.dumps({"deleted": counts, "dry_run": args.dry_run}).decode() + "\n")
