@@ -6,8 +6,8 @@ topology spread constraint) is removed from the live object, and fields of other
 
 A write happens only when needed: each object carries `llmgateway.dev/applied-hash` (the hash of what we rendered),
 and we apply when that hash differs OR when a field we render has drifted on the live object (someone edited it).
-An object in sync costs one GET and no write, so a second reconcile causes no rollouts. Values the API server
-normalises ("0.5" CPU -> "500m") compare as equal quantities; fields it adds (defaults) are not ours and are ignored.
+An object in sync costs one GET and no write, so a second reconcile causes no rollouts. What counts as drift (and
+which StatefulSet changes cannot be applied in place) is decided by drift.py.
 
 Every call has a timeout (REQUEST_TIMEOUT) and is listed in API_CALLS as (group, resource, verb); the chart's
 ClusterRole is tested against that list (server-side apply is the `patch` verb).
@@ -26,11 +26,11 @@ from typing import Any
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
-from kubernetes.utils import parse_quantity
 
 from .builders.gateway import GATEWAY_NS_LABEL
 from .builders.meta import MANAGED_BY, Manifest, content_hash
 from .crd import GROUP, PLURAL, VERSION
+from .drift import drifted, immutable_changes
 
 log = logging.getLogger(__name__)
 
@@ -337,51 +337,16 @@ class Applier:
         )
 
 
-def _claims(spec: dict[str, Any]) -> dict[str, tuple[Any, ...]]:
-    """What matters of each volume claim template, ignoring what the API server fills in (status, volumeMode)."""
-    out = {}
-    for c in spec.get("volumeClaimTemplates") or []:
-        s = c.get("spec") or {}
-        out[c["metadata"]["name"]] = (s.get("resources", {}).get("requests", {}).get("storage"),
-                                      s.get("storageClassName"), tuple(s.get("accessModes") or ()))
-    return out
-
-
 def _check_statefulset_immutables(body: Manifest, existing: dict[str, Any]) -> None:
     """ApplyError naming a change of a field the API server refuses to change in place (it would refuse the whole
     apply, which is less clear). Unchanged immutable fields are applied as they are: the server sees no change."""
-    want, have = body["spec"], existing.get("spec") or {}
-    changes = []
-    if _claims(want) != _claims(have):
-        changes.append(f"volumeClaimTemplates {_claims(have)} -> {_claims(want)}")
-    for f in ("serviceName", "podManagementPolicy"):
-        if f in have and want.get(f) != have.get(f):
-            changes.append(f"{f} {have.get(f)!r} -> {want.get(f)!r}")
-    if (want.get("selector") or {}).get("matchLabels") != (have.get("selector") or {}).get("matchLabels"):
-        changes.append("selector")
+    changes = immutable_changes(body, existing)
     if changes:
         name = body["metadata"]["name"]
         raise ApplyError("ImmutableFieldChanged",
                          f"StatefulSet {name}: cannot change {'; '.join(changes)} in place. Expand the PVCs if "
                          f"needed, then `kubectl delete statefulset {name} --cascade=orphan`; the operator recreates "
                          "it (docs/operations.md, Upgrades)")
-
-
-def drifted(want: Any, have: Any) -> bool:
-    """True when a value we render differs on the live object. Fields only the live object has (server defaults,
-    other managers) do not count; quantities compare by value ("0.5" == "500m")."""
-    if isinstance(want, dict):
-        return not isinstance(have, dict) or any(k not in have or drifted(v, have[k]) for k, v in want.items())
-    if isinstance(want, list):
-        return not isinstance(have, list) or len(want) != len(have) or any(map(drifted, want, have))
-    if want == have:
-        return False
-    if isinstance(want, str | int | float) and isinstance(have, str | int | float):
-        try:
-            return bool(parse_quantity(want) != parse_quantity(have))
-        except ValueError:
-            return True
-    return True
 
 
 _UNDECLARED = re.compile(r"(\.[A-Za-z0-9_.]+): field not declared in schema")

@@ -352,7 +352,8 @@ def test_each_example_builds_a_valid_set(path: Path) -> None:
 
 
 def test_statefulset_immutable_changes_are_named_and_server_additions_are_not_changes() -> None:
-    from llmgw_operator.apply import ApplyError, _check_statefulset_immutables, drifted
+    from llmgw_operator.apply import ApplyError, _check_statefulset_immutables
+    from llmgw_operator.drift import drifted
 
     sts = by(build_all(gw(), PASSWORD), "StatefulSet")
     server = yaml.safe_load(yaml.safe_dump(sts))
@@ -368,7 +369,7 @@ def test_statefulset_immutable_changes_are_named_and_server_additions_are_not_ch
 
 
 def test_drift_is_a_changed_or_missing_rendered_value_not_a_normalised_one() -> None:
-    from llmgw_operator.apply import drifted
+    from llmgw_operator.drift import drifted
 
     want = {"spec": {"cpu": "0.5", "tolerations": [{"key": "a"}], "nodeSelector": {"disk": "ssd"}}}
     assert not drifted(want, {"spec": {"cpu": "500m", "tolerations": [{"key": "a", "operator": "Equal"}],
