@@ -20,7 +20,6 @@ from aiohttp import web
 from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError
 from aiohttp.typedefs import Handler
 from aiohttp.web_protocol import RequestPayloadError
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import listener
 from .admin_api import register_admin_routes
@@ -37,6 +36,7 @@ from .listener import timeout_error
 from .metrics import Metrics
 from .openai_api import parse_body, validate
 from .pricing import estimate_prompt_tokens
+from .probes import Probes
 from .redact import REDACTOR, install_log_filter
 from .runtime import ConfigWatcher, Runtime, build_runtime
 from .sse import SSE_DONE, usage_from
@@ -291,29 +291,6 @@ class Handlers:
             raise ApiError(403, "/spend is served on loopback only in gateway mode", code="spend_forbidden")
         return await self.rt.spend.handle(request)  # NullSpend (spend off): 404 spend_disabled
 
-    async def healthz(self, request: web.Request) -> web.Response:
-        return web.Response(body=b'{"status":"ok"}', content_type=JSON)
-
-    async def readyz(self, request: web.Request) -> web.Response:
-        rt = self.rt
-        redis_ok = await rt.health.call("ping", rt.redis.ping, default=False, timeout_s=0.5)
-        caps = rt.capabilities
-        if caps is not None and redis_ok and not caps.checked_since_up:  # at start and after Redis came back
-            await rt.health.call("capabilities", lambda: caps.check(rt.redis), default=None, timeout_s=0.5)
-        if caps is not None and not redis_ok:
-            caps.checked_since_up = False
-        fail_open = rt.config.limits.fail_open
-        ready = bool(redis_ok) or fail_open
-        body = {"ready": ready, "redis": "ok" if redis_ok else "unreachable",
-                "mode": "normal" if redis_ok else ("fail-open" if fail_open else "fail-closed"),
-                **(caps.report(bool(redis_ok)) if caps is not None else {}),
-                "models": [m.name for m in rt.config.models]}
-        return web.Response(status=200 if ready else 503, body=orjson.dumps(body), content_type=JSON)
-
-    async def metrics(self, request: web.Request) -> web.Response:
-        payload = generate_latest(self.app[METRICS].registry)
-        return web.Response(body=payload, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
 
 @web.middleware
 async def _never_a_traceback(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -333,13 +310,13 @@ async def _never_a_traceback(request: web.Request, handler: Handler) -> web.Stre
         return error_response(INTERNAL, _rid(request))
 
 
-async def _start_metrics_listener(config: Config, h: Handlers) -> web.AppRunner:
+async def _start_metrics_listener(config: Config, probes: Probes) -> web.AppRunner:
     """A second listener that serves only /metrics, so Prometheus can scrape the pod without reaching the API
     (which holds the upstream keys and stays on 127.0.0.1)."""
     # Reachable from outside the pod: the same listener limits and JSON errors as the API port.
     app = web.Application(middlewares=[_never_a_traceback], handler_args=listener.handler_args(config.listen))
     listener.install(app, config.listen)
-    app.router.add_get("/metrics", h.metrics)
+    app.router.add_get("/metrics", probes.metrics)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, config.metrics.host, config.metrics.port).start()
@@ -356,17 +333,18 @@ def create_app(config: Config, *, config_path: Path | None = None, metrics: Metr
     app[METRICS] = metrics or Metrics()
     app[RUNTIME] = slot = RuntimeSlot()
     h = Handlers(app)
+    probes = Probes(lambda: slot.current, app[METRICS])
     for prefix in ("/v1", ""):
         app.router.add_post(f"{prefix}/chat/completions", h.chat)
         app.router.add_post(f"{prefix}/completions", h.completions)
         app.router.add_post(f"{prefix}/embeddings", h.embeddings)
         app.router.add_get(f"{prefix}/models", h.models)
     app.router.add_get("/spend", h.spend)
-    app.router.add_get("/healthz", h.healthz)
-    app.router.add_get("/readyz", h.readyz)
+    app.router.add_get("/healthz", probes.healthz)
+    app.router.add_get("/readyz", probes.readyz)
     register_admin_routes(app, lambda: slot.current)
     if config.metrics.enabled:
-        app.router.add_get("/metrics", h.metrics)
+        app.router.add_get("/metrics", probes.metrics)
 
     async def lifecycle(app: web.Application) -> Any:
         session = aiohttp.ClientSession(
@@ -374,7 +352,7 @@ def create_app(config: Config, *, config_path: Path | None = None, metrics: Metr
             json_serialize=lambda o: orjson.dumps(o).decode(),
         )
         slot.current = await build_runtime(config, app[METRICS], session)
-        metrics_runner = await _start_metrics_listener(config, h) if config.metrics.port else None
+        metrics_runner = await _start_metrics_listener(config, probes) if config.metrics.port else None
         watcher_task = None
         retiring: set[asyncio.Task[None]] = set()
         if config_path is not None:
