@@ -186,11 +186,13 @@ class Handlers:
             ctx.cache_result = "bypass"
         else:
             ctx.cache_result = "miss"
-            hit = await rt.exact.get(ctx.cache_key) if rt.exact is not None and ctx.cache_key else None
+            exact, key = rt.exact, ctx.cache_key
+            hit = await exact.get(key) if exact is not None and key else None
             if hit is not None and too_old(hit.created, time.time(), d):  # s-maxage / max-age: refresh it
                 hit = None
-            if hit is not None:
+            if hit is not None and exact is not None and key:
                 ctx.cache_result = "hit-exact"
+                exact.hits.hit(key, hit.created)  # counted in memory, written in batches (cache/hits.py)
             elif rt.semantic is not None and ctx.endpoint == "chat":
                 hit = await rt.semantic.lookup(ctx)
                 if hit is not None and too_old(hit.created, time.time(), d):

@@ -157,7 +157,7 @@ class Runtime:
         while self.tasks and time.monotonic() < deadline:
             await asyncio.wait(list(self.tasks), timeout=max(0.0, deadline - time.monotonic()))
         self.closed = True
-        for stage in (self.semantic, self.governor, self.spend, self.identity):
+        for stage in (self.exact, self.semantic, self.governor, self.spend, self.identity):
             if stage is not None:
                 try:
                     await stage.close()
@@ -210,7 +210,8 @@ async def build_runtime(config: Config, metrics: Metrics, session: aiohttp.Clien
     await health.call("capabilities", lambda: capabilities.check(redis), default=None,
                      timeout_s=config.redis.connect_timeout_ms / 1000 * 4)
     if config.cache.exact.enabled:
-        rt.exact = ExactCache(redis, health, metrics, config.cache.exact.ttl_s, config.cache.exact.max_entry_bytes)
+        rt.exact = ExactCache(redis, health, metrics, config.cache.exact.ttl_s, config.cache.exact.max_entry_bytes,
+                              prefix=config.redis.key_prefix, hits_interval_s=config.spend.flush_interval_s)
     await _build_stages(rt)
     return rt
 

@@ -235,3 +235,63 @@ def test_admin_token_from_a_mounted_secret_file_and_from_the_environment(redis_s
                             timeout=5).status_code == 401
     finally:
         srv.stop()
+
+
+def test_hits_per_entry_in_the_api_and_the_cli(redis_standalone: str, tmp_path: Path) -> None:
+    """Counted in memory on the hit path and written every spend.flush_interval_s (0.1 s here) while the sidecar
+    runs; a deleted entry takes its count along, and the same request stored again starts from zero."""
+    import openai
+
+    doc = {"gateway": {"namespace": "team-a", "name": "gw"},
+           "redis": {"url": redis_standalone, "key_prefix": fresh_prefix()},
+           "models": [{"name": "m1", "provider": "mock"}], "cache": {"scope": "api_key"},
+           "spend": {"flush_interval_s": 0.1}, "admin": {"token": ADMIN_TOKEN}}
+    cfg = sidecar_config({"url": redis_standalone}, doc["redis"]["key_prefix"], "team-a", "gw",
+                         admin={"token": ADMIN_TOKEN})
+    srv, _ = start_sidecar(cfg)
+    c = openai.OpenAI(base_url=srv.url + "/v1", api_key="k1", max_retries=0)
+
+    def call(text: str) -> tuple[str, str]:
+        raw = c.chat.completions.with_raw_response.create(model="m1", messages=[{"role": "user", "content": text}])
+        return raw.headers["x-llmgw-cache"], raw.headers["x-llmgw-cache-key"]
+
+    def hits_of(key: str) -> int:
+        return int(requests.get(srv.url + "/admin/cache/entry", params={"key": key}, headers=AUTH,
+                                timeout=5).json()["hits"])
+
+    def settled(key: str) -> int:
+        # The wait for a first hit may have stored the answer twice (misses before the first store landed): count
+        # from whichever entry is current once every write (0.1 s flushes) is done.
+        last = -1
+        for _ in range(100):
+            time.sleep(0.3)
+            now = hits_of(key)
+            if now == last:
+                return now
+            last = now
+        raise AssertionError("hit count never settled")
+
+    try:
+        _wait_hit(srv, "m1", "counted", "k1")  # ends on the first hit
+        _, key = call("counted")
+        base = settled(key)
+        assert base >= 1
+        for _ in range(4):
+            assert call("counted")[0] == "hit-exact"
+        assert settled(key) == base + 4
+        _, never_hit = call("stored, never asked again")
+        time.sleep(0.3)
+        assert hits_of(never_hit) == 0
+
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump({**doc, "redis": {**doc["redis"], "key_prefix": cfg.redis.key_prefix}}))
+        shown = json.loads(subprocess.run([sys.executable, "-m", "llmgw_sidecar", "cache", "show", "-c", str(path),
+                                           key], capture_output=True, text=True, timeout=60, check=True).stdout)
+        assert shown["hits"] == base + 4
+
+        r = requests.post(srv.url + "/cache/delete", json={"keys": [key]}, headers=AUTH, timeout=5)
+        assert r.json()["deleted"]["exact"] == 1
+        _wait_hit(srv, "m1", "counted", "k1")
+        assert 1 <= settled(key) < base + 4, "stored again: a new entry, counted from zero"
+    finally:
+        srv.stop()

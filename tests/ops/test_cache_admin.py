@@ -105,11 +105,18 @@ def test_inspect_and_invalidate_by_model_scope_age(two_gateways: dict[str, Any])
     assert shown.extra["usage"]["completion_tokens"] > 0 and shown.fingerprint == ex.fingerprint
     assert asyncio.run(run_admin(a, lambda adm: adm.show(ex.key.replace("team-a", "team-b")))) is None, \
         "A cannot show B's entry"
+    # Hits per entry: the fixture's wait loop ended on one hit of (m2, k2); the sidecar's close wrote it.
+    hits = {(e.model, e.scope): asyncio.run(run_admin(a, lambda adm, k=e.key: adm.show(k))).hits
+            for e in listed if e.cache == "exact"}
+    assert hits == {(m, key_scope(a, k)): int((m, k) == ("m2", "k2")) for m in ("m1", "m2") for k in ("k1", "k2")}
+    assert asyncio.run(run_admin(a, lambda adm: adm.show(ex.key))).hits is not None
+    assert ex.hits is None, "listing reads no counts; show does"
 
     b_semantic = {e.key for e in asyncio.run(entries(b, Selector(kinds=("semantic",))))}
     assert len(b_semantic) == 2
     before_b = _b_keys(asyncio.run(all_keys(a)), b, b_semantic)
-    assert len(before_b) == 6
+    assert len(before_b) == 7, "4 exact, 2 semantic, and the hit count of the one exact entry that was hit"
+    assert sum(f"{a.redis.key_prefix}:hits:" in k for k in before_b) == 1
 
     # paging: limit 1 still visits everything, and the cursor ends at "0"
     async def pages(adm: CacheAdmin) -> list[str]:
@@ -141,6 +148,7 @@ def test_inspect_and_invalidate_by_model_scope_age(two_gateways: dict[str, Any])
     time.sleep(0.6)
     assert asyncio.run(run_admin(a, lambda adm: adm.delete(Selector(older_than_s=0.5), who="t")))["exact"] == 1
     assert asyncio.run(entries(a, Selector())) == []
+    assert not [k for k in asyncio.run(all_keys(a)) if ":exact:gw:team-a/gw|" in k], "hit counts went with them"
 
     # B untouched, key for key
     assert _b_keys(asyncio.run(all_keys(a)), b, b_semantic) == before_b

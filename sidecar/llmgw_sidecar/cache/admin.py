@@ -24,6 +24,7 @@ from ..config import Config
 from ..metrics import Metrics
 from ..redis_topology import AnyRedis, ensure_initialized
 from .exact import _HEADER, _OFFSET, MAGIC, decode
+from .hits import companion_key, read_hits
 from .keys import key_part
 
 log = logging.getLogger("llmgw.admin")
@@ -85,7 +86,8 @@ class Entry:
     size_bytes: int | None = None
     age_s: float | None = None
     ttl_s: float | None = None
-    hits: int | None = None  # not counted per entry (a write per hit); per scope see /spend/scopes
+    hits: int | None = None  # exact entries, `show` only (cache/hits.py; up to one flush interval behind); semantic
+    # entries are not counted per entry (per scope: /spend/scopes)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -271,13 +273,17 @@ class CacheAdmin:
         answer = decode(blob)
         if answer is not None:
             e.age_s = round(now - answer.created, 3)
+            e.hits = await read_hits(self.redis, self.prefix, key, answer.created)
             u = answer.usage
             e.extra = {"usage": {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens}
                        if u else None, "streamed_form": answer.sse is not None}
         return e
 
     # --- delete --------------------------------------------------------------------------------------------------
-    async def _unlink(self, keys: list[str]) -> int:
+    async def _unlink(self, keys: list[str], kind: str = "semantic") -> int:
+        """UNLINK keys; exact entries take their hit-count companion along (not counted in the result)."""
+        if kind == "exact" and keys:
+            await self._unlink([companion_key(self.prefix, k) for k in keys])
         n = 0
         for i in range(0, len(keys), SCAN_COUNT):
             pipe = self.redis.pipeline(transaction=False)
@@ -294,7 +300,7 @@ class CacheAdmin:
             entries, cursor = await self.page(sel, cursor, SCAN_COUNT, meta=False)
             for kind in KINDS:
                 keys = [e.key for e in entries if e.cache == kind]
-                counts[kind] += len(keys) if dry_run else await self._unlink(keys)
+                counts[kind] += len(keys) if dry_run else await self._unlink(keys, kind)
             if cursor == "0":
                 break
         self._record(sel.by(), counts, who, sel.describe(), dry_run)
@@ -313,7 +319,7 @@ class CacheAdmin:
             if not owned:
                 skipped.append(key)
             for e in owned:
-                counts[e.cache] += await self._unlink([e.key])
+                counts[e.cache] += await self._unlink([e.key], e.cache)
         self._record("key", counts, who, f"keys={len(keys)}", False)
         return {"deleted": counts, "skipped": skipped}
 

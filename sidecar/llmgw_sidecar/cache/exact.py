@@ -16,6 +16,7 @@ from ..context import CachedAnswer, Usage
 from ..metrics import Metrics
 from ..redis_guard import RedisGuard
 from ..redis_topology import AnyRedis
+from .hits import HitCounter
 
 MAGIC = b"LG1"
 _HEADER = struct.Struct(">IIII")
@@ -55,12 +56,14 @@ def decode(blob: bytes) -> CachedAnswer | None:
 
 
 class ExactCache:
-    def __init__(self, redis: AnyRedis, guard: RedisGuard, metrics: Metrics, default_ttl_s: int, max_bytes: int) -> None:
+    def __init__(self, redis: AnyRedis, guard: RedisGuard, metrics: Metrics, default_ttl_s: int, max_bytes: int,
+                 prefix: str = "llmgw", hits_interval_s: float = 1.0) -> None:
         self.redis = redis
         self.guard = guard
         self.metrics = metrics
         self.default_ttl_s = default_ttl_s
         self.max_bytes = max_bytes
+        self.hits = HitCounter(redis, guard, prefix, hits_interval_s)  # per-entry hit counts, written in batches (hits.py)
 
     async def get(self, key: str) -> CachedAnswer | None:
         blob: bytes | str | None = await self.guard.call("cache_get", lambda: self.redis.get(key), default=_ERROR)
@@ -81,6 +84,9 @@ class ExactCache:
                                    default=None)
         self.metrics.cache_stores.labels("exact", "stored" if ok else "error").inc()
         return bool(ok)
+
+    async def close(self) -> None:
+        await self.hits.close()
 
 
 _ERROR: bytes = b"\x00error"  # sentinel distinct from any stored value or None
