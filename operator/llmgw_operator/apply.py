@@ -84,6 +84,7 @@ def _calls() -> list[tuple[str, str, str]]:
     calls.append((GROUP, f"{PLURAL}/status", "patch"))
     calls.append(("", "secrets", "list"))  # virtual-key Secrets of a shared gateway, by label, in its namespace
     calls.append((GROUP, PLURAL, "get"))  # does the gateway of a cluster-scoped child still exist?
+    calls.append(("rbac.authorization.k8s.io", "clusterroles", "get"))  # the gateway role: owner of the bindings
     return calls
 
 
@@ -125,6 +126,7 @@ class Applier:
         self.custom = client.CustomObjectsApi(api_client)
         # Fields (paths) per kind the API server said it does not know; left out of every later apply.
         self._undeclared: dict[str, set[tuple[str, ...]]] = {}
+        self._unowned_roles: set[str] = set()  # ClusterRoles already warned about (cluster_role_owner)
 
     def _api(self, kind: str) -> tuple[Kind, Any]:
         k = KINDS[kind]
@@ -295,6 +297,25 @@ class Applier:
             if e.status == 404:
                 return False
             raise
+
+    def cluster_role_owner(self, name: str) -> dict[str, Any] | None:
+        """An owner reference to the chart's gateway ClusterRole (cluster-scoped, so it may own the cluster-scoped
+        bindings no gateway can own): deleting the role, as `helm uninstall` does, deletes them. None when the role
+        cannot be read (missing, or RBAC made by hand without `get` on it): the bindings then have no owner."""
+        try:
+            role = client.RbacAuthorizationV1Api(self.api_client).read_cluster_role(
+                name, _request_timeout=REQUEST_TIMEOUT)
+        except ApiException as e:
+            if e.status in (403, 404):
+                if name not in self._unowned_roles:
+                    self._unowned_roles.add(name)
+                    log.warning("ClusterRole %s cannot be read (HTTP %s): gateway bindings get no owner", name,
+                                e.status)
+                return None
+            raise
+        self._unowned_roles.discard(name)
+        return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "name": name,
+                "uid": role.metadata.uid}
 
     def secret_names(self, namespace: str, label_selector: str) -> list[str]:
         """Names of the Secrets with these labels (virtual keys of a shared gateway); values are never read here."""

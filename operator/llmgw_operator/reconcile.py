@@ -164,7 +164,8 @@ class Reconciler:
                 raise SpecError("VirtualKeysUnreadable", f"cannot list virtual-key Secrets: {e.status} {e.reason}") \
                     from None
         return gateway.build(gw, image=self.settings.gateway_image, cluster_role=self.settings.gateway_cluster_role,
-                             key_secrets=keys, pull_policy=self.settings.gateway_pull_policy)
+                             key_secrets=keys, pull_policy=self.settings.gateway_pull_policy,
+                             role_owner=self.applier.cluster_role_owner(self.settings.gateway_cluster_role))
 
     # -- pieces ---------------------------------------------------------------------------------------------------
     def _redis_only(self, gw: Gateway) -> list[dict[str, Any]]:

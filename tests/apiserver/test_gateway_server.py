@@ -95,8 +95,12 @@ def test_example_gets_deployment_service_policy_and_binding(installed: Installed
     uid = gateway(api, NS, "llm")["metadata"]["uid"]
     for kind, obj in objs.items():
         assert obj["metadata"]["ownerReferences"][0]["uid"] == uid, kind
-    # Cluster-scoped: no (invalid) owner reference; the labels name its gateway for pruning.
-    assert not crb["metadata"].get("ownerReferences")
+    # Cluster-scoped: no (invalid) owner reference to the gateway; the labels name it for pruning. Its owner is the
+    # chart's gateway ClusterRole (cluster-scoped too): uninstalling the chart deletes the bindings.
+    role_uid = client.RbacAuthorizationV1Api(api).read_cluster_role(gateway_role(installed)).metadata.uid
+    assert crb["metadata"]["ownerReferences"] == [{"apiVersion": "rbac.authorization.k8s.io/v1",
+                                                   "kind": "ClusterRole", "name": gateway_role(installed),
+                                                   "uid": role_uid}]
     assert crb["roleRef"]["name"] == gateway_role(installed)
     assert crb["subjects"] == [{"kind": "ServiceAccount", "name": name, "namespace": NS}]
     dep = objs["Deployment"]
@@ -206,6 +210,35 @@ def test_deleting_the_last_shared_gateway_deletes_its_binding(installed: Install
     wait_for("the gateway released", lambda: gateway(api, NS, "solo") is None, 60)
     wait_for("the binding deleted", lambda: read(api, "ClusterRoleBinding", binding) is None, 10)
     assert f"{NS}/solo deleted: ClusterRoleBinding/{binding}" in operator.log(), "deleted by the deletion handler"
+    assert operator.forbidden() == []
+
+
+def _owner_uid(api: client.ApiClient, binding: str) -> str | None:
+    refs = ((read(api, "ClusterRoleBinding", binding) or {}).get("metadata") or {}).get("ownerReferences") or []
+    return refs[0]["uid"] if refs else None
+
+
+def test_deleting_the_gateway_role_deletes_the_bindings_it_owns(installed: Installed,
+                                                                 operator: OperatorProcess) -> None:
+    """What `helm uninstall` does to the chart's ClusterRole: garbage collection deletes the bindings it owns. (The
+    operator still runs here, unlike after an uninstall: it binds again, and the returning role owns that binding.)"""
+    api = installed.server.client()
+    rbac = client.RbacAuthorizationV1Api(api)
+    role = gateway_role(installed)
+    installed.server.apply(_named("gc"), "kubectl")
+    binding = f"llmgw-gateway:{NS}:gc"
+    old_role_uid = rbac.read_cluster_role(role).metadata.uid
+    wait_for("the owned binding", lambda: _owner_uid(api, binding) == old_role_uid, 60)
+    old = read(api, "ClusterRoleBinding", binding)
+    assert old is not None
+    rbac.delete_cluster_role(role)
+    wait_for("the binding garbage-collected", lambda: (read(api, "ClusterRoleBinding", binding) or {}).get(
+        "metadata", {}).get("uid") != old["metadata"]["uid"], 60)
+    installed.server.apply(next(r for r in installed.kinds("ClusterRole") if r["metadata"]["name"] == role), "helm")
+    new_role_uid = rbac.read_cluster_role(role).metadata.uid
+    wait_for("the binding owned by the new role", lambda: _owner_uid(api, binding) == new_role_uid, 60)
+    _delete_gateway(api, "gc")
+    wait_for("the gateway released", lambda: gateway(api, NS, "gc") is None, 60)
     assert operator.forbidden() == []
 
 

@@ -258,24 +258,29 @@ def service_account(gw: Gateway) -> Manifest:
     return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _md(gw), "automountServiceAccountToken": True}
 
 
-def cluster_role_binding(gw: Gateway, cluster_role: str) -> Manifest:
+def cluster_role_binding(gw: Gateway, cluster_role: str, role_owner: dict[str, Any] | None = None) -> Manifest:
     """Grants the chart's gateway ClusterRole (create TokenReviews, read namespace labels) to this gateway's
-    ServiceAccount. Secrets are never read through the API: the kubelet mounts the gateway's own."""
+    ServiceAccount. Secrets are never read through the API: the kubelet mounts the gateway's own. `role_owner`: an
+    owner reference to that ClusterRole (deleted with the chart, it takes the bindings along)."""
     lab = {**labels(gw), GATEWAY_NS_LABEL: gw.namespace}
+    md: dict[str, Any] = {"name": binding_name(gw), "labels": lab}
+    if role_owner:
+        md["ownerReferences"] = [role_owner]
     return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-            "metadata": {"name": binding_name(gw), "labels": lab},
+            "metadata": md,
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_role},
             "subjects": [{"kind": "ServiceAccount", "name": name(gw), "namespace": gw.namespace}]}
 
 
 def build(gw: Gateway, *, image: str = DEFAULT_IMAGE, cluster_role: str = DEFAULT_CLUSTER_ROLE,
-          key_secrets: list[str] | None = None, pull_policy: str = DEFAULT_PULL_POLICY) -> list[Manifest]:
+          key_secrets: list[str] | None = None, pull_policy: str = DEFAULT_PULL_POLICY,
+          role_owner: dict[str, Any] | None = None) -> list[Manifest]:
     """Every object of the shared gateway, in creation order; [] when spec.gateway is absent or disabled."""
     if not enabled(gw):
         return []
     objs: list[Manifest | None] = [
         service_account(gw),
-        cluster_role_binding(gw, cluster_role),
+        cluster_role_binding(gw, cluster_role, role_owner),
         configmap(gw),
         deployment(gw, image, key_secrets or [], pull_policy),
         service(gw),
