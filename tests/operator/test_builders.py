@@ -273,11 +273,13 @@ def test_limit_decision_timings_go_from_the_crd_to_the_sidecar_config() -> None:
     for crd_field, field in LIMIT_TIMINGS:
         node = spec_schema["properties"]["limits"]["properties"][crd_field]
         assert node["default"] == getattr(sidecar_defaults, field), crd_field
-        for value in (node["minimum"], node["default"], node["maximum"]):
+        # exclusive minimums: API servers check an integer against int(minimum), so "minimum: 0.1" alone let 0 in
+        lowest = node["minimum"] * 1.5 if node.get("exclusiveMinimum") else node["minimum"]
+        for value in (lowest, node["default"], node["maximum"]):
             spec = {"models": MODELS, "limits": {crd_field: value}}
             check.validate(spec)
             assert getattr(load(spec).limits, field) == value, (crd_field, value)
-        for value in (node["minimum"] / 2, node["maximum"] * 2):
+        for value in (0, node["minimum"] / 2, node["maximum"] * 2):
             errors = list(check.iter_errors({"models": MODELS, "limits": {crd_field: value}}))
             assert [list(e.absolute_path) for e in errors] == [["limits", crd_field]], (crd_field, value)
 

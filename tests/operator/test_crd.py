@@ -128,7 +128,8 @@ BAD_SPECS: list[tuple[dict[str, Any], str]] = [
     ({"models": [{"name": "m", "apiKeySecretRef": {"name": "s"}}]}, "key"),
     ({"budgets": [{"scope": "pod", "maxUsd": 0}]}, "maxUsd"),
     ({"limits": {"decisionTimeoutMilliseconds": 0}}, "decisionTimeoutMilliseconds"),
-    ({"limits": {"unreachableAfterSeconds": 0}}, "unreachableAfterSeconds"),
+    ({"limits": {"unreachableAfterSeconds": 0}}, "unreachableAfterSeconds"),  # an integer below a fractional minimum
+    ({"limits": {"heartbeatIntervalSeconds": 0}}, "heartbeatIntervalSeconds"),
 ]
 
 
