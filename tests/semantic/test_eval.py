@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from llmgw_sidecar.cache import verify
+from llmgw_sidecar.cache.spelling import for_embedding
 from llmgw_sidecar.config import GuardsConfig, SemanticCacheConfig
 from llmgw_sidecar.embeddings.local import LocalEmbedder
 from llmgw_sidecar.embeddings.static import StaticEncoder
@@ -38,12 +39,14 @@ def load(name: str) -> list[dict]:
 def evaluate(emb: LocalEmbedder, static: StaticEncoder | None, pairs: list[dict], cfg: SemanticCacheConfig,
              guards: GuardsConfig | None = None) -> dict:
     guards = guards or cfg.guards
-    a = emb.embed_sync([p["a"] for p in pairs])
-    b = emb.embed_sync([p["b"] for p in pairs])
+    # embedded as the layer embeds them: misspelt words corrected (the verification still sees the raw text)
+    ea, eb = [for_embedding(p["a"]) for p in pairs], [for_embedding(p["b"]) for p in pairs]
+    a = emb.embed_sync(ea)
+    b = emb.embed_sync(eb)
     dist = 1.0 - np.sum(a * b, axis=1)
     near = [bool(dist[i] <= cfg.distance_threshold) and (
-        static is None or float(1.0 - static.encode(p["a"]) @ static.encode(p["b"])) <= cfg.first_stage_distance)
-        for i, p in enumerate(pairs)]
+        static is None or float(1.0 - static.encode(ea[i]) @ static.encode(eb[i])) <= cfg.first_stage_distance)
+        for i in range(len(pairs))]
     # stored question = a, incoming question = b (the layer verifies incoming against stored); all the words the
     # alignments need, embedded in one go (the layer does one batch per lookup)
     words = sorted({w for i, p in enumerate(pairs) if near[i] for w in verify.align(p["b"], p["a"]).words_to_embed()})
@@ -52,6 +55,10 @@ def evaluate(emb: LocalEmbedder, static: StaticEncoder | None, pairs: list[dict]
     wrong = []
     for i, p in enumerate(pairs):
         hit = near[i] and verify.refusal(p["b"], p["a"], guards, vectors, (b[i], a[i])) is None
+        if hit and static is not None and guards.unmatched:  # the layer's static prefilter, before the full model
+            al = verify.align(p["b"], p["a"])
+            svec = {w: static.encode(for_embedding(w)) for w in al.words_to_embed()}
+            hit = not svec or verify.could_match(al, svec, (static.encode(eb[i]), static.encode(ea[i])))
         if p["label"] == "hit":
             tp += hit
             fn += not hit

@@ -32,6 +32,16 @@ REFUSE = [
     ("unmatched", "Who was the first UN Secretary-General?", "Who is the current UN Secretary-General?"),
     ("unmatched", "Write a systemd timer that runs my backup script every night",
      "Write a cron expression that runs my backup script every night"),
+    # the near-misses blind batch 3 still served, each refused by a general rule since
+    ("roles", "Can a cat eat dog food?", "Can a dog eat cat food?"),  # a swap without a preposition
+    ("roles", "How do I transfer money from savings to checking?",
+     "How do I transfer money from checking to savings?"),  # "to checking" is no infinitive
+    ("roles", "How do I copy a table from one database into another?", "How do I copy a database into a table?"),
+    ("numbers", "Give me one reason to learn Rust.", "Give me every reason to learn Rust."),
+    ("unmatched", "How many hours are in a week?", "How many minutes are in a week?"),  # units: never synonyms
+    ("antonyms", "How do I gain muscle fast?", "How do I lose muscle fast?"),  # win/lose's sense covers gain
+    ("unmatched", "How do I make a vegan lasagna?", "How do I make a vegetarian lasagna?"),  # a kind and its kind
+    ("unmatched", "How do I clean a cast iron pan with rust?", "How do I clean a cast iron pan?"),  # "with ..."
 ]
 
 PASS = [
@@ -42,6 +52,11 @@ PASS = [
     ("How do I delete a git branch?", "How can I remove a branch in git?"),
     ("How do I lower my electricity bill?", "How do I reduce my electricity bill?"),
     ("How do I unclog a drain?", "What's the way to unclog a sink drain?"),
+    ("What should I do if my dog eats chocolate?", "My dog ate chocolate, what should I do?"),  # if + present
+    ("How do I peel a mango?", "What's the easiest way to peel a mango?"),  # the frame of a request
+    ("What is the difference between Python and Java?", "What is the difference between Java and Python?"),
+    ("How do I sort a list in Python?", "In Python, how do I sort a list?"),  # a clause moved, not a swap
+    ("What is the price of a ticket to the Louvre?", "What is the Louvre ticket price?"),
 ]
 
 
@@ -100,3 +115,15 @@ def test_refusal_is_explained_in_a_debug_line(caplog: pytest.LogCaptureFixture) 
     assert got == ("unmatched", "no counterpart: ['vegan'] / []")
     line = caplog.records[-1].getMessage()
     assert "refused by unmatched" in line and "vegan" in line and "chocolate cake" in line
+
+
+def test_a_candidate_with_many_unmatched_words_is_refused_before_any_vector() -> None:
+    """More than MAX_UNMATCHED_BEFORE_VECTORS words without a lexical counterpart: no word vector is asked for (the
+    layer then never runs the full model for it) and the refusal is the unmatched rule's."""
+    al = verify.align("How do I fix a leaking kitchen faucet washer?", "How do I bake sourdough bread at home?")
+    assert al.hopeless() and al.words_to_embed() == []
+    got = verify.refusal("How do I fix a leaking kitchen faucet washer?", "How do I bake sourdough bread at home?",
+                         GuardsConfig(), {"unused": np.zeros(3)}, None)
+    assert got is not None and got[0] == "unmatched" and "without counterpart" in got[1]
+    near = verify.align("How do I lower my electricity bill?", "How do I reduce my electricity bill?")
+    assert not near.hopeless() and near.words_to_embed()

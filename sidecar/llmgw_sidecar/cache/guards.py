@@ -129,10 +129,25 @@ def _bare_units(text: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+_UNIVERSAL = frozenset("all every each entire whole".split())
+_SINGLE = frozenset("one single".split())
+
+
+def _scope(text: str) -> str | None:
+    """"all" / "one" when the question says how many explicitly (every reason / one reason), else None."""
+    words = set(_words(text))
+    if words & _UNIVERSAL:
+        return "all"
+    return "one" if words & _SINGLE else None
+
+
 def numbers_differ(a: str, b: str) -> bool:
     na, oa = _numbers(a)
     nb, ob = _numbers(b)
     if Counter(oa) != Counter(ob):
+        return True
+    sa, sb = _scope(a), _scope(b)
+    if sa is not None and sb is not None and sa != sb:  # one reason is not every reason
         return True
     ua, ub = _bare_units(a), _bare_units(b)
     if len(ua) >= 2 and len(ub) >= 2 and ua != ub:  # Celsius -> Fahrenheit is not Fahrenheit -> Celsius

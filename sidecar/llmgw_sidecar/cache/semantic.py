@@ -38,6 +38,7 @@ from ..embeddings.static import StaticEncoder
 from ..metrics import Metrics
 from ..redis_guard import CircuitBreaker, RateLimitedLog, RedisHealth
 from . import verify
+from .spelling import for_embedding
 from .keys import upstream_identity
 from .semantic_entry import answer_from, decode_vec, encode_vec
 from .semantic_index import Candidate, ShardIndex, VectorStore
@@ -70,6 +71,7 @@ class SemanticCache:
         self.embed_timeout_s = cfg.embedding.timeout_ms / 1000
         self._stores: dict[str, VectorStore] = {}
         self._word_vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._static_words: OrderedDict[str, np.ndarray] = OrderedDict()  # first-stage word vectors, oldest out
         self._pending: set[asyncio.Task[None]] = set()
         self._log = RateLimitedLog(log, every_s=30.0)
         # While Redis is down, do not pay the search deadline on every request: skip the lookup (and stores) until
@@ -100,9 +102,9 @@ class SemanticCache:
         full: np.ndarray | None = None
         first: np.ndarray | None
         if self.static is not None:
-            first = self.static.encode(text)
+            first = self.static.encode(for_embedding(text))
         else:
-            full = first = await self._embed(text)
+            full = first = await self._embed(for_embedding(text))
         # Keep what we computed: a miss stores this very question (and its vectors) after the upstream answers.
         ctx.state[_STATE_KEY] = (text, ctx_h, scope_h, first, full)
         if first is None:
@@ -141,11 +143,16 @@ class SemanticCache:
         for cand in near:
             prompt = str(cand.fields.get("prompt", ""))
             refused = _lexical_refusal(text, prompt, self.cfg.guards)
+            al = verify.align(text, prompt)
+            if refused is None and self.cfg.guards.unmatched and (al.hopeless() or (
+                    self.static is not None and first is not None and not self._could_match(al, first, prompt))):
+                # no full-model vector would give these words a counterpart: refused before the full model runs
+                refused = ("unmatched", "")
             if refused is not None:
                 self._refused(refused)
                 rejected = True
             else:
-                survivors.append((cand, prompt, verify.align(text, prompt)))
+                survivors.append((cand, prompt, al))
         if not survivors:
             self._count("guard_rejected")
             return None
@@ -167,29 +174,29 @@ class SemanticCache:
         the words their alignments still have to match (most candidates that get this far are not paraphrases, and
         stop at the distance). Returns (answer, whether the verification refused a candidate; None when the full
         model failed)."""
-        texts: dict[str, None] = {}
+        texts: dict[str, None] = {}  # what is embedded: the questions with misspelt words corrected (spelling.py)
         if full is None:
-            texts[text] = None
+            texts[for_embedding(text)] = None
         cvecs: dict[int, np.ndarray] = {}
         for i, (cand, prompt, _al) in enumerate(survivors):
             vec = decode_vec(cand.fields.get("fvec"), self.embedder.dims) if self.static is not None else None
             if vec is not None:
                 cvecs[i] = vec
             else:
-                texts[prompt] = None
+                texts[for_embedding(prompt)] = None
         if texts:
             got = await self._embed_many(list(texts))
             if got is None:
                 return None, None
             fresh = dict(zip(texts, got, strict=True))
             if full is None:
-                full = fresh[text]
+                full = fresh[for_embedding(text)]
                 state = ctx.state.get(_STATE_KEY)
                 if state is not None:  # stored with the entry if this turns out a miss
                     ctx.state[_STATE_KEY] = (*state[:4], full)
             for i, (cand, prompt, _al) in enumerate(survivors):
                 if i not in cvecs:
-                    cvecs[i] = fresh[prompt]
+                    cvecs[i] = fresh[for_embedding(prompt)]
                     if self.static is not None:
                         self._fill_full_vector(cand, cvecs[i])
         close = []
@@ -233,6 +240,24 @@ class SemanticCache:
             if answer is not None:
                 return answer, refused_any
         return None, refused_any
+
+    def _could_match(self, al: verify.Alignment, first: np.ndarray, prompt: str) -> bool:
+        """The static-vector prefilter of verify.could_match (microseconds per word; word vectors kept, bounded)."""
+        words = al.words_to_embed()
+        if not words:
+            return True
+        assert self.static is not None
+        vectors = {w: self._static_vector(w) for w in words}
+        return verify.could_match(al, vectors, (first, self.static.encode(for_embedding(prompt))))
+
+    def _static_vector(self, word: str) -> np.ndarray:
+        vec = self._static_words.get(word)
+        if vec is None:
+            assert self.static is not None
+            vec = self._static_words[word] = self.static.encode(for_embedding(word))
+            if len(self._static_words) > WORD_CACHE_SIZE:
+                self._static_words.popitem(last=False)
+        return vec
 
     def _refused(self, refused: tuple[str, str]) -> None:
         self.metrics.semantic_guard_rejections.labels(refused[0]).inc()
@@ -329,13 +354,13 @@ class SemanticCache:
             if split is None:
                 return "skipped"
             text, rest = split
-            first = self.static.encode(text) if self.static is not None else None
+            first = self.static.encode(for_embedding(text)) if self.static is not None else None
             state = (text, context_hash(upstream_identity(ctx.model), rest),
                      scope_hash(ctx.scope, ctx.directives.namespace, self.generation), first, None)
         text, ctx_h, scope_h, first, full = state
         if first is None:
             try:
-                first = full = await self.embedder.embed(text)  # one stage only; off the request path
+                first = full = await self.embedder.embed(for_embedding(text))  # one stage only; off the request path
             except EmbeddingError:
                 return "error"
         if self.static is None and first.shape != (self.embedder.dims,):
