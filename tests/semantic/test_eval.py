@@ -12,6 +12,7 @@ first measurement and the numbers after three general fixes it prompted).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -38,35 +39,56 @@ def load(name: str) -> list[dict]:
 
 def evaluate(emb: LocalEmbedder, static: StaticEncoder | None, pairs: list[dict], cfg: SemanticCacheConfig,
              guards: GuardsConfig | None = None) -> dict:
+    """Stored question = a, incoming question = b: the layer's decision, step by step and in its order."""
     guards = guards or cfg.guards
-    # embedded as the layer embeds them: misspelt words corrected (the verification still sees the raw text)
-    ea, eb = [for_embedding(p["a"]) for p in pairs], [for_embedding(p["b"]) for p in pairs]
-    a = emb.embed_sync(ea)
-    b = emb.embed_sync(eb)
-    dist = 1.0 - np.sum(a * b, axis=1)
-    near = [bool(dist[i] <= cfg.distance_threshold) and (
-        static is None or float(1.0 - static.encode(ea[i]) @ static.encode(eb[i])) <= cfg.first_stage_distance)
-        for i in range(len(pairs))]
-    # stored question = a, incoming question = b (the layer verifies incoming against stored); all the words the
-    # alignments need, embedded in one go (the layer does one batch per lookup)
-    words = sorted({w for i, p in enumerate(pairs) if near[i] for w in verify.align(p["b"], p["a"]).words_to_embed()})
-    vectors = dict(zip(words, emb.embed_sync(words), strict=True)) if words else {}
+    full: dict[str, np.ndarray] = {}
+
+    def embed(text: str) -> np.ndarray:
+        # one text per call, as a lookup at low load embeds it (int8 results depend a little on the batch), and
+        # misspelt words corrected as the layer does (the verification still sees the raw text)
+        if text not in full:
+            full[text] = emb.embed_sync([for_embedding(text)])[0]
+        return full[text]
+
     tp = fp = fn = 0
     wrong = []
-    for i, p in enumerate(pairs):
-        hit = near[i] and verify.refusal(p["b"], p["a"], guards, vectors, (b[i], a[i])) is None
-        if hit and static is not None and guards.unmatched:  # the layer's static prefilter, before the full model
-            al = verify.align(p["b"], p["a"])
-            svec = {w: static.encode(for_embedding(w)) for w in al.words_to_embed()}
-            hit = not svec or verify.could_match(al, svec, (static.encode(eb[i]), static.encode(ea[i])))
+    for p in pairs:
+        q, c = p["b"], p["a"]
+        hit = decide(q, c, cfg, guards, embed, emb, static)
         if p["label"] == "hit":
             tp += hit
             fn += not hit
         elif hit:
             fp += 1
-            wrong.append((round(float(dist[i]), 3), p["kind"], p["a"], p["b"]))
+            wrong.append((round(float(1.0 - embed(q) @ embed(c)), 3), p["kind"], p["a"], p["b"]))
     return {"precision": tp / max(tp + fp, 1), "recall": tp / max(tp + fn, 1), "tp": tp, "fp": fp, "fn": fn,
             "false_hits": wrong}
+
+
+def decide(q: str, c: str, cfg: SemanticCacheConfig, guards: GuardsConfig, embed: Callable[[str], np.ndarray],
+           emb: LocalEmbedder, static: StaticEncoder | None) -> bool:
+    """cache/semantic.py's lookup for one stored candidate: first stage, lexical rules, the prefilter, the full
+    distance, then the alignment with word vectors (one batch, as the layer embeds a lookup's words)."""
+    if static is not None:
+        sq, sc = static.encode(for_embedding(q)), static.encode(for_embedding(c))
+        if float(1.0 - sq @ sc) > cfg.first_stage_distance:
+            return False
+    if verify.refusal(q, c, guards, skip=("unmatched",)) is not None:
+        return False
+    al = verify.align(q, c)
+    if guards.unmatched and al.hopeless():
+        return False
+    words = al.words_to_embed()
+    if static is not None and guards.unmatched and words:
+        svec = {w: static.encode(for_embedding(w)) for w in words}
+        if not verify.could_match(al, svec, (sq, sc)):
+            return False
+    vq, vc = embed(q), embed(c)
+    if float(1.0 - vq @ vc) > cfg.distance_threshold:
+        return False
+    vectors = dict(zip(words, emb.embed_sync(words), strict=True)) if words else {}
+    al.resolve(vectors, sentences=(vq, vc))
+    return verify.refusal(q, c, guards, alignment=al, only=("unmatched",)) is None
 
 
 def test_dataset_shape() -> None:

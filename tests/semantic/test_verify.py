@@ -42,6 +42,9 @@ REFUSE = [
     ("antonyms", "How do I gain muscle fast?", "How do I lose muscle fast?"),  # win/lose's sense covers gain
     ("unmatched", "How do I make a vegan lasagna?", "How do I make a vegetarian lasagna?"),  # a kind and its kind
     ("unmatched", "How do I clean a cast iron pan with rust?", "How do I clean a cast iron pan?"),  # "with ..."
+    # a verb with a particle stands for a verb only when the opposite particle fits worse
+    ("unmatched", "How do I disable dark mode on my phone?", "How do I turn on dark mode on my phone?"),
+    ("unmatched", "How do I remove a splinter?", "How do I get a splinter in?"),
 ]
 
 PASS = [
@@ -57,6 +60,10 @@ PASS = [
     ("What is the difference between Python and Java?", "What is the difference between Java and Python?"),
     ("How do I sort a list in Python?", "In Python, how do I sort a list?"),  # a clause moved, not a swap
     ("What is the price of a ticket to the Louvre?", "What is the Louvre ticket price?"),
+    ("How do I remove a splinter?", "How do I get a splinter out?"),  # a light verb and its particle
+    ("How do I politely decline an invitation?", "What's a polite way to turn down an invitation?"),
+    ("What is the difference between a crocodile and an alligator?",
+     "What's the diffrence between an alligator and a crocodile?"),  # a certain typo, corrected
 ]
 
 

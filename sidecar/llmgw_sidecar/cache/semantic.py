@@ -38,11 +38,11 @@ from ..embeddings.static import StaticEncoder
 from ..metrics import Metrics
 from ..redis_guard import CircuitBreaker, RateLimitedLog, RedisHealth
 from . import verify
-from .spelling import for_embedding
 from .keys import upstream_identity
 from .semantic_entry import answer_from, decode_vec, encode_vec
 from .semantic_index import Candidate, ShardIndex, VectorStore
 from .semantic_request import context_hash, question_and_context, scope_hash, uses_tools  # noqa: F401 - re-exported
+from .spelling import for_embedding
 
 log = logging.getLogger("llmgw.semantic")
 CANDIDATES_PER_SHARD = 4  # the nearest few, so that a guard-rejected nearest one does not hide a good second one

@@ -35,6 +35,7 @@ from typing import Any, NamedTuple
 
 from ..config import GuardsConfig
 from . import guards, lexicon
+from .spelling import for_embedding
 
 log = logging.getLogger("llmgw.semantic.verify")
 
@@ -70,19 +71,21 @@ ANSWER_TYPE_AFTER = frozenset({"which", "what"})
 
 class Similarity(NamedTuple):
     """Cosines the alignment accepts as "the same": two words, the leftover words of each side as two phrases, two
-    verbs used as verbs (the same action reworded), and a word against the other question as a whole (implied)."""
+    verbs used as verbs (the same action reworded), a word against the other question as a whole (implied), and a
+    verb against a verb with its particle on the other side (remove / get ... out)."""
     word: float
     phrase: float
     verb: float
     implied: float
+    phrasal: float
 
 
 # measured on the dev set only with the full model: docs/semantic-cache.md
-FULL_MODEL = Similarity(word=0.7, phrase=0.7, verb=0.4, implied=0.3)
+FULL_MODEL = Similarity(word=0.7, phrase=0.7, verb=0.4, implied=0.3, phrasal=0.4)
 # The same test with the static first-stage vectors, looser so that it never refuses what the full model would
 # accept (chosen on the dev set: no accepted pair lost): a candidate that fails even this is refused before the full
 # model runs, which is what most misses with a close candidate cost.
-STATIC_PREFILTER = Similarity(word=0.3, phrase=0.3, verb=0.1, implied=0.1)
+STATIC_PREFILTER = Similarity(word=0.3, phrase=0.3, verb=0.1, implied=0.1, phrasal=0.1)
 # More words than this without a lexical counterpart (both sides together) and no similarity rescues a candidate:
 # refused before any vector is computed, so such a miss never runs the full model (3 of 228 accepted hits had more)
 MAX_UNMATCHED_BEFORE_VECTORS = 3
@@ -115,7 +118,7 @@ class Parsed:
 
 @lru_cache(maxsize=8192)
 def parse(text: str) -> Parsed:
-    orig = guards._norm(text)
+    orig = for_embedding(guards._norm(text))  # certain typos corrected: "diffrence" is "difference", a frame word
     t = orig.lower()
     tokens: list[str] = []
     hyphen: list[bool] = []
@@ -185,6 +188,9 @@ class Alignment:
             out.update(dict.fromkeys(w.text for w in self.a.content))
         if self.unmatched_a and self.unmatched_b:
             out.update(dict.fromkeys((" ".join(self.unmatched_a), " ".join(self.unmatched_b))))
+        for left, other in ((self.unmatched_a, self.b), (self.unmatched_b, self.a)):
+            if left:
+                out.update(dict.fromkeys(t for ph in phrasals(other) for t in ph[1:] if t))
         return list(out)
 
     def resolve(self, vectors: dict[str, Any], sentences: tuple[Any, Any] | None = None,
@@ -210,6 +216,8 @@ class Alignment:
                 # the same action in other words (pack/bring, lower/reduce, fix/stop): verbs that are neither
                 # opposites nor WordNet siblings (boil/fry) and still somewhat alike
                 ua, ub = [], []
+        ua, ub = _phrasal_matches(ua, self.a, ub, self.b, vectors, limits.phrasal)
+        ub, ua = _phrasal_matches(ub, self.b, ua, self.a, vectors, limits.phrasal)
         if sentences is not None and not (ua and ub):
             # only one side has words left: each may still be implied by the other question as a whole
             # ("sink" / "unclog a drain", "eat" / "healthy breakfast"); a swapped word (both sides left) never is,
@@ -222,6 +230,56 @@ class Alignment:
         units_a = [w for w in self.unmatched_a if w in guards._UNITS and w not in ua]
         units_b = [w for w in self.unmatched_b if w in guards._UNITS and w not in ub]
         self.unmatched_a, self.unmatched_b = ua + units_a, ub + units_b
+
+
+# A verb with its particle is one action: "get a splinter out" (remove), "keep my glasses from fogging" (stop), "turn
+# down an invitation" (decline). The particle's opposite tells "get ... out" from "get ... in".
+PARTICLES = {"out": "in", "in": "out", "off": "on", "on": "off", "up": "down", "down": "up", "into": "out of",
+             "from": "", "away": "back", "back": "away", "over": "", "rid": ""}
+OPPOSITE_MARGIN = 0.02  # the particle must fit clearly better than its opposite (enable: turn on 0.508, off 0.500)
+# Only light verbs, whose meaning is in the particle: "copy ... into" is still a copy, "turn ... into" is a conversion.
+LIGHT_VERBS = frozenset("get gets getting got keep keeps kept make makes take takes took put puts turn turns set sets "
+                        "go goes come comes give gives bring brings find figure wrap pick cut run look carry break "
+                        "hold".split())
+
+
+@lru_cache(maxsize=8192)
+def phrasals(p: Parsed) -> tuple[tuple[str, str, str], ...]:
+    """(verb, "verb particle", "verb opposite-particle" or "") for each light verb used as a verb (after a subject,
+    a modal or "to") that a particle follows within five words."""
+    out = []
+    toks = p.tokens
+    for i, t in enumerate(toks):
+        if t not in PARTICLES or i == 0:
+            continue
+        for k in range(i - 1, max(-1, i - 6), -1):  # get [a stuck wine stain] out
+            v = toks[k]
+            if v in LIGHT_VERBS and (k == 0 or toks[k - 1] in _VERB_CONTEXT):
+                opposite = PARTICLES[t]
+                out.append((v, f"{v} {t}", f"{v} {opposite}" if opposite else ""))
+                break
+    return tuple(out)
+
+
+def _phrasal_matches(left: list[str], side: Parsed, other_left: list[str], other: Parsed,
+                     vectors: dict[str, Any], limit: float) -> tuple[list[str], list[str]]:
+    """Leftover verbs of `side` that the other side says with a verb and particle: both are matched (remove / get
+    ... out, decline / turn down), unless the opposite particle fits the verb at least as well (enable / turn on,
+    not turn off)."""
+    if not left:
+        return left, other_left
+    for verb, phrase, opposite in phrasals(other):
+        if phrase not in vectors:
+            continue
+        for w in left:
+            if w not in vectors or not _as_verb(side, w) or lexicon.antonyms(w, verb):
+                continue
+            sim = float(vectors[w] @ vectors[phrase])
+            if sim >= limit and not (opposite in vectors and float(vectors[w] @ vectors[opposite]) >= sim - OPPOSITE_MARGIN):
+                left = [x for x in left if x != w]
+                other_left = [x for x in other_left if x != verb]
+                break
+    return left, other_left
 
 
 _PHRASE_HEAD = frozenset("with without for in on using from after before during under over via by at".split())
@@ -249,7 +307,9 @@ def _as_verb(p: Parsed, word: str) -> bool:
         return True
     if not lexicon.can_be_verb(word):
         return False
-    return any(w.text == word and (w.pos == 0 or p.tokens[w.pos - 1] in _VERB_CONTEXT) for w in p.content)
+    return any(w.text == word and (w.pos == 0 or p.tokens[w.pos - 1] in _VERB_CONTEXT or (
+        w.pos >= 2 and p.tokens[w.pos - 1].endswith("ly") and p.tokens[w.pos - 2] in _VERB_CONTEXT))  # I politely decline
+        for w in p.content)
 
 
 def _similar(words: list[str], other: Parsed, vectors: dict[str, Any], threshold: float) -> list[str]:

@@ -85,7 +85,7 @@ class SemanticCacheConfig(StrictModel):
                         "semantic cache (by default they use the exact cache only).")
     first_stage: bool = Field(True, description="local: find candidates with the static model distilled at export "
                               "time; the full model runs only for candidates within first_stage_distance.")
-    first_stage_distance: float = Field(0.3, gt=0, lt=2, description="Largest first-stage (static model) distance "
+    first_stage_distance: float = Field(0.35, gt=0, lt=2, description="Largest first-stage (static model) distance "
                                         "of a candidate worth the full model (docs/semantic-cache.md).")
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
     guards: GuardsConfig = Field(default_factory=GuardsConfig)
