@@ -13,6 +13,7 @@ from llmgw_sidecar.cache.spelling import correct_word, for_embedding
     ("How do I clean a keybaord?", "How do I clean a keyboard?"),
     ("What are the symtoms of a concussion?", "What are the symptoms of a concussion?"),  # a letter dropped
     ("whats the diffrence between tcp and udp", "whats the difference between tcp and udp"),
+    ("How do I reverse a linkd list in Java?", "How do I reverse a linked list in Java?"),
 ])
 def test_certain_typos_are_corrected(typed: str, meant: str) -> None:
     assert for_embedding(typed) == meant
@@ -25,6 +26,8 @@ def test_certain_typos_are_corrected(typed: str, meant: str) -> None:
     "Why does `os.path.joni` fail?",  # inside code
     "What does Kubernets mean?",  # capitalised: a name, whatever it looks like
     "How do I make sourdough bread without a scale?",  # nothing to correct: the same string
+    "whats the best way to learn python dont overthink it",  # contractions typed without the apostrophe
+    "How do I stop guacamole from turnig brown?",  # turning or turing: not certain, left alone
 ])
 def test_what_is_not_certain_is_left_alone(text: str) -> None:
     assert for_embedding(text) == text

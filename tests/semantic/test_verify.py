@@ -42,6 +42,19 @@ REFUSE = [
     ("antonyms", "How do I gain muscle fast?", "How do I lose muscle fast?"),  # win/lose's sense covers gain
     ("unmatched", "How do I make a vegan lasagna?", "How do I make a vegetarian lasagna?"),  # a kind and its kind
     ("unmatched", "How do I clean a cast iron pan with rust?", "How do I clean a cast iron pan?"),  # "with ..."
+    # the near-misses blind batch 4 still served at its first measurement, each refused by a general rule since
+    ("roles", "Does stress cause high blood pressure?", "Does high blood pressure cause stress?"),  # runs of words
+    ("roles", "Can a parent be held liable for a child's debt?", "Can a child be held liable for a parent's debt?"),
+    ("roles", "What questions should an interviewer ask a candidate?",
+     "What questions should a candidate ask an interviewer?"),  # a / an are one context
+    ("roles", "How do I call a C function from Python?", "How do I call a Python function from C?"),  # C is a name
+    ("roles", "Why did the US buy Alaska from Russia?", "Why did Russia buy Alaska from the US?"),  # US is no "us"
+    ("numbers", "Which moon of Saturn is the largest?", "Which moon of Saturn is the second largest?"),
+    ("numbers", "Do some birds migrate?", "Do all birds migrate?"),
+    ("numbers", "Is it always illegal to record a phone call without consent?",
+     "Is it ever illegal to record a phone call without consent?"),
+    ("unmatched", "Can my landlord evict me for complaining about repairs?",
+     "Can I evict my tenant for complaining about repairs?"),  # two things WordNet tells apart, however alike
     # a verb with a particle stands for a verb only when the opposite particle fits worse
     ("unmatched", "How do I disable dark mode on my phone?", "How do I turn on dark mode on my phone?"),
     ("unmatched", "How do I remove a splinter?", "How do I get a splinter in?"),
@@ -62,6 +75,7 @@ PASS = [
     ("What is the price of a ticket to the Louvre?", "What is the Louvre ticket price?"),
     ("How do I remove a splinter?", "How do I get a splinter out?"),  # a light verb and its particle
     ("How do I politely decline an invitation?", "What's a polite way to turn down an invitation?"),
+    ("yo how do i reverse a linked list in java lol", "How do I reverse a linked list in Java?"),  # chat filler
     ("What is the difference between a crocodile and an alligator?",
      "What's the diffrence between an alligator and a crocodile?"),  # a certain typo, corrected
 ]

@@ -129,16 +129,42 @@ def _bare_units(text: str) -> tuple[str, ...]:
     return tuple(out)
 
 
-_UNIVERSAL = frozenset("all every each entire whole".split())
-_SINGLE = frozenset("one single".split())
+# How much of a set a question is about: "do all birds migrate" / "do some birds" / "do most birds", "always" / "ever".
+_QUANTITY = {**dict.fromkeys("all every each entire whole always".split(), "all"),
+             **dict.fromkeys("most mostly usually generally".split(), "most"),
+             **dict.fromkeys("some any ever sometimes".split(), "some"),
+             **dict.fromkeys("one single".split(), "one")}
+_ORDINAL_WORDS = frozenset("first second third fourth fifth sixth seventh eighth ninth tenth penultimate".split())
 
 
-def _scope(text: str) -> str | None:
-    """"all" / "one" when the question says how many explicitly (every reason / one reason), else None."""
-    words = set(_words(text))
-    if words & _UNIVERSAL:
-        return "all"
-    return "one" if words & _SINGLE else None
+@lru_cache(maxsize=4096)
+def _quantities(text: str) -> frozenset[str]:
+    words = _words(text)
+    # "the most popular" is a superlative (the degree rule's), not a quantity
+    return frozenset(_QUANTITY[w] for i, w in enumerate(words)
+                     if w in _QUANTITY and not (w == "most" and i > 0 and words[i - 1] == "the"))
+
+
+@lru_cache(maxsize=4096)
+def _ordinals(text: str) -> frozenset[str]:
+    """first / second / last ... as written words (largest / second largest, first / last president); "last" only
+    after an article or possessive (not "how long does it last")."""
+    words = _words(text)
+    out = {w for i, w in enumerate(words) if w in _ORDINAL_WORDS and not (i > 0 and words[i - 1][:1].isdigit())}
+    out |= {"last" for i, w in enumerate(words) if w == "last" and i > 0 and words[i - 1] in _DETERMINER_WORDS}
+    return frozenset(out)
+
+
+_DETERMINER_WORDS = frozenset("the a my your his her its our their this that".split())
+
+
+def quantities_differ(a: str, b: str) -> bool:
+    qa, qb = _quantities(a), _quantities(b)
+    if qa and qb and qa != qb:  # some / all, always / ever, one / every
+        return True
+    # "all" or "most" on one side only: "do birds migrate" is not "do all birds migrate" (a bare "some" or "any" is
+    # often filler: "some tips for", "is there any way to")
+    return bool((qa ^ qb) & {"all", "most"}) and not (qa and qb)
 
 
 def numbers_differ(a: str, b: str) -> bool:
@@ -146,8 +172,7 @@ def numbers_differ(a: str, b: str) -> bool:
     nb, ob = _numbers(b)
     if Counter(oa) != Counter(ob):
         return True
-    sa, sb = _scope(a), _scope(b)
-    if sa is not None and sb is not None and sa != sb:  # one reason is not every reason
+    if quantities_differ(a, b) or _ordinals(a) != _ordinals(b):  # one / every reason; largest / second largest
         return True
     ua, ub = _bare_units(a), _bare_units(b)
     if len(ua) >= 2 and len(ub) >= 2 and ua != ub:  # Celsius -> Fahrenheit is not Fahrenheit -> Celsius

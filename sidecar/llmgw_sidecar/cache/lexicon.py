@@ -71,6 +71,17 @@ def lemmas(word: str) -> frozenset[str]:
 
 
 @lru_cache(maxsize=65536)
+def distinct_nouns(a: str, b: str) -> bool:
+    """Both words name things WordNet knows (noun senses), and no sense is shared: two different things, however
+    alike their vectors (landlord / tenant 0.83, lawn / grass 0.83), never one said two ways."""
+    hyp = _data()[3]
+    la, lb = lemmas(a), lemmas(b)
+    if not any("=" + x in hyp for x in la) or not any("=" + y in hyp for y in lb):
+        return False
+    return not synonyms(a, b) and not derived(a, b)
+
+
+@lru_cache(maxsize=65536)
 def known(word: str) -> bool:
     """In the English lexicon (so not a typo of another word)."""
     return _entry(word) is not None or word in _data()[0]

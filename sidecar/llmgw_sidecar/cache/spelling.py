@@ -4,8 +4,9 @@ within 0.3). Only the text that is embedded changes: the stored prompt, the exac
 (which accepts such typos word for word) all see what the user wrote.
 
 A word is corrected only when it is lower case (names and identifiers are left alone), not an English word the lexicon
-knows, and exactly one word the lexicon knows is one slip away: two neighbours swapped (5 letters or more), else one
-letter dropped or doubled (7 letters or more). A changed letter is never corrected: postgres is not "postures". Two or
+knows, and exactly one word the lexicon knows is one slip away: two neighbours swapped or a letter left out (from 5
+letters on), else a letter too many (7 letters or more). A changed letter is never corrected: postgres is not
+"postures". Two or
 more candidates ("kube": cube, tube) leave it as it is: a doubtful correction is worse than none."""
 
 from __future__ import annotations
@@ -23,24 +24,31 @@ def _swaps(w: str) -> set[str]:
     return {w[:i] + w[i + 1] + w[i] + w[i + 2:] for i in range(len(w) - 1)} - {w}
 
 
-def _dropped_or_doubled(w: str) -> set[str]:
-    """A letter the writer left out (symtoms, diffrence) or typed once too often. Not a letter changed: that turns
-    jargon into words (postgres -> postures, config -> confit)."""
-    splits = [(w[:i], w[i:]) for i in range(len(w) + 1)]
-    out = {a + b[1:] for a, b in splits if b}
-    out |= {a + c + b for a, b in splits for c in _LETTERS}
-    out.discard(w)
-    return out
+def _dropped(w: str) -> set[str]:
+    """The word with a letter the writer left out put back (symtoms, linkd)."""
+    return {w[:i] + c + w[i:] for i in range(len(w) + 1) for c in _LETTERS}
+
+
+def _doubled(w: str) -> set[str]:
+    """The word without a letter typed once too often (recieeve)."""
+    return {w[:i] + w[i + 1:] for i in range(len(w))} - {w}
+
+
+# Contractions typed without the apostrophe are words, not slips ("whats" is not "wheats").
+_NO_APOSTROPHE = frozenset("whats thats theres heres hows whos wheres whens whys dont doesnt didnt cant couldnt "
+                           "shouldnt wouldnt wont isnt arent wasnt werent havent hasnt hadnt youre theyre weve youve "
+                           "theyve youll theyll shes hes lets".split())
 
 
 @lru_cache(maxsize=16384)
 def correct_word(word: str) -> str:
-    if lexicon.known(word):
+    if lexicon.known(word) or word in _NO_APOSTROPHE:
         return word
     common = lexicon.words()
-    # Two neighbours swapped is the commonest slip (ruoter, keybaord) and is tried first; a letter dropped or doubled
-    # only in longer words: short ones are too often jargon.
-    for candidates in (_swaps(word), _dropped_or_doubled(word) if len(word) >= 7 else set()):
+    # Two neighbours swapped (ruoter, keybaord) or a letter left out (linkd) first, as one set: "turnig" could be
+    # "turing" or "turning", so it stays. A letter too many only in longer words: short jargon often is a word plus
+    # a letter (upsert, golang). Never a letter changed: it turns jargon into words (postgres -> postures).
+    for candidates in (_swaps(word) | _dropped(word), _doubled(word) if len(word) >= 7 else set()):
         found = candidates & common
         if found:
             return next(iter(found)) if len(found) == 1 else word

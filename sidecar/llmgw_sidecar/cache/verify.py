@@ -39,7 +39,8 @@ from .spelling import for_embedding
 
 log = logging.getLogger("llmgw.semantic.verify")
 
-# Function words and the frame of a request: they carry no detail the answer depends on. Prepositions that can be
+# Function words, the frame of a request and the filler of a chat ("hey", "lol", "kindly"): they carry no detail the
+# answer depends on. Prepositions that can be
 # each other's opposite (before/after, above/below, inside/outside, up/down) are NOT here: they are content words.
 FUNCTION = frozenset("""
 a an the this that these those some any each every all both either neither another other such
@@ -59,6 +60,8 @@ people person someone somebody anyone go goes going come comes take takes look l
 keep keeps okay ok new include up out off down over
 you'd i'd we'd they'd it'd he'd she'd that's there's let's cannot
 reason reasons purpose role job function responsibilities origin system command
+differences vs versus
+hey hi hello yo lol lmao ugh bro dude af pls plz thx thanks thank kindly grateful wondering curious honestly
 """.split())
 # "the easiest way to", "the right method for": the frame of a request, like "how do I" (not "the cheapest way" or
 # "the fastest way": cost and speed are constraints the answer must meet)
@@ -123,14 +126,18 @@ def parse(text: str) -> Parsed:
     tokens: list[str] = []
     hyphen: list[bool] = []
     capital: list[bool] = []
+    acronym: list[bool] = []  # US, UK, IT: a name, even where the lower-case word is a function word
     for m in _TOKEN.finditer(t):
         capital.append(len(orig) == len(t) and orig[m.start()].isupper() and m.start() > 0)
+        acronym.append(len(orig) == len(t) and m.end() - m.start() >= 2 and orig[m.start():m.end()].isupper())
         tok = m.group(0)
         tok = tok.removesuffix("'s")
         tokens.append(tok)
         hyphen.append(t[m.end():m.end() + 1] == "-")
     content = tuple(Word(w, i, hyphen[i], capital[i]) for i, w in enumerate(tokens)
-                    if w not in FUNCTION and len(w) > 1 and not _numeral(w)
+                    # a single capital letter is a name (the C language, option B, vitamin D), not an article
+                    if (w not in FUNCTION or acronym[i]) and (len(w) > 1 or (capital[i] and w.isalpha()))
+                    and not _numeral(w)
                     and not (w in FRAME_ADJECTIVES and i + 1 < len(tokens) and tokens[i + 1] in FRAME_NOUNS))
     return Parsed(tuple(tokens), content)
 
@@ -202,12 +209,13 @@ class Alignment:
         if self.hopeless():
             return
         pa, pb = " ".join(self.unmatched_a), " ".join(self.unmatched_b)
-        ua = _similar(self.unmatched_a, self.b, vectors, limits.word)
-        ub = _similar(self.unmatched_b, self.a, vectors, limits.word)
-        # one word for one word: a thing and its kind (vegan / vegetarian) is no rewording either
+        ua = _similar(self.unmatched_a, self.a, self.b, vectors, limits.word)
+        ub = _similar(self.unmatched_b, self.b, self.a, vectors, limits.word)
+        # one word for one word: a thing and its kind (vegan / vegetarian) is no rewording either, nor are two
+        # things WordNet tells apart (landlord / tenant)
         single = len(ua) == len(ub) == 1
         if ua and ub and not any(lexicon.antonyms(x, y) or lexicon.alternatives(x, y, not single)
-                                 for x in ua for y in ub):
+                                 or (single and _two_things(x, self.a, y, self.b)) for x in ua for y in ub):
             if pa in vectors and pb in vectors and float(vectors[pa] @ vectors[pb]) >= limits.phrase:
                 ua, ub = [], []
             elif len(ua) == len(ub) and all(_as_verb(self.a, w) for w in ua) and all(_as_verb(self.b, w) for w in ub) and all(
@@ -312,7 +320,12 @@ def _as_verb(p: Parsed, word: str) -> bool:
         for w in p.content)
 
 
-def _similar(words: list[str], other: Parsed, vectors: dict[str, Any], threshold: float) -> list[str]:
+def _two_things(x: str, px: Parsed, y: str, py: Parsed) -> bool:
+    """Two nouns, used as nouns, that WordNet knows as different things (landlord / tenant)."""
+    return lexicon.distinct_nouns(x, y) and not _as_verb(px, x) and not _as_verb(py, y)
+
+
+def _similar(words: list[str], side: Parsed, other: Parsed, vectors: dict[str, Any], threshold: float) -> list[str]:
     left = []
     for w in words:
         vw = vectors.get(w)
@@ -322,7 +335,7 @@ def _similar(words: list[str], other: Parsed, vectors: dict[str, Any], threshold
                 vo = vectors.get(o.text)
                 sim = float(vw @ vo) if vo is not None else -1.0
                 if sim >= threshold and not lexicon.antonyms(w, o.text) \
-                        and not lexicon.alternatives(w, o.text):
+                        and not lexicon.alternatives(w, o.text) and not _two_things(w, side, o.text, other):
                     ok = True
                     break
         if not ok:
@@ -464,11 +477,15 @@ def _governed(p: Parsed) -> dict[str, set[int]]:
 _COORDINATION = frozenset({"and", "or", "vs", "versus", "v", "&"})
 
 
-def _prev(p: Parsed, w: Word) -> str:
-    return p.tokens[w.pos - 1] if w.pos else ""
-
-
 _DETERMINERS = frozenset("the a an my your our their its his her this that".split())
+
+
+def _prev(p: Parsed, w: Word) -> str:
+    """The word before, articles and possessives skipped: "for a child's debt" -> "for"."""
+    k = w.pos - 1
+    while k >= 0 and p.tokens[k] in _DETERMINERS:
+        k -= 1
+    return p.tokens[k] if k >= 0 else ""
 
 
 def _between(p: Parsed, x: Word, y: Word) -> tuple[str, ...]:
@@ -476,21 +493,41 @@ def _between(p: Parsed, x: Word, y: Word) -> tuple[str, ...]:
     return tuple(t for t in p.tokens[lo + 1:hi] if t not in _DETERMINERS)
 
 
+def _blocks(order: list[int]) -> tuple[int, int, int, int] | None:
+    """`order` (the other side's positions, in this side's order) as one exchange of two runs of words around a
+    middle: X M Y there, Y M X here. Returns (start, end of X, start of Y, end) in `order`'s positions, or None."""
+    ref = sorted(order)
+    diff = [k for k in range(len(order)) if order[k] != ref[k]]
+    if not diff:
+        return None
+    lo, hi = diff[0], diff[-1] + 1
+    seg, want = order[lo:hi], ref[lo:hi]
+    for x in range(1, len(seg)):
+        for y in range(x, len(seg)):
+            if seg[y:] + seg[x:y] + seg[:x] == want:
+                return lo, lo + x, lo + y, hi
+    return None
+
+
 def swapped(al: Alignment) -> str | None:
-    """Two words that changed places while everything else stayed: "can a cat eat dog food" / "can a dog eat cat
-    food", "from savings to checking" / "from checking to savings". A clause that moved takes its own context along
+    """Two words, or two runs of words, that changed places while everything else stayed: "can a cat eat dog food" /
+    "can a dog eat cat food", "does stress cause high blood pressure" / "does high blood pressure cause stress",
+    "from savings to checking" / "from checking to savings". A clause that moved takes its own context along
     ("in Python, how do I sort" / "how do I sort in Python"), a coordination is symmetric (X and Y, X vs Y) and a
     modifier may become a phrase (a Python list / a list in Python): none of those is a swap."""
     pairs = sorted((i, j) for i, j in al.a_to_b.items() if al.b_to_a.get(j) == i)
-    order = [j for _i, j in pairs]
-    moved = [k for k, j in enumerate(sorted(order)) if order[k] != j]
-    if len(moved) != 2:
+    found = _blocks([j for _i, j in pairs])
+    if found is None:
         return None
-    (i1, j1), (i2, j2) = pairs[moved[0]], pairs[moved[1]]
-    xa, ya, xb, yb = al.a.content[i1], al.a.content[i2], al.b.content[j1], al.b.content[j2]
-    if xa.text == ya.text or lexicon.lemmas(xa.text) & lexicon.lemmas(ya.text):
+    lo, x_end, y_start, hi = found
+    xs, ys = pairs[lo:x_end], pairs[y_start:hi]
+    xa, ya = al.a.content[xs[0][0]], al.a.content[ys[0][0]]  # the first word of each run, here and there
+    xb, yb = al.b.content[xs[0][1]], al.b.content[ys[0][1]]
+    x_words = {al.a.content[i].text for i, _j in xs}
+    if any(lexicon.lemmas(w) & lexicon.lemmas(al.a.content[i].text) for w in x_words for i, _j in ys):
         return None
-    ba, bb = _between(al.a, xa, ya), _between(al.b, xb, yb)
+    ba = _between(al.a, al.a.content[xs[-1][0]], ya)
+    bb = _between(al.b, al.b.content[ys[-1][1]], xb)
     if (ba and set(ba) <= _COORDINATION) or (bb and set(bb) <= _COORDINATION):
         return None
     # a modifier turned into a phrase or back: "a Python list" / "a list in Python", "a running toilet" / "a toilet
