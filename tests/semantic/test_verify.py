@@ -55,6 +55,19 @@ REFUSE = [
      "Is it ever illegal to record a phone call without consent?"),
     ("unmatched", "Can my landlord evict me for complaining about repairs?",
      "Can I evict my tenant for complaining about repairs?"),  # two things WordNet tells apart, however alike
+    # the near-misses blind batch 5 still served at its first measurement, each refused by a general rule since
+    ("unmatched", "How do I tighten the brakes on my bike?", "How do I loosen the brakes on my bike?"),  # no vector
+    ("unmatched", "how to expand all folds in vim", "how to collapse all folds in vim"),  # speaks for WordNet words
+    ("unmatched", "What happens to my 401k if I quit my job?", "What happens to my 401k if I die?"),
+    ("roles", "How do I roll over a 401k into an IRA?", "How do I roll over an IRA into a 401k?"),  # 401k is a name
+    ("roles", "How do I get my older cat to accept a new kitten?", "How do I get a new kitten to accept my older cat?"),
+    ("roles", "Do I owe my roommate half the rent if she moved out early?",
+     "Does my roommate owe me half the rent if I moved out early?"),  # the same verb, someone else does it
+    ("unmatched", "Can I get a refund for my flight if the airline cancels it?",
+     "Can I get a refund for my flight if I cancel it myself?"),  # "if the airline ...": a party, never implied
+    ("numbers", "SQL: how do I find rows that appear more than once in a table?",
+     "SQL: how do I find rows that appear exactly once in a table?"),
+    ("antonyms", "common symptoms of hyperthyroidism", "common symptoms of hypothyroidism"),
     # a verb with a particle stands for a verb only when the opposite particle fits worse
     ("unmatched", "How do I disable dark mode on my phone?", "How do I turn on dark mode on my phone?"),
     ("unmatched", "How do I remove a splinter?", "How do I get a splinter in?"),
@@ -66,7 +79,6 @@ PASS = [
     ("How do I reset my router?", "How do i reset my ruoter?"),
     ("What is the largest ocean on Earth?", "Which ocean is the biggest in the world?"),
     ("How do I delete a git branch?", "How can I remove a branch in git?"),
-    ("How do I lower my electricity bill?", "How do I reduce my electricity bill?"),
     ("How do I unclog a drain?", "What's the way to unclog a sink drain?"),
     ("What should I do if my dog eats chocolate?", "My dog ate chocolate, what should I do?"),  # if + present
     ("How do I peel a mango?", "What's the easiest way to peel a mango?"),  # the frame of a request
@@ -76,6 +88,9 @@ PASS = [
     ("How do I remove a splinter?", "How do I get a splinter out?"),  # a light verb and its particle
     ("How do I politely decline an invitation?", "What's a polite way to turn down an invitation?"),
     ("yo how do i reverse a linked list in java lol", "How do I reverse a linked list in Java?"),  # chat filler
+    ("How do I delete a git branch?", "How can I remove a branch in git?"),  # WordNet: deleting is a way to remove
+    ("How tall is the Eiffel Tower?", "What is the height of the Eiffel Tower?"),  # an adjective and its attribute
+    ("Is it safe to eat raw cookie dough?", "Can you safely eat raw cookie dough?"),  # an adverb of the adjective
     ("What is the difference between a crocodile and an alligator?",
      "What's the diffrence between an alligator and a crocodile?"),  # a certain typo, corrected
 ]

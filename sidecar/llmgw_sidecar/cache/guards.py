@@ -137,12 +137,19 @@ _QUANTITY = {**dict.fromkeys("all every each entire whole always".split(), "all"
 _ORDINAL_WORDS = frozenset("first second third fourth fifth sixth seventh eighth ninth tenth penultimate".split())
 
 
+# Bounds on a count: "more than once" / "exactly once" / "at least once".
+_BOUNDS = {("at", "least"): "at least", ("more", "than"): "at least", ("over",): "at least", ("at", "most"): "at most",
+           ("less", "than"): "at most", ("fewer", "than"): "at most", ("exactly",): "exactly", ("only",): "exactly"}
+
+
 @lru_cache(maxsize=4096)
 def _quantities(text: str) -> frozenset[str]:
     words = _words(text)
-    # "the most popular" is a superlative (the degree rule's), not a quantity
-    return frozenset(_QUANTITY[w] for i, w in enumerate(words)
-                     if w in _QUANTITY and not (w == "most" and i > 0 and words[i - 1] == "the"))
+    out = {b for i in range(len(words)) for k, b in _BOUNDS.items() if tuple(words[i:i + len(k)]) == k}
+    # "the most popular" is a superlative (the degree rule's), "at most" a bound: neither is "most birds"
+    out |= {_QUANTITY[w] for i, w in enumerate(words)
+            if w in _QUANTITY and not (w == "most" and i > 0 and words[i - 1] in ("the", "at"))}
+    return frozenset(out)
 
 
 @lru_cache(maxsize=4096)

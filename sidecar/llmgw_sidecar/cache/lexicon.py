@@ -53,6 +53,8 @@ def load() -> None:
     """Read the data now (at start-up), not on the first request."""
     _data()
     _morphology()
+    _described()
+    _verb_hypernyms()
     words()
 
 
@@ -70,13 +72,34 @@ def lemmas(word: str) -> frozenset[str]:
     return frozenset(out)
 
 
+@cache
+def _described() -> frozenset[str]:
+    return frozenset(json.loads(gzip.decompress(_DATA.read_bytes())).get("described", ()))
+
+
+@cache
+def _verb_hypernyms() -> dict[str, frozenset[int]]:
+    raw = json.loads(gzip.decompress(_DATA.read_bytes())).get("vhyp", {})
+    return {w: frozenset(ids) for w, ids in raw.items()}
+
+
 @lru_cache(maxsize=65536)
-def distinct_nouns(a: str, b: str) -> bool:
-    """Both words name things WordNet knows (noun senses), and no sense is shared: two different things, however
-    alike their vectors (landlord / tenant 0.83, lawn / grass 0.83), never one said two ways."""
-    hyp = _data()[3]
-    la, lb = lemmas(a), lemmas(b)
-    if not any("=" + x in hyp for x in la) or not any("=" + y in hyp for y in lb):
+def way_to(a: str, b: str) -> bool:
+    """One verb is a way to do the other (WordNet: delete -> remove, boost -> increase): the same request."""
+    vh = _verb_hypernyms()
+    for x in lemmas(a):
+        for y in lemmas(b):
+            if vh.get(x, frozenset()) & vh.get("=" + y, frozenset()) or \
+                    vh.get(y, frozenset()) & vh.get("=" + x, frozenset()):
+                return True
+    return False
+
+
+@lru_cache(maxsize=65536)
+def both_described(a: str, b: str) -> bool:
+    """WordNet has senses for both words and none is shared: it knows them, and not as one meaning."""
+    described = _described()
+    if not any(x in described for x in lemmas(a)) or not any(y in described for y in lemmas(b)):
         return False
     return not synonyms(a, b) and not derived(a, b)
 
@@ -161,9 +184,10 @@ def derived(a: str, b: str) -> bool:
 
 _NEG_PREFIXES = ("un", "dis", "non", "in", "im", "il", "ir", "de", "anti")
 # Prefixes that point in opposite or different directions on one stem: en/de-crypt, im/ex-port, in/ex-clude,
-# up/down-load, over/under-estimate, en/dis-able.
+# up/down-load, over/under-estimate, en/dis-able, hyper/hypo-thyroidism.
 _DIRECTION_PREFIXES = ("en", "em", "de", "dis", "un", "in", "im", "ex", "up", "down", "over", "under", "pre", "post",
-                       "inter", "intra", "sub", "super", "pro", "anti", "micro", "macro", "min", "max", "out")
+                       "inter", "intra", "sub", "super", "pro", "anti", "micro", "macro", "min", "max", "out",
+                       "hyper", "hypo")
 
 
 def _split_prefix(word: str) -> list[tuple[str, str]]:

