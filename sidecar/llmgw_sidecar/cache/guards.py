@@ -78,6 +78,7 @@ _CURRENCY = {"$", "\u20ac", "\u00a3", "\u00a5"}
 _ROMAN = {r: str(i) for i, r in enumerate("- - ii iii iv - vi vii viii ix - xi xii".split()) if r != "-"}
 
 
+@lru_cache(maxsize=4096)  # per text: a stored question meets many lookups, a lookup up to 4 candidates
 def _numbers(text: str) -> tuple[list[str], list[str]]:
     """(numbers, each with the unit that follows it, in order), (math operators)."""
     nums: list[str] = []
@@ -204,6 +205,7 @@ _NEGATORS = frozenset("not no never none nobody nothing neither nor nowhere with
                       "besides unless lack lacking fail fails".split())
 
 
+@lru_cache(maxsize=4096)
 def _negations(text: str) -> int:
     n = 0
     for w in _words(text):
@@ -234,8 +236,9 @@ def negation_differs(a: str, b: str) -> bool:
 _QUOTED = re.compile(r'"([^"\n]{1,200})"|(?<![\w])\'([^\'\n]{1,200})\'(?![\w])|`([^`\n]{1,200})`')
 
 
-def _quoted(text: str) -> set[str]:
-    return {" ".join(next(g for g in m if g).split()) for m in _QUOTED.findall(_norm(text))}
+@lru_cache(maxsize=4096)
+def _quoted(text: str) -> frozenset[str]:
+    return frozenset({" ".join(next(g for g in m if g).split()) for m in _QUOTED.findall(_norm(text))})
 
 
 def quoted_differs(a: str, b: str) -> bool:
@@ -259,8 +262,9 @@ _IDENT = re.compile(
 )
 
 
-def _identifiers(text: str) -> set[str]:
-    return {i.strip("`").removesuffix("()") for i in _IDENT.findall(_norm(text))}
+@lru_cache(maxsize=4096)
+def _identifiers(text: str) -> frozenset[str]:
+    return frozenset(i.strip("`").removesuffix("()") for i in _IDENT.findall(_norm(text)))
 
 
 def identifiers_differ(a: str, b: str) -> bool:
@@ -276,7 +280,8 @@ _CAP = re.compile(r"(?<![.!?:]\s)(?<!^)\b([A-Z][a-zA-Z0-9\-]*(?:'s)?)|\b([A-Z]{2
 _NOT_ENTITIES = frozenset("i i'm i've i'd i'll ok please thanks hi hello hey earth".split())
 
 
-def _entities(text: str) -> set[str]:
+@lru_cache(maxsize=4096)
+def _entities(text: str) -> frozenset[str]:
     t = _norm(text).strip()
     found = set()
     for m in _CAP.finditer(t):
@@ -285,7 +290,7 @@ def _entities(text: str) -> set[str]:
         numeral = w in _ROMAN or w in _ORDINALS or w in _NUM_WORDS or w in ("first", "second")
         if len(w) > 1 and w not in _NOT_ENTITIES and not numeral:
             found.add(w)
-    return found
+    return frozenset(found)
 
 
 def entities_differ(a: str, b: str) -> bool:

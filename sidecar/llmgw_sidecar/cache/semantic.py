@@ -24,6 +24,7 @@ import asyncio
 import hashlib
 import logging
 from collections import OrderedDict
+from dataclasses import replace
 from functools import lru_cache
 from typing import Any
 
@@ -142,10 +143,10 @@ class SemanticCache:
         rejected = False
         for cand in near:
             prompt = str(cand.fields.get("prompt", ""))
-            refused = _lexical_refusal(text, prompt, self.cfg.guards)
-            al = verify.align(text, prompt)
-            if refused is None and self.cfg.guards.unmatched and (al.hopeless() or (
-                    self.static is not None and first is not None and not self._could_match(al, first, prompt))):
+            refused, template = _lexical(text, prompt, self.cfg.guards)
+            al = replace(template, unmatched_a=list(template.unmatched_a), unmatched_b=list(template.unmatched_b))
+            if refused is None and self.cfg.guards.unmatched and self.static is not None and first is not None \
+                    and not self._could_match(al, first, prompt):
                 # no full-model vector would give these words a counterpart: refused before the full model runs
                 refused = ("unmatched", "")
             if refused is not None:
@@ -248,13 +249,14 @@ class SemanticCache:
             return True
         assert self.static is not None
         vectors = {w: self._static_vector(w) for w in words}
-        return verify.could_match(al, vectors, (first, self.static.encode(for_embedding(prompt))))
+        return verify.could_match(al, vectors, (first, self._static_vector(prompt)))
 
-    def _static_vector(self, word: str) -> np.ndarray:
-        vec = self._static_words.get(word)
+    def _static_vector(self, text: str) -> np.ndarray:
+        """First-stage vector of a word or a stored question (both repeat across lookups), kept, bounded."""
+        vec = self._static_words.get(text)
         if vec is None:
             assert self.static is not None
-            vec = self._static_words[word] = self.static.encode(for_embedding(word))
+            vec = self._static_words[text] = self.static.encode(for_embedding(text))
             if len(self._static_words) > WORD_CACHE_SIZE:
                 self._static_words.popitem(last=False)
         return vec
@@ -394,9 +396,14 @@ class SemanticCache:
 
 
 @lru_cache(maxsize=4096)
-def _lexical_refusal(question: str, candidate: str, guards: GuardsConfig) -> tuple[str, str] | None:
-    """The rules that need no vector, per (question, stored question): popular questions meet the same candidates."""
-    return verify.refusal(question, candidate, guards, skip=("unmatched",))
+def _lexical(question: str, candidate: str, guards: GuardsConfig) -> tuple[tuple[str, str] | None, verify.Alignment]:
+    """The rules that need no vector and the alignment, once per (question, stored question): popular questions meet
+    the same candidates (the alignment is copied before use: resolving changes it). A candidate with too many words
+    without counterpart is refused first, the cheapest way."""
+    al = verify.align(question, candidate)
+    if guards.unmatched and al.hopeless():
+        return ("unmatched", ""), al
+    return verify.refusal(question, candidate, guards, alignment=al, skip=("unmatched",)), al
 
 
 async def build_semantic(config: Config, redis: Any, metrics: Metrics, *, embedder: Embedder | None = None,
