@@ -221,7 +221,7 @@ async def _build_stages(rt: Runtime) -> None:
     cfg = rt.config
     if cfg.cache.semantic.enabled:
         # Imported only when enabled: the embedding runtime (onnxruntime, tokenizers) is heavy.
-        from .cache.semantic import build_semantic
+        from .cache.semantic_build import build_semantic
 
         rt.semantic = await _maybe_await(build_semantic(cfg, rt.redis, rt.metrics, health=rt.health))
     rt.governor = build_governor(cfg, rt.redis, rt.metrics, health=rt.health)

@@ -12,7 +12,8 @@ import openai
 
 from llmgw_sidecar.app import create_app
 from llmgw_sidecar.cache.keys import api_key_hash
-from llmgw_sidecar.cache.semantic import SemanticCache, build_semantic
+from llmgw_sidecar.cache.semantic import SemanticCache
+from llmgw_sidecar.cache.semantic_build import build_semantic
 from llmgw_sidecar.config import Config, parse_config
 from llmgw_sidecar.context import CachedAnswer, Caller, RequestContext, Usage
 from llmgw_sidecar.embeddings.base import Embedder, normalise

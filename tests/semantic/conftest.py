@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from llmgw_sidecar.cache.semantic import SemanticCache, build_semantic
+from llmgw_sidecar.cache.semantic import SemanticCache
+from llmgw_sidecar.cache.semantic_build import build_semantic
 from llmgw_sidecar.config import Config, parse_config
 from llmgw_sidecar.context import CachedAnswer, Caller, RequestContext, Usage
 from llmgw_sidecar.embeddings.export import FORMAT, MANIFEST, default_source, export

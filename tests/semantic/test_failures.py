@@ -13,7 +13,7 @@ import pytest
 import redis as syncredis
 from aiohttp import web
 
-from llmgw_sidecar.cache.semantic import build_semantic
+from llmgw_sidecar.cache.semantic_build import build_semantic
 from llmgw_sidecar.config import EmbeddingConfig
 from llmgw_sidecar.embeddings import factory
 from llmgw_sidecar.embeddings.base import Embedder, EmbeddingError

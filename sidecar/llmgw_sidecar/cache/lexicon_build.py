@@ -83,7 +83,7 @@ def build(dict_dir: Path, vocab: set[str]) -> dict:
     hyp: dict[str, set[int]] = {}
     hyp_ids: dict[tuple[str, str], int] = {}
     for (pos, off), (words, ptrs, _ss) in syn.items():
-        if pos != "n":  # verb "siblings" are mostly near-synonyms (lower/reduce, wash/clean)
+        if pos != "n":  # verbs: only a verb and its hypernym count (vhyp below), not two siblings
             continue
         for sym, toff, tpos, _st in ptrs:
             if sym in ("@", "@i"):

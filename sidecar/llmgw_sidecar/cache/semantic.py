@@ -25,19 +25,17 @@ import hashlib
 import logging
 from collections import OrderedDict
 from dataclasses import replace
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
 import orjson
 
-from ..config import CircuitBreakerConfig, Config, EmbeddingProvider, GuardsConfig, RedisMode, SemanticCacheConfig
+from ..config import CircuitBreakerConfig, SemanticCacheConfig
 from ..context import CachedAnswer, RequestContext
 from ..embeddings.base import Embedder, EmbeddingError
-from ..embeddings.factory import make_embedder
 from ..embeddings.static import StaticEncoder
 from ..metrics import Metrics
-from ..redis_guard import CircuitBreaker, RateLimitedLog, RedisHealth
+from ..redis_guard import CircuitBreaker, RateLimitedLog
 from . import verify
 from .keys import upstream_identity
 from .semantic_entry import answer_from, decode_vec, encode_vec
@@ -143,7 +141,7 @@ class SemanticCache:
         rejected = False
         for cand in near:
             prompt = str(cand.fields.get("prompt", ""))
-            refused, template = _lexical(text, prompt, self.cfg.guards)
+            refused, template = verify.lexical(text, prompt, self.cfg.guards)
             al = replace(template, unmatched_a=list(template.unmatched_a), unmatched_b=list(template.unmatched_b))
             if refused is None and self.cfg.guards.unmatched and self.static is not None and first is not None \
                     and not self._could_match(al, first, prompt):
@@ -393,64 +391,3 @@ class SemanticCache:
         for s in self._stores.values():
             await s.close()
         await self.embedder.close()
-
-
-@lru_cache(maxsize=4096)
-def _lexical(question: str, candidate: str, guards: GuardsConfig) -> tuple[tuple[str, str] | None, verify.Alignment]:
-    """The rules that need no vector and the alignment, once per (question, stored question): popular questions meet
-    the same candidates (the alignment is copied before use: resolving changes it). A candidate with too many words
-    without counterpart is refused first, the cheapest way."""
-    al = verify.align(question, candidate)
-    if guards.unmatched and al.hopeless():
-        return ("unmatched", ""), al
-    return verify.refusal(question, candidate, guards, alignment=al, skip=("unmatched",)), al
-
-
-async def build_semantic(config: Config, redis: Any, metrics: Metrics, *, embedder: Embedder | None = None,
-                         health: RedisHealth | None = None) -> SemanticCache | None:
-    """The app's factory: None when disabled. Model trouble does not stop the sidecar (lookups are misses). The model
-    loads in a thread (about half a second): a config reload must not stall requests in flight."""
-    cfg = config.cache.semantic
-    if not cfg.enabled:
-        return None
-    node_client = None
-    if config.redis.mode == RedisMode.cluster:
-        from redis.asyncio import Redis
-
-        from ..redis_topology import node_client as make_node_client
-
-        def node_client(host: str, port: int) -> Redis:
-            return make_node_client(config.redis, host, port)
-
-    if embedder is None:
-        embedder = await asyncio.to_thread(make_embedder, cfg.embedding, metrics)
-    # the first stage must come from the same model as the full one: only with the local provider
-    local = getattr(embedder, "provider", "") == "local" and cfg.embedding.provider == EmbeddingProvider.local
-    static = await asyncio.to_thread(_load_static, cfg) if cfg.first_stage and local else None
-    return SemanticCache(
-        cfg, embedder, metrics, redis=redis,
-        key_prefix=config.redis.key_prefix, node_client=node_client,
-        # one KNN per shard, concurrently; a little more than one cache op, but still a hard bound
-        search_timeout_s=max(config.redis.op_timeout_ms / 1000 * 2, 0.05),
-        breaker=health.breaker if health is not None else config.redis.circuit_breaker,
-        generation=config.cache.generation, gateway=f"{config.gateway.namespace}/{config.gateway.name}",
-        static=static,
-    )
-
-
-def _load_static(cfg: SemanticCacheConfig) -> StaticEncoder | None:
-    """The local model folder's first-stage model, or None (remote provider, or a folder exported without it: then
-    the full model finds the candidates, as before). The lexical data of the verification step loads here too."""
-    from pathlib import Path
-
-    from . import lexicon
-
-    lexicon.load()
-    folder = Path(cfg.embedding.model_dir) / "static"
-    if not (folder / "model.safetensors").exists():
-        return None
-    try:
-        return StaticEncoder(folder)
-    except EmbeddingError as e:
-        log.warning("first stage unavailable, one-stage lookups: %s", e)
-        return None
