@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from .injection import (
     ANNOTATION_CONTAINERS,
@@ -48,30 +48,38 @@ def log_once(key: tuple[str, ...], msg: str, *args: object) -> None:
     log.warning(msg, *args)
 
 
+T = TypeVar("T")
+
+
+def _or_default(namespace: str, name: str, field: str, read: Callable[[], T], default: T) -> T:
+    """`read()`, or the CRD default when the field is unusable: whatever the object holds, admission goes on, and one
+    line per gateway and problem says so (the field and the error type, never the value)."""
+    try:
+        return read()
+    except Exception as e:  # noqa: BLE001 -- a webhook must answer, never fail on a stored object
+        log_once((namespace, name, field, type(e).__name__), "gateway %s/%s: %s unusable (%s); using %r",
+                 namespace, name, field, type(e).__name__, default)
+        return default
+
+
 def service_port(namespace: str, name: str, g: Mapping[str, Any]) -> int:
     """spec.gateway.service.port, or the CRD default when it is unusable."""
-    try:
+    def read() -> int:
         port = int((g.get("service") or {}).get("port") or DEFAULT_SERVICE_PORT)
         if not 1 <= port <= 65535:
             raise ValueError("port out of range")
         return port
-    except Exception as e:  # noqa: BLE001 -- whatever the object holds, admission goes on with the default
-        log_once((namespace, name, "port", type(e).__name__), "gateway %s/%s: spec.gateway.service.port unusable "
-                 "(%s); pods are pointed at port %d", namespace, name, type(e).__name__, DEFAULT_SERVICE_PORT)
-        return DEFAULT_SERVICE_PORT
+    return _or_default(namespace, name, "spec.gateway.service.port", read, DEFAULT_SERVICE_PORT)
 
 
 def token_audience(namespace: str, name: str, g: Mapping[str, Any]) -> str:
     """spec.gateway.auth.audience, or the CRD default when it is unusable."""
-    try:
+    def read() -> str:
         audience = (g.get("auth") or {}).get("audience") or DEFAULT_AUDIENCE
         if not isinstance(audience, str):
             raise TypeError("audience is not a string")
         return audience
-    except Exception as e:  # noqa: BLE001 -- whatever the object holds, admission goes on with the default
-        log_once((namespace, name, "audience", type(e).__name__), "gateway %s/%s: spec.gateway.auth.audience "
-                 "unusable (%s); tokens are requested for %r", namespace, name, type(e).__name__, DEFAULT_AUDIENCE)
-        return DEFAULT_AUDIENCE
+    return _or_default(namespace, name, "spec.gateway.auth.audience", read, DEFAULT_AUDIENCE)
 
 
 def requested_shared_gateway(pod: Mapping[str, Any], namespace: str) -> tuple[str, str] | None:

@@ -26,6 +26,7 @@ import gzip
 import json
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 FILES = {"a": ["data.adj"], "v": ["data.verb"], "n": ["data.noun1", "data.noun2"], "r": ["data.adv"]}
@@ -79,37 +80,11 @@ def build(dict_dir: Path, vocab: set[str]) -> dict:
     syn_out = {w: v for w, v in syn_out.items() if v}
 
     # direct hypernyms of every noun sense: two words under one hypernym are alternatives (tea/coffee, husband/wife), and a
-    # word and its hypernym differ in scope (mortgage/loan); neither may stand for the other
-    hyp: dict[str, set[int]] = {}
+    # word and its hypernym differ in scope (mortgage/loan); neither may stand for the other. Verbs: only a verb and its
+    # hypernym count, "delete" is a way to "remove" (two sibling verbs are not one action).
     hyp_ids: dict[tuple[str, str], int] = {}
-    for (pos, off), (words, ptrs, _ss) in syn.items():
-        if pos != "n":  # verbs: only a verb and its hypernym count (vhyp below), not two siblings
-            continue
-        for sym, toff, tpos, _st in ptrs:
-            if sym in ("@", "@i"):
-                hid = hyp_ids.setdefault((tpos, toff), len(hyp_ids))
-                for w in words:
-                    if keep(w):
-                        hyp.setdefault(w, set()).add(hid)
-        own = hyp_ids.setdefault((pos, off), len(hyp_ids))
-        for w in words:
-            if keep(w):
-                hyp.setdefault("=" + w, set()).add(own)  # "=word": the word's own senses, for the hypernym test
-    # verbs: "delete" is a way to "remove" (a troponym of it): one of the two is a direct hypernym of the other
-    vhyp: dict[str, set[int]] = {}
-    for (pos, off), (words, ptrs, _ss) in syn.items():
-        if pos != "v":
-            continue
-        for sym, toff, tpos, _st in ptrs:
-            if sym == "@":
-                hid = hyp_ids.setdefault((tpos, toff), len(hyp_ids))
-                for w in words:
-                    if keep(w):
-                        vhyp.setdefault(w, set()).add(hid)
-        own = hyp_ids.setdefault((pos, off), len(hyp_ids))
-        for w in words:
-            if keep(w):
-                vhyp.setdefault("=" + w, set()).add(own)
+    hyp = _hypernyms(syn, "n", ("@", "@i"), keep, hyp_ids)
+    vhyp = _hypernyms(syn, "v", ("@",), keep, hyp_ids)
     ant: set[tuple[str, str]] = set()
     der: set[tuple[str, str]] = set()
 
@@ -144,6 +119,27 @@ def build(dict_dir: Path, vocab: set[str]) -> dict:
             "described": sorted(sense_ids), "syn": syn_out, "vhyp": {w: sorted(v) for w, v in vhyp.items()},
             "hyp": {w: sorted(v) for w, v in hyp.items()},
             "der": sorted(f"{a} {b}" for a, b in der), "ant": sorted(f"{a} {b}" for a, b in ant)}
+
+
+def _hypernyms(syn: dict[tuple[str, str], tuple[list[str], list[tuple[str, ...]], str]], pos: str,
+               symbols: tuple[str, ...], keep: Callable[[str], bool], ids: dict[tuple[str, str], int]
+               ) -> dict[str, set[int]]:
+    """word -> ids of the direct hypernyms of its `pos` senses, and "=word" -> ids of its own senses."""
+    out: dict[str, set[int]] = {}
+    for (p, off), (words, ptrs, _ss) in syn.items():
+        if p != pos:
+            continue
+        for sym, toff, tpos, _st in ptrs:
+            if sym in symbols:
+                hid = ids.setdefault((tpos, toff), len(ids))
+                for w in words:
+                    if keep(w):
+                        out.setdefault(w, set()).add(hid)
+        own = ids.setdefault((p, off), len(ids))
+        for w in words:
+            if keep(w):
+                out.setdefault("=" + w, set()).add(own)
+    return out
 
 
 def build_morphology(vocab: set[str]) -> dict[str, str]:
