@@ -247,8 +247,11 @@ class ClusterReconciler:
         # passes stay idempotent and never shuffle data back and forth.
         if min(m.me.slot_count for m in ordered) >= share // 2:
             return
-        # A member that just joined answers CLUSTERDOWN (and refuses MIGRATE's RESTORE) until it has the slot map.
-        self._wait("every member to see cluster_state ok before moving slots", self._all_ok)
+        # A member that just joined answers CLUSTERDOWN (and refuses MIGRATE's RESTORE) until it has the slot map:
+        # cluster_state:ok is not enough (it once reported ok and then refused "Hash slot not served"), so each
+        # member's own view must also cover every slot.
+        self._wait("every member to see cluster_state ok and every slot owned before moving slots",
+                   lambda: self._all_ok() and self._all_see_all_slots())
         targets = even_split(len(ordered))
         want = {m.id: b - a + 1 for m, (a, b) in zip(ordered, targets, strict=True)}
         by_id = {m.id: m for m in ordered}
