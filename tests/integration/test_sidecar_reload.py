@@ -137,11 +137,18 @@ def test_upstream_switch_never_serves_the_old_upstreams_answer(tmp_path: Path, r
         msgs = [{"role": "user", "content": "which upstream answers?"}]
         from llmgw_sidecar.app import RUNTIME
 
+        def serves(step: dict[str, str]) -> bool:
+            m = srv.app[RUNTIME].current.config.models[0]
+            return all(str(getattr(m, k)) == v for k, v in step.items())
+
         for i, step in enumerate(steps):
             if i:
-                before = srv.app[RUNTIME].current
-                path.write_text(yaml.safe_dump({"redis": redis, "models": [{"name": "m", **step}]}))
-                _wait(lambda before=before: srv.app[RUNTIME].current is not before)
+                # written whole (a reader never sees half a file), and waited for until the running config IS this
+                # step: a second reload of the previous file once counted as "a new runtime" and failed this test
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text(yaml.safe_dump({"redis": redis, "models": [{"name": "m", **step}]}))
+                tmp.replace(path)
+                _wait(lambda step=step: serves(step))
             first = c.chat.completions.with_raw_response.create(model="m", messages=msgs)
             assert first.headers["x-llmgw-cache"] == "miss", (i, step)  # never the previous upstream's answer
             _wait(lambda: c.chat.completions.with_raw_response.create(model="m", messages=msgs)
