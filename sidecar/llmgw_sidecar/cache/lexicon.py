@@ -10,6 +10,7 @@ import gzip
 import json
 from functools import cache, lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 _DATA = Path(__file__).parent / "data" / "lexicon.json.gz"
 _MORPHOLOGY = Path(__file__).parent / "data" / "morphology.json.gz"
@@ -20,18 +21,31 @@ _IRREGULAR_DEGREE = {"better": "cmp", "worse": "cmp", "more": "cmp", "less": "cm
                      "furthest": "sup", "farthest": "sup"}
 
 
+class _Tables(NamedTuple):
+    syn: dict[str, frozenset[int]]  # word -> sense ids shared with another word
+    der: frozenset[str]  # "a b" derivation pairs
+    ant: frozenset[str]  # "a b" antonym pairs
+    hyp: dict[str, frozenset[int]]  # noun -> hypernym ids; "=noun" -> own sense ids
+    vhyp: dict[str, frozenset[int]]  # the same for verbs
+    described: frozenset[str]  # every word WordNet has a sense for
+
+
 @cache
-def _data() -> tuple[dict[str, frozenset[int]], frozenset[str], frozenset[str], dict[str, frozenset[int]]]:
+def _data() -> _Tables:
+    """The WordNet tables, read and parsed once."""
     raw = json.loads(gzip.decompress(_DATA.read_bytes()))
-    syn = {w: frozenset(ids) for w, ids in raw["syn"].items()}
-    hyp = {w: frozenset(ids) for w, ids in raw["hyp"].items()}
-    return syn, frozenset(raw["der"]), frozenset(raw["ant"]), hyp
+
+    def ids(table: dict[str, list[int]]) -> dict[str, frozenset[int]]:
+        return {w: frozenset(v) for w, v in table.items()}
+
+    return _Tables(ids(raw["syn"]), frozenset(raw["der"]), frozenset(raw["ant"]), ids(raw["hyp"]), ids(raw["vhyp"]),
+                   frozenset(raw["described"]))
 
 
 @cache
 def words() -> frozenset[str]:
     """Every English word the lexicon knows (4 letters or more): what spelling.py corrects a misspelling to."""
-    return frozenset(w for w in (*_morphology(), *_data()[0]) if len(w) >= 4)
+    return frozenset(w for w in (*_morphology(), *_data().syn) if len(w) >= 4)
 
 
 @cache
@@ -53,8 +67,6 @@ def load() -> None:
     """Read the data now (at start-up), not on the first request."""
     _data()
     _morphology()
-    _described()
-    _verb_hypernyms()
     words()
 
 
@@ -72,21 +84,10 @@ def lemmas(word: str) -> frozenset[str]:
     return frozenset(out)
 
 
-@cache
-def _described() -> frozenset[str]:
-    return frozenset(json.loads(gzip.decompress(_DATA.read_bytes())).get("described", ()))
-
-
-@cache
-def _verb_hypernyms() -> dict[str, frozenset[int]]:
-    raw = json.loads(gzip.decompress(_DATA.read_bytes())).get("vhyp", {})
-    return {w: frozenset(ids) for w, ids in raw.items()}
-
-
 @lru_cache(maxsize=65536)
 def way_to(a: str, b: str) -> bool:
     """One verb is a way to do the other (WordNet: delete -> remove, boost -> increase): the same request."""
-    vh = _verb_hypernyms()
+    vh = _data().vhyp
     for x in lemmas(a):
         for y in lemmas(b):
             if vh.get(x, frozenset()) & vh.get("=" + y, frozenset()) or \
@@ -98,7 +99,7 @@ def way_to(a: str, b: str) -> bool:
 @lru_cache(maxsize=65536)
 def both_described(a: str, b: str) -> bool:
     """WordNet has senses for both words and none is shared: it knows them, and not as one meaning."""
-    described = _described()
+    described = _data().described
     if not any(x in described for x in lemmas(a)) or not any(y in described for y in lemmas(b)):
         return False
     return not synonyms(a, b) and not derived(a, b)
@@ -107,7 +108,7 @@ def both_described(a: str, b: str) -> bool:
 @lru_cache(maxsize=65536)
 def known(word: str) -> bool:
     """In the English lexicon (so not a typo of another word)."""
-    return _entry(word) is not None or word in _data()[0]
+    return _entry(word) is not None or word in _data().syn
 
 
 @lru_cache(maxsize=65536)
@@ -152,7 +153,7 @@ def can_be_verb(word: str) -> bool:
 
 @lru_cache(maxsize=65536)
 def synonyms(a: str, b: str) -> bool:
-    syn = _data()[0]
+    syn = _data().syn
     for x in lemmas(a):
         sx = syn.get(x)
         if sx:
@@ -166,7 +167,7 @@ def synonyms(a: str, b: str) -> bool:
 def alternatives(a: str, b: str, siblings_only: bool = False) -> bool:
     """Two different things of one kind (tea/coffee, husband/wife: the same WordNet hypernym) or a thing and its
     kind (mortgage/loan): close in any embedding, never interchangeable in a question."""
-    hyp = _data()[3]
+    hyp = _data().hyp
     for x in lemmas(a):
         hx, ox = hyp.get(x, frozenset()), hyp.get("=" + x, frozenset())
         for y in lemmas(b):
@@ -178,7 +179,7 @@ def alternatives(a: str, b: str, siblings_only: bool = False) -> bool:
 
 @lru_cache(maxsize=65536)
 def derived(a: str, b: str) -> bool:
-    der = _data()[1]
+    der = _data().der
     return any(f"{min(x, y)} {max(x, y)}" in der for x in lemmas(a) for y in lemmas(b))
 
 
@@ -198,7 +199,7 @@ def _split_prefix(word: str) -> list[tuple[str, str]]:
 def antonyms(a: str, b: str) -> bool:
     """WordNet antonyms (direct, or through an adjective cluster), or one is the other with a negating prefix
     (connect/disconnect, safe/unsafe) or -less/-ful (useful/useless)."""
-    ant = _data()[2]
+    ant = _data().ant
     la, lb = lemmas(a), lemmas(b)
     if any(f"{min(x, y)} {max(x, y)}" in ant for x in la for y in lb):
         return True
