@@ -75,11 +75,10 @@ def decide(q: str, c: str, cfg: SemanticCacheConfig, guards: GuardsConfig, embed
         sq, sc = static.encode(for_embedding(q)), static.encode(for_embedding(c))
         if float(1.0 - sq @ sc) > cfg.first_stage_distance:
             return False
-    al = verify.align(q, c)
-    if guards.unmatched and al.hopeless():
+    refused, template = verify.lexical(q, c, guards)  # the layer's own lexical step
+    if refused is not None:
         return False
-    if verify.refusal(q, c, guards, skip=("unmatched",)) is not None:
-        return False
+    al = template.copy()
     words = al.words_to_embed()
     if static is not None and guards.unmatched and words:
         svec = {w: static.encode(for_embedding(w)) for w in words}

@@ -76,6 +76,10 @@ class Alignment:
     unmatched_b: list[str]
     lexical_unmatched: int = 0  # words without a lexical counterpart, before any similarity
 
+    def copy(self) -> Alignment:
+        """A copy to resolve (resolving changes the leftover words; the word maps are only read)."""
+        return replace(self, unmatched_a=list(self.unmatched_a), unmatched_b=list(self.unmatched_b))
+
     def hopeless(self) -> bool:
         return self.lexical_unmatched > MAX_UNMATCHED_BEFORE_VECTORS
 
@@ -263,6 +267,6 @@ def align(a: str, b: str) -> Alignment:
 def could_match(al: Alignment, vectors: dict[str, Any], sentences: tuple[Any, Any]) -> bool:
     """Would the alignment's leftover words match under the loose static-vector test? False: no full-model vector
     will make them match either (STATIC_PREFILTER), so the candidate is refused without running the full model."""
-    trial = replace(al, unmatched_a=list(al.unmatched_a), unmatched_b=list(al.unmatched_b))
+    trial = al.copy()
     trial.resolve(vectors, sentences, STATIC_PREFILTER)
     return not (trial.unmatched_a or trial.unmatched_b)

@@ -24,7 +24,6 @@ import asyncio
 import hashlib
 import logging
 from collections import OrderedDict
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -142,7 +141,7 @@ class SemanticCache:
         for cand in near:
             prompt = str(cand.fields.get("prompt", ""))
             refused, template = verify.lexical(text, prompt, self.cfg.guards)
-            al = replace(template, unmatched_a=list(template.unmatched_a), unmatched_b=list(template.unmatched_b))
+            al = template.copy()
             if refused is None and self.cfg.guards.unmatched and self.static is not None and first is not None \
                     and not self._could_match(al, first, prompt):
                 # no full-model vector would give these words a counterpart: refused before the full model runs
