@@ -48,7 +48,7 @@ system-deps: ## apt packages the Redis Stack binaries need (libssl1.1)
 # The local embedding model exported to ONNX once (git-ignored), and again when the export format changed (an older
 # export would load but miss what the current semantic cache needs).
 MODEL_CURRENT := import json, sys; from llmgw_sidecar.embeddings.export import FORMAT, MANIFEST; \
-  m = json.load(open("$(MODEL_DIR)/" + MANIFEST)); sys.exit(m.get("format") != FORMAT or "int8" not in m.get("files", {}))
+  m = json.load(open("$(MODEL_DIR)/" + MANIFEST)); sys.exit(m.get("format") != FORMAT or not {"int8", "pair"} <= set(m.get("files", {})))
 model: $(STAMP) ## export the local embedding model to .cache/models (once, again after a format change)
 	@$(BIN)/python -c '$(MODEL_CURRENT)' 2>/dev/null || { \
 	  if [ "$(EXPORT)" = 1 ]; then $(BIN)/llmgw-sidecar export-model --out $(MODEL_DIR) --int8 --force; \
@@ -61,6 +61,8 @@ test: $(STAMP) ## ruff, mypy and the whole test suite (own ports and folders: wo
 	@bash .ci/system-deps.sh --test
 	$(BIN)/ruff check .
 	$(BIN)/python -m mypy
+	@# the tests' exported model (minutes the first time: the static model is distilled, the pair model trained)
+	$(BIN)/python -c 'import sys; sys.path.insert(0, "."); from tests.semantic.conftest import ensure_model; ensure_model()'
 	$(BIN)/python -m pytest
 
 bench: system-deps $(STAMP) model ## benchmarks (print JSON)

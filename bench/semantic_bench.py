@@ -33,7 +33,7 @@ from llmgw_sidecar.devredis import free_port, standalone
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL_DIR = REPO / ".cache" / "models" / "all-MiniLM-L6-v2-onnx"
-PAIRS = REPO / "tests" / "data" / "semantic_pairs.jsonl"
+PAIRS = REPO / "sidecar" / "llmgw_sidecar" / "embeddings" / "pairs" / "semantic_pairs.jsonl"
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -144,7 +144,7 @@ async def embed_only() -> dict:
 
 # questions on other topics than the stored ones (blind batches 3 and 4: ~350, so that one miss phase is long enough
 # to measure CPU on a busy machine)
-MISSES = [REPO / "tests" / "data" / f"semantic_pairs_blind{n}.jsonl" for n in (3, 4)]
+MISSES = [PAIRS.with_name(f"semantic_pairs_blind{n}.jsonl") for n in (3, 4)]
 
 
 def miss_questions() -> list[str]:

@@ -24,7 +24,7 @@ from llmgw_sidecar.metrics import Metrics
 from llmgw_sidecar.redis_topology import make_client
 
 REPO = Path(__file__).resolve().parents[2]
-# The tests' own copy (fp32 + int8 + static): `make run` exports .cache/models/ and may be running while tests do.
+# The tests' own copy (fp32 + int8 + static + pair): `make run` exports .cache/models/ and may be running while tests do.
 MODEL_DIR = REPO / ".cache" / "test-models" / "all-MiniLM-L6-v2-onnx"
 _ids = itertools.count()
 
@@ -33,7 +33,7 @@ def _complete(manifest: Path) -> bool:
     if not manifest.exists():
         return False
     m = json.loads(manifest.read_text())
-    return m.get("format") == FORMAT and {"fp32", "int8", "static"} <= set(m.get("files", {}))
+    return m.get("format") == FORMAT and {"fp32", "int8", "static", "pair"} <= set(m.get("files", {}))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -47,10 +47,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.timeout(1200))
 
 
-@pytest.fixture(scope="session")
-def model_dir() -> Path:
-    """The exported model (ONNX fp32 + int8 + the static first stage); the first session in a checkout exports it
-    (15 s, plus 2-5 min to distill the static model), later ones reuse it."""
+def ensure_model() -> Path:
+    """The exported model (ONNX fp32 + int8, the static first stage, the pair model); the first session in a checkout
+    exports it (15 s, 2-5 min to distill the static model, ~5 min to train the pair model: `make test` does it before
+    the tests start), later ones reuse it."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     MODEL_DIR.parent.mkdir(parents=True, exist_ok=True)
     # Two test sessions at once (make test twice) must not export into the same folder together.
@@ -59,6 +59,11 @@ def model_dir() -> Path:
         if not _complete(MODEL_DIR / MANIFEST):
             export(default_source(), MODEL_DIR, int8=True, force=True)
     return MODEL_DIR
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    return ensure_model()
 
 
 @pytest.fixture(scope="session")

@@ -1,12 +1,14 @@
 """Precision and recall of "hit" on the labelled sets, at the default settings, with the real models, exactly as the
-layer decides: first-stage (static) distance within `first_stage_distance`, the lexical rules, the static prefilter,
-full-model distance within `distance_threshold`, and no refusal by the verification step.
+layer decides: first-stage (static) distance within `first_stage_distance`, the lexical rules, full-model distance
+within `distance_threshold`, then the pair model (embeddings/pair.py) at `pair_threshold` - or, with the pair model
+off, the static prefilter and the unmatched-word rule with word vectors.
 
-tests/data/semantic_pairs.jsonl (469 pairs) is the dev set: the verification step was tuned on it (and on the ten
-examples of issue 13). semantic_pairs_holdout.jsonl (90) and semantic_pairs_holdout2.jsonl (70) are the earlier
-held-outs. Blind batches 3 to 6 (159, 198, 253, 291 pairs) were each written by someone who never saw the method,
-after the method was frozen, and measured once before anyone looked at their errors; batches 3 to 5 then prompted
-general fixes, batch 6 is still unseen by the method. docs/semantic-cache.md has every first measurement.
+The development sets are packaged with the sidecar (embeddings/pairs/): the rules were developed on them and the pair
+model is trained on them at export time, so what they measure is fit, not generalisation. semantic_pairs.jsonl (469)
+was the rules' dev set; holdout 1-2 (90, 70) and blind 3-6 (159, 198, 253, 291) were each measured once, blind, for
+the rules, and then became development data. The pair model's blind sets are tests/data/semantic_pairs_blind7.jsonl
+and blind8.jsonl (235, 255 pairs), written by two people who never saw the method, after it was frozen, and measured
+once before anyone read them; they are never trained on. docs/semantic-cache.md has every first measurement.
 """
 
 from __future__ import annotations
@@ -22,25 +24,30 @@ from llmgw_sidecar.cache import verify
 from llmgw_sidecar.cache.spelling import for_embedding
 from llmgw_sidecar.config import GuardsConfig, SemanticCacheConfig
 from llmgw_sidecar.embeddings.local import LocalEmbedder
+from llmgw_sidecar.embeddings.pair import PAIRS_DIR, PairScorer
 from llmgw_sidecar.embeddings.static import StaticEncoder
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 DEV = "semantic_pairs.jsonl"
-BLIND = [f"semantic_pairs_blind{n}.jsonl" for n in (3, 4, 5, 6)]
-HELD_OUT = ["semantic_pairs_holdout.jsonl", "semantic_pairs_holdout2.jsonl", *BLIND]
-# Issue 13's bars are 0.99 on the dev set and 0.97 on all held-out/blind sets combined, both at recall >= 0.6. The
-# method meets the precisions; its recall on the held-out and blind sets is 0.41 (docs/semantic-cache.md): the floor
-# below is that measurement, so that a regression fails, and the gap is reported, not hidden.
+RULES_HELD_OUT = ["semantic_pairs_holdout.jsonl", "semantic_pairs_holdout2.jsonl",
+                  *(f"semantic_pairs_blind{n}.jsonl" for n in (3, 4, 5, 6))]
+DEVELOPMENT = [DEV, *RULES_HELD_OUT]  # all in embeddings/pairs/: the pair model's training data
+BLIND = ["semantic_pairs_blind7.jsonl", "semantic_pairs_blind8.jsonl"]  # tests/data: never trained on
+# Issue 13's bars: 0.99 precision on the development data, 0.97 on the blind sets combined, both at recall >= 0.6.
 DEV_PRECISION, DEV_RECALL = 0.99, 0.6
-HELD_OUT_PRECISION, HELD_OUT_RECALL = 0.97, 0.38
+BLIND_PRECISION, BLIND_RECALL = 0.97, 0.6
+# The rules alone (pair model off, or a remote embedding provider): their measured floors on their own sets, so that
+# a regression fails (recall 0.41 on the sets they were not developed on: docs/semantic-cache.md).
+RULES_HELD_OUT_PRECISION, RULES_HELD_OUT_RECALL = 0.97, 0.38
 
 
 def load(name: str) -> list[dict]:
-    return [json.loads(line) for line in (DATA / name).read_text().splitlines() if line.strip()]
+    folder = DATA if name in BLIND else PAIRS_DIR
+    return [json.loads(line) for line in (folder / name).read_text().splitlines() if line.strip()]
 
 
 def evaluate(emb: LocalEmbedder, static: StaticEncoder | None, pairs: list[dict], cfg: SemanticCacheConfig,
-             guards: GuardsConfig | None = None) -> dict:
+             guards: GuardsConfig | None = None, pair: PairScorer | None = None) -> dict:
     """Stored question = a, incoming question = b: the layer's decision, step by step and in its order."""
     guards = guards or cfg.guards
     full: dict[str, np.ndarray] = {}
@@ -56,7 +63,7 @@ def evaluate(emb: LocalEmbedder, static: StaticEncoder | None, pairs: list[dict]
     wrong = []
     for p in pairs:
         q, c = p["b"], p["a"]
-        hit = decide(q, c, cfg, guards, embed, emb, static)
+        hit = decide(q, c, cfg, guards, embed, emb, static, pair)
         if p["label"] == "hit":
             tp += hit
             fn += not hit
@@ -68,50 +75,53 @@ def evaluate(emb: LocalEmbedder, static: StaticEncoder | None, pairs: list[dict]
 
 
 def decide(q: str, c: str, cfg: SemanticCacheConfig, guards: GuardsConfig, embed: Callable[[str], np.ndarray],
-           emb: LocalEmbedder, static: StaticEncoder | None) -> bool:
-    """cache/semantic.py's lookup for one stored candidate: first stage, lexical rules, the prefilter, the full
-    distance, then the alignment with word vectors (one batch, as the layer embeds a lookup's words)."""
+           emb: LocalEmbedder, static: StaticEncoder | None, pair: PairScorer | None = None) -> bool:
+    """cache/semantic.py's lookup for one stored candidate: first stage, lexical rules, (without a pair model) the
+    prefilter, the full distance, then the pair model or the alignment with word vectors (one batch, as the layer
+    embeds a lookup's words)."""
     if static is not None:
         sq, sc = static.encode(for_embedding(q)), static.encode(for_embedding(c))
         if float(1.0 - sq @ sc) > cfg.first_stage_distance:
             return False
-    refused, template = verify.lexical(q, c, guards)  # the layer's own lexical step
+    refused, template = verify.lexical(q, c, guards, words=pair is None)  # the layer's own lexical step
     if refused is not None:
         return False
     al = template.copy()
     words = al.words_to_embed()
-    if static is not None and guards.unmatched and words:
+    if pair is None and static is not None and guards.unmatched and words:
         svec = {w: static.encode(for_embedding(w)) for w in words}
         if not verify.could_match(al, svec, (sq, sc)):
             return False
     vq, vc = embed(q), embed(c)
     if float(1.0 - vq @ vc) > cfg.distance_threshold:
         return False
+    if pair is not None:
+        return pair.score([(c, q)])[0] >= cfg.pair_threshold
     vectors = dict(zip(words, emb.embed_sync(words), strict=True)) if words else {}
     al.resolve(vectors, sentences=(vq, vc))
     return verify.refusal(q, c, guards, alignment=al, only=("unmatched",)) is None
 
 
 def test_dataset_shape() -> None:
-    pairs = load(DEV)
-    assert len(pairs) >= 300
-    for name in (DEV, *HELD_OUT):
+    assert len(load(DEV)) >= 300
+    for name in (*DEVELOPMENT, *BLIND):
         got = load(name)
         assert len({(p["a"], p["b"]) for p in got}) == len(got), f"duplicate pairs in {name}"
         assert all(p["label"] in ("hit", "miss") for p in got)
-    for name in BLIND:
+    for name in (*RULES_HELD_OUT[2:], *BLIND):
         blind = load(name)
         assert len(blind) >= 150
         assert {"modifier", "antonym", "direction", "role", "comparative", "scope", "format", "time", "units", "typo",
                 "reorder"} <= {p["kind"] for p in blind}, name
-    # the blind batches written for this method (4 to 6) repeat no question of any earlier set (batch 3 shares 17
-    # questions with the dev set, which is why it was followed by these)
+    # every blind set after batch 3 repeats no question of any earlier set (batch 3 shares 17 questions with the dev
+    # set, which is why it was followed by these); the pair model's blind sets repeat nothing it was trained on
     seen: set[str] = set()
-    for name in (DEV, *HELD_OUT):
+    for name in (*DEVELOPMENT, *BLIND):
         questions = {x for p in load(name) for x in (p["a"], p["b"])}
-        if name in BLIND[1:]:
+        if name not in (DEV, *RULES_HELD_OUT[:3]):
             assert not questions & seen, (name, sorted(questions & seen)[:3])
         seen |= questions
+    assert not {p.name for p in PAIRS_DIR.glob("*.jsonl")} & set(BLIND), "a blind set is in the training data"
 
 
 @pytest.fixture(scope="module")
@@ -119,29 +129,55 @@ def static(model_dir: Path) -> StaticEncoder:
     return StaticEncoder(model_dir / "static")
 
 
-@pytest.mark.timeout(600)  # the real model over 1,530 pairs on two shared cores
+@pytest.fixture(scope="module")
+def pair(model_dir: Path) -> PairScorer:
+    return PairScorer(model_dir / "pair", precision="int8")
+
+
+def _report(precision: str, verifier: str, results: dict[str, dict], groups: dict[str, list[str]]) -> dict:
+    lines = []
+    for name, r in results.items():
+        lines.append(f"[semantic eval] {precision} {verifier} {name}: precision={r['precision']:.3f} "
+                     f"recall={r['recall']:.3f} (tp={r['tp']} fp={r['fp']} fn={r['fn']})")
+        lines += [f"  false hit: {w}" for w in r["false_hits"]]
+    combined = {}
+    for label, names in groups.items():
+        tp, fp, fn = (sum(results[n][k] for n in names) for k in ("tp", "fp", "fn"))
+        combined[label] = (tp / max(tp + fp, 1), tp / max(tp + fn, 1))
+        lines.append(f"[semantic eval] {precision} {verifier} {label} combined: precision={combined[label][0]:.3f} "
+                     f"recall={combined[label][1]:.3f}")
+    print("\n" + "\n".join(lines))
+    return combined
+
+
+@pytest.mark.timeout(600)  # the real models over 2,020 pairs on two shared cores
 @pytest.mark.parametrize("precision", ["int8", "fp32"])  # int8 is the default
-def test_precision_and_recall_at_defaults(model_dir: Path, static: StaticEncoder, precision: str,
-                                          capsys: pytest.CaptureFixture) -> None:
+def test_pair_model_precision_and_recall(model_dir: Path, static: StaticEncoder, precision: str,
+                                         capsys: pytest.CaptureFixture) -> None:
     cfg = SemanticCacheConfig()
     embedder = LocalEmbedder(model_dir, precision=precision)
-    lines = []
-    results = {}
-    for name in (DEV, *HELD_OUT):
-        r = results[name] = evaluate(embedder, static, load(name), cfg)
-        lines.append(f"[semantic eval] {precision} {name}: precision={r['precision']:.3f} recall={r['recall']:.3f} "
-                     f"(tp={r['tp']} fp={r['fp']} fn={r['fn']})")
-        lines += [f"  false hit: {w}" for w in r["false_hits"]]
-    tp = sum(results[n]["tp"] for n in HELD_OUT)
-    fp = sum(results[n]["fp"] for n in HELD_OUT)
-    fn = sum(results[n]["fn"] for n in HELD_OUT)
-    p_held, r_held = tp / max(tp + fp, 1), tp / max(tp + fn, 1)
-    lines.append(f"[semantic eval] {precision} held-out + blind combined: precision={p_held:.3f} recall={r_held:.3f}")
+    scorer = PairScorer(model_dir / "pair", precision=precision)
+    results = {name: evaluate(embedder, static, load(name), cfg, pair=scorer) for name in (*DEVELOPMENT, *BLIND)}
     with capsys.disabled():  # the numbers belong in every test run's output, not only with -s
-        print("\n" + "\n".join(lines))
+        combined = _report(precision, "pair", results, {"development": DEVELOPMENT, "blind 7-8": BLIND})
+    assert combined["development"][0] >= DEV_PRECISION and combined["development"][1] >= DEV_RECALL, combined
+    assert combined["blind 7-8"][0] >= BLIND_PRECISION and combined["blind 7-8"][1] >= BLIND_RECALL, combined
+
+
+@pytest.mark.timeout(600)
+def test_rules_alone_precision_and_recall(model_dir: Path, static: StaticEncoder,
+                                          capsys: pytest.CaptureFixture) -> None:
+    """The verifier without a pair model (pair_model: false, or a remote embedding provider)."""
+    cfg = SemanticCacheConfig(pair_model=False)
+    embedder = LocalEmbedder(model_dir, precision="int8")
+    results = {name: evaluate(embedder, static, load(name), cfg) for name in (DEV, *RULES_HELD_OUT, *BLIND)}
+    with capsys.disabled():
+        combined = _report("int8", "rules", results, {"held-out 1-6": RULES_HELD_OUT, "blind 7-8": BLIND})
     dev = results[DEV]
     assert dev["precision"] >= DEV_PRECISION and dev["recall"] >= DEV_RECALL, dev
-    assert p_held >= HELD_OUT_PRECISION and r_held >= HELD_OUT_RECALL, (p_held, r_held)
+    assert combined["held-out 1-6"][0] >= RULES_HELD_OUT_PRECISION, combined
+    assert combined["held-out 1-6"][1] >= RULES_HELD_OUT_RECALL, combined
+    assert combined["blind 7-8"][0] >= BLIND_PRECISION, combined
 
 
 def test_threshold_alone_is_not_safe(embedder: LocalEmbedder) -> None:

@@ -32,6 +32,7 @@ import orjson
 from ..config import CircuitBreakerConfig, SemanticCacheConfig
 from ..context import CachedAnswer, RequestContext
 from ..embeddings.base import Embedder, EmbeddingError
+from ..embeddings.pair import PairScorer
 from ..embeddings.static import StaticEncoder
 from ..metrics import Metrics
 from ..redis_guard import CircuitBreaker, RateLimitedLog
@@ -55,12 +56,13 @@ class SemanticCache:
     def __init__(self, cfg: SemanticCacheConfig, embedder: Embedder, metrics: Metrics, *, redis: Any, key_prefix: str,
                  node_client: Any = None, search_timeout_s: float = 0.1,
                  breaker: CircuitBreakerConfig | CircuitBreaker | None = None, generation: int = 0, gateway: str = "",
-                 static: StaticEncoder | None = None) -> None:
+                 static: StaticEncoder | None = None, pair: PairScorer | None = None) -> None:
         self.cfg = cfg
         self.generation = generation
         self.gateway = gateway  # "ns/name": stored in plain text so that cache.admin can select this gateway's entries
         self.embedder = embedder
         self.static = static  # None: one stage, the full model finds the candidates (remote embedding providers)
+        self.pair = pair  # None: the unmatched-word rule (word vectors) decides instead of the pair model
         self.metrics = metrics
         self.redis = redis
         self.key_prefix = key_prefix
@@ -140,9 +142,10 @@ class SemanticCache:
         rejected = False
         for cand in near:
             prompt = str(cand.fields.get("prompt", ""))
-            refused, template = verify.lexical(text, prompt, self.cfg.guards)
+            refused, template = verify.lexical(text, prompt, self.cfg.guards, words=self.pair is None)
             al = template.copy()
-            if refused is None and self.cfg.guards.unmatched and self.static is not None and first is not None \
+            if refused is None and self.pair is None and self.cfg.guards.unmatched and self.static is not None \
+                    and first is not None \
                     and not self._could_match(al, first, prompt):
                 # no full-model vector would give these words a counterpart: refused before the full model runs
                 refused = ("unmatched", "")
@@ -208,6 +211,8 @@ class SemanticCache:
             self.metrics.semantic_distance.observe(best)
         if not close:
             return None, False
+        if self.pair is not None:
+            return await self._judge_pairs(text, sorted(close, key=lambda c: c[0]))
         # words and phrases repeat across questions: their vectors are kept (a bounded LRU), never recomputed
         wanted = dict.fromkeys(w for *_, al, _v in close for w in al.words_to_embed())
         vectors: dict[str, np.ndarray] = {}
@@ -232,6 +237,30 @@ class SemanticCache:
             refused = verify.refusal(text, prompt, self.cfg.guards, alignment=al, only=("unmatched",))
             if refused is not None:
                 self._refused(refused)
+                refused_any = True
+                continue
+            answer = answer_from(cand, distance)
+            if answer is not None:
+                return answer, refused_any
+        return None, refused_any
+
+    async def _judge_pairs(self, text: str, close: list[tuple[float, Candidate, str, verify.Alignment, np.ndarray]]
+                           ) -> tuple[CachedAnswer | None, bool | None]:
+        """The pair model reads each close candidate with the question (all in one batch, off the event loop) and
+        the nearest one it accepts is served."""
+        assert self.pair is not None
+        try:
+            async with asyncio.timeout(self.embed_timeout_s):
+                scores = await asyncio.to_thread(self.pair.score, [(prompt, text) for _d, _c, prompt, _al, _v in close])
+        except Exception as e:  # noqa: BLE001 - deadline or model trouble: a miss, like a failed embedding
+            self._log.warning("pair", f"pair model failed: {type(e).__name__}: {e}")
+            return None, None
+        refused_any = False
+        for (distance, cand, prompt, _al, _v), score in zip(close, scores, strict=True):
+            if score < self.cfg.pair_threshold:
+                self._refused(("pair_model", f"{score:.2f}"))
+                log.debug("semantic candidate refused by pair_model: %.3f < %.2f (%r vs %r)", score,
+                          self.cfg.pair_threshold, text, prompt)
                 refused_any = True
                 continue
             answer = answer_from(cand, distance)

@@ -10,6 +10,7 @@ from typing import Any
 from ..config import Config, EmbeddingProvider, RedisMode, SemanticCacheConfig
 from ..embeddings.base import Embedder, EmbeddingError
 from ..embeddings.factory import make_embedder
+from ..embeddings.pair import PairScorer
 from ..embeddings.static import StaticEncoder
 from ..metrics import Metrics
 from ..redis_guard import RedisHealth
@@ -39,6 +40,7 @@ async def build_semantic(config: Config, redis: Any, metrics: Metrics, *, embedd
     # the first stage must come from the same model as the full one: only with the local provider
     local = getattr(embedder, "provider", "") == "local" and cfg.embedding.provider == EmbeddingProvider.local
     static = await asyncio.to_thread(_load_static, cfg) if cfg.first_stage and local else None
+    pair = await asyncio.to_thread(_load_pair, cfg) if cfg.pair_model and local else None
     return SemanticCache(
         cfg, embedder, metrics, redis=redis,
         key_prefix=config.redis.key_prefix, node_client=node_client,
@@ -46,7 +48,7 @@ async def build_semantic(config: Config, redis: Any, metrics: Metrics, *, embedd
         search_timeout_s=max(config.redis.op_timeout_ms / 1000 * 2, 0.05),
         breaker=health.breaker if health is not None else config.redis.circuit_breaker,
         generation=config.cache.generation, gateway=f"{config.gateway.namespace}/{config.gateway.name}",
-        static=static,
+        static=static, pair=pair,
     )
 
 
@@ -65,4 +67,21 @@ def _load_static(cfg: SemanticCacheConfig) -> StaticEncoder | None:
         return StaticEncoder(folder)
     except EmbeddingError as e:
         log.warning("first stage unavailable, one-stage lookups: %s", e)
+        return None
+
+
+def _load_pair(cfg: SemanticCacheConfig) -> PairScorer | None:
+    """The local model folder's pair model, or None (a folder exported without it: the unmatched-word rule decides,
+    and the start-up log says so)."""
+    from pathlib import Path
+
+    folder = Path(cfg.embedding.model_dir) / "pair"
+    if not (folder / "model.onnx").exists():
+        log.warning("no pair model in %s (exported before it existed?): the unmatched-word rule verifies candidates; "
+                    "export the model again for the pair model", cfg.embedding.model_dir)
+        return None
+    try:
+        return PairScorer(folder, precision=cfg.embedding.precision, threads=cfg.embedding.threads)
+    except Exception as e:  # noqa: BLE001 - a broken file must not stop the sidecar: the rules still verify
+        log.warning("pair model unavailable, the unmatched-word rule verifies candidates: %s", e)
         return None

@@ -231,11 +231,13 @@ def first_rejecting(question_text: str, candidate: str, cfg: GuardsConfig) -> st
 
 
 @lru_cache(maxsize=4096)
-def lexical(question: str, candidate: str, guards: GuardsConfig) -> tuple[tuple[str, str] | None, Alignment]:
+def lexical(question: str, candidate: str, guards: GuardsConfig, *, words: bool = True
+            ) -> tuple[tuple[str, str] | None, Alignment]:
     """The rules that need no vector and the alignment, once per (question, stored question): popular questions meet
     the same candidates (the alignment is copied before use: resolving changes it). A candidate with too many words
-    without counterpart is refused first, the cheapest way."""
+    without counterpart is refused first, the cheapest way. words=False: the pair model, not the alignment, decides
+    whether the words correspond (so neither the unmatched rule nor its early refusal applies)."""
     al = align(question, candidate)
-    if guards.unmatched and al.hopeless():
+    if words and guards.unmatched and al.hopeless():
         return ("unmatched", ""), al
     return refusal(question, candidate, guards, alignment=al, skip=("unmatched",)), al

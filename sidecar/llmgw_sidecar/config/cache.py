@@ -87,6 +87,12 @@ class SemanticCacheConfig(StrictModel):
                               "time; the full model runs only for candidates within first_stage_distance.")
     first_stage_distance: float = Field(0.35, gt=0, lt=2, description="Largest first-stage (static model) distance "
                                         "of a candidate worth the full model (docs/semantic-cache.md).")
+    pair_model: bool = Field(True, description="local: the last word on a candidate that passed every rule is the pair "
+                             "model exported with the embedding model (a cross-encoder reading both questions at "
+                             "once); it replaces the unmatched-word rule. Off, or an export without it: that rule "
+                             "decides (docs/semantic-cache.md).")
+    pair_threshold: float = Field(0.8, gt=0, lt=1, description="Lowest pair-model probability that serves a candidate; "
+                                  "0.8 prices a wrong answer at four missed ones.")
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
     guards: GuardsConfig = Field(default_factory=GuardsConfig)
 

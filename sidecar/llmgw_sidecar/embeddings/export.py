@@ -10,6 +10,8 @@ Output folder:
   tokenizer.json        the model's tokenizer (the runtime enables truncation and dynamic padding itself)
   static/               the semantic cache's first stage: a static model distilled from the same model with model2vec
                         (PCA to 128 dims; model.safetensors, tokenizer.json, config.json); embeddings/static.py
+  pair/                 the semantic cache's pair model: the same model fine-tuned as a cross-encoder on the packaged
+                        labelled pairs (a few minutes on two cores); model.onnx, model.int8.onnx; embeddings/pair.py
   llmgw-model.json      manifest: name, dims, max_tokens, source hashes, files
 """
 
@@ -34,7 +36,7 @@ PINNED: dict[str, dict[str, str]] = {
 }
 DEFAULT_NAME = "all-MiniLM-L6-v2"
 MANIFEST = "llmgw-model.json"
-FORMAT = 3  # 2: fused attention graph; 3: static first-stage model. Bump when the export changes (redone then).
+FORMAT = 4  # 2: fused attention graph; 3: static first-stage model; 4: pair model. Bump when the export changes (redone then).
 STATIC_DIMS = 128
 OPSET = 17
 CHECK_SENTENCES = [
@@ -149,7 +151,7 @@ def _quantize(fp32: Path, int8: Path) -> None:
 
 
 def export(source: Path, out: Path, *, name: str = DEFAULT_NAME, int8: bool = False, allow_unpinned: bool = False,
-           force: bool = False, static: bool = True) -> Path:
+           force: bool = False, static: bool = True, pair: bool = True) -> Path:
     """Export into `out` (written to a temporary folder first, then renamed, so a crash never leaves half a model)."""
     if (out / MANIFEST).exists() and not force:
         return out
@@ -174,6 +176,11 @@ def export(source: Path, out: Path, *, name: str = DEFAULT_NAME, int8: bool = Fa
 
             distill(source, tmp / "static", STATIC_DIMS)
             files["static"] = "static"
+        if pair:
+            from .pair import train_and_export
+
+            train_and_export(source, tmp / "pair", int8=int8)
+            files["pair"] = "pair"
         manifest = {"format": FORMAT, "name": name, "dims": dims, "max_tokens": max_tokens,
                     "pooling": "mean+l2 (in graph)", "graph": "onnxruntime bert fusion (fp32), dynamic int8 from unfused",
                     "opset": OPSET, "source_sha256": hashes, "files": files}
@@ -196,10 +203,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--allow-unpinned", action="store_true", help="export a model that has no pinned hashes")
     p.add_argument("--force", action="store_true", help="export again even if the output folder is complete")
     p.add_argument("--no-static", action="store_true", help="skip the static first-stage model (one-stage lookups)")
+    p.add_argument("--no-pair", action="store_true", help="skip the pair model (the unmatched-word rule verifies)")
     a = p.parse_args(argv)
     try:
         out = export(a.source or default_source(), a.out, name=a.name, int8=a.int8,
-                     allow_unpinned=a.allow_unpinned, force=a.force, static=not a.no_static)
+                     allow_unpinned=a.allow_unpinned, force=a.force, static=not a.no_static,
+                     pair=not a.no_pair)
     except (ExportError, OSError) as e:
         print(f"export-model: {e}", file=sys.stderr)
         return 1

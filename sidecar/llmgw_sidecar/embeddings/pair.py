@@ -1,0 +1,142 @@
+"""The pair model: a cross-encoder that reads a stored question and an incoming one together and says whether the
+stored answer answers the new question. It is the semantic cache's last word on a candidate that every rule let
+through: it sees both questions at once, so it can tell "pack" for "bring" (the same request) from "vegan" added to
+"chocolate cake" (a new constraint), which neither a sentence distance nor word lists tell apart.
+
+It is trained at export time (no download, a few minutes on two cores) from the same MiniLM the cache embeds with,
+on the labelled pairs packaged in `pairs/` (the sets the verification step was developed on). The sets it is measured
+on (tests/data) are never trained on. At run time it is an ONNX graph run by onnxruntime, like the sentence model.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PAIRS_DIR = Path(__file__).parent / "pairs"
+MAX_TOKENS = 96  # two questions together; the longest labelled pair has 71 tokens
+SEED = 20261130
+EPOCHS = 4
+BATCH = 16
+LEARNING_RATE = 4e-5
+
+
+def training_pairs(folder: Path = PAIRS_DIR) -> list[tuple[str, str, float]]:
+    """Every labelled pair, both ways round (a cached answer is served either way), in a fixed order."""
+    out = []
+    for path in sorted(folder.glob("*.jsonl")):
+        for line in path.read_text().splitlines():
+            if line.strip():
+                p = json.loads(line)
+                y = 1.0 if p["label"] == "hit" else 0.0
+                out += [(p["a"], p["b"], y), (p["b"], p["a"], y)]
+    return out
+
+
+def train_and_export(source: Path, out_dir: Path, *, int8: bool, threads: int = 2) -> dict[str, str]:
+    """Fine-tune `source` (a sentence-transformers BERT folder) as a cross-encoder and export it to `out_dir`
+    (model.onnx, model.int8.onnx, tokenizer.json). Deterministic for a given machine: fixed seed, order and threads."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    torch.manual_seed(SEED)
+    rng = random.Random(SEED)
+    torch.set_num_threads(threads)
+    tok = AutoTokenizer.from_pretrained(str(source))
+
+    class CrossEncoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = AutoModel.from_pretrained(str(source), attn_implementation="eager")
+            self.head = torch.nn.Linear(int(self.bert.config.hidden_size), 1)
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    token_type_ids: torch.Tensor) -> torch.Tensor:
+            cls = self.bert(input_ids=input_ids, attention_mask=attention_mask,
+                            token_type_ids=token_type_ids).last_hidden_state[:, 0]
+            return torch.sigmoid(self.head(cls).squeeze(-1))
+
+    model = CrossEncoder()
+    examples = training_pairs()
+    steps = EPOCHS * (len(examples) // BATCH)
+    opt = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=0.01)
+    # linear warm-up over the first 10%, then linear decay to zero
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, s / (0.1 * steps)) * max(0.0, (steps - s) / steps))
+    loss_fn = torch.nn.BCELoss()
+    model.train()
+    for _ in range(EPOCHS):
+        rng.shuffle(examples)
+        for i in range(0, len(examples) - BATCH + 1, BATCH):
+            batch = examples[i:i + BATCH]
+            enc = tok([x[0] for x in batch], [x[1] for x in batch], padding=True, truncation=True,
+                      max_length=MAX_TOKENS, return_tensors="pt")
+            loss = loss_fn(model(**enc), torch.tensor([x[2] for x in batch]))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    model.eval()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sample = tok(["how do i reboot my phone"], ["How do I restart my phone?"], return_tensors="pt")
+    with torch.no_grad():
+        reference = model(**sample).numpy()
+        torch.onnx.export(
+            model, (sample["input_ids"], sample["attention_mask"], sample["token_type_ids"]), str(out_dir / "model.onnx"),
+            input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=["score"],
+            dynamic_axes={n: {0: "batch", 1: "seq"} for n in ("input_ids", "attention_mask", "token_type_ids")}
+            | {"score": {0: "batch"}},
+            opset_version=17, dynamo=False,
+        )
+    (out_dir / "tokenizer.json").write_bytes((source / "tokenizer.json").read_bytes())
+    files = {"fp32": "model.onnx"}
+    if int8:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(str(out_dir / "model.onnx"), str(out_dir / "model.int8.onnx"), weight_type=QuantType.QInt8)
+        files["int8"] = "model.int8.onnx"
+    got = PairScorer(out_dir, precision="fp32").score_ordered([("how do i reboot my phone", "How do I restart my phone?")])
+    if abs(float(got[0]) - float(reference[0])) > 1e-4:
+        raise RuntimeError(f"pair model: ONNX score {got[0]:.5f} differs from torch {reference[0]:.5f}")
+    return files
+
+
+class PairScorer:
+    """Synchronous: (stored question, new question) pairs -> probability that the stored answer answers the new one.
+    Symmetric: a pair is scored both ways round in one batch and the lower score counts (a paraphrase is one both
+    ways; a refinement or a generalisation may look fine one way only)."""
+
+    def __init__(self, model_dir: Path, *, precision: str = "int8", threads: int = 1) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        name = "model.int8.onnx" if precision == "int8" and (model_dir / "model.int8.onnx").exists() else "model.onnx"
+        tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        tok.enable_truncation(max_length=MAX_TOKENS)
+        tok.enable_padding(pad_id=0, pad_token="[PAD]")
+        self.tokenizer = tok
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(model_dir / name), sess_options=opts,
+                                            providers=["CPUExecutionProvider"])
+        self.score_ordered([("warm up", "warm up")])  # the first run plans and allocates: at load, not on a request
+
+    def score_ordered(self, pairs: list[tuple[str, str]]) -> np.ndarray:
+        encs = self.tokenizer.encode_batch(pairs)
+        feed: dict[str, Any] = {
+            "input_ids": np.asarray([e.ids for e in encs], dtype=np.int64),
+            "attention_mask": np.asarray([e.attention_mask for e in encs], dtype=np.int64),
+            "token_type_ids": np.asarray([e.type_ids for e in encs], dtype=np.int64),
+        }
+        (out,) = self.session.run(None, feed)
+        return np.asarray(out, dtype=np.float32).reshape(-1)
+
+    def score(self, pairs: list[tuple[str, str]]) -> list[float]:
+        both = self.score_ordered([*pairs, *((b, a) for a, b in pairs)])
+        n = len(pairs)
+        return [float(min(both[i], both[n + i])) for i in range(n)]

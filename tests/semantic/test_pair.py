@@ -1,0 +1,76 @@
+"""The pair model (embeddings/pair.py) on its own and as the semantic layer's last word, with the real exported model
+and a real Redis Stack."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from llmgw_sidecar.embeddings.local import LocalEmbedder
+from llmgw_sidecar.embeddings.pair import PAIRS_DIR, PairScorer, training_pairs
+
+from .conftest import build_layer, make_ctx, sample, store_and_wait
+
+BLIND = Path(__file__).resolve().parents[1] / "data"
+
+
+@pytest.fixture(scope="module")
+def scorer(model_dir: Path) -> PairScorer:
+    return PairScorer(model_dir / "pair")
+
+
+def test_training_data_is_the_development_sets_both_ways_round() -> None:
+    pairs = training_pairs()
+    files = sorted(p.name for p in PAIRS_DIR.glob("*.jsonl"))
+    assert len(files) == 7 and not {p.name for p in BLIND.glob("semantic_pairs*.jsonl")} & set(files)
+    assert len(pairs) == 2 * sum(1 for f in PAIRS_DIR.glob("*.jsonl") for line in f.read_text().splitlines() if line)
+    forward = {(a, b): y for a, b, y in pairs}
+    assert all(forward[(b, a)] == y for a, b, y in pairs)
+
+
+def test_scores_are_symmetric_probabilities(scorer: PairScorer) -> None:
+    pairs = [("How do I reboot my router?", "how do i restart my router"),
+             ("What is the capital of Australia?", "What is the largest city in Australia?")]
+    got = scorer.score(pairs)
+    back = scorer.score([(b, a) for a, b in pairs])
+    assert got == pytest.approx(back, abs=1e-6)
+    assert all(0.0 <= s <= 1.0 for s in got)
+
+
+def test_paraphrases_score_above_near_misses(scorer: PairScorer) -> None:
+    # none of these questions is in the training data (checked below): the model generalises or this fails
+    paraphrases = [("How do I reboot my wireless router?", "what's the way to restart my wifi router"),
+                   ("How can I make my laptop battery last longer?", "tips to extend my laptop's battery life")]
+    near_misses = [("How do I bake a chocolate cake?", "How do I bake a vegan chocolate cake?"),
+                   ("How do I copy a file from my server to my laptop with scp?",
+                    "How do I copy a file from my laptop to my server with scp?")]
+    trained = {q for a, b, _ in training_pairs() for q in (a, b)}
+    assert not {q for p in paraphrases + near_misses for q in p} & trained
+    good, bad = scorer.score(paraphrases), scorer.score(near_misses)
+    assert min(good) > max(bad), (good, bad)
+
+
+async def test_layer_serves_what_the_pair_model_accepts_and_names_it_when_it_refuses(
+        redis_standalone: str, embedder: LocalEmbedder) -> None:
+    sc, cfg, m = await build_layer({"url": redis_standalone}, embedder)
+    assert sc.pair is not None  # loaded from the exported model folder by the app's factory
+    await store_and_wait(sc, make_ctx(cfg, "How do I reboot my wireless router?"), "hold the button")
+    hit = await sc.lookup(make_ctx(cfg, "what's the way to restart my wifi router"))
+    assert hit is not None and b"hold the button" in hit.body
+    await store_and_wait(sc, make_ctx(cfg, "How do I bake a chocolate cake?"), "flour, cocoa")
+    assert await sc.lookup(make_ctx(cfg, "How do I bake a vegan chocolate cake?")) is None
+    assert sample(m, "llmgw_semantic_guard_rejections_total", {"guard": "pair_model"}) >= 1
+    assert sample(m, "llmgw_semantic_guard_rejections_total", {"guard": "unmatched"}) == 0
+    await sc.close()
+
+
+async def test_pair_model_off_falls_back_to_the_unmatched_rule(redis_standalone: str,
+                                                                embedder: LocalEmbedder) -> None:
+    sc, cfg, m = await build_layer({"url": redis_standalone}, embedder, pair_model=False)
+    assert sc.pair is None
+    await store_and_wait(sc, make_ctx(cfg, "How do I bake a chocolate cake?"), "flour, cocoa")
+    assert await sc.lookup(make_ctx(cfg, "How do I bake a vegan chocolate cake?")) is None
+    assert sample(m, "llmgw_semantic_guard_rejections_total", {"guard": "unmatched"}) == 1
+    assert sample(m, "llmgw_semantic_guard_rejections_total", {"guard": "pair_model"}) == 0
+    await sc.close()
