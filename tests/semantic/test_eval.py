@@ -76,27 +76,30 @@ def evaluate(emb: LocalEmbedder, static: StaticEncoder | None, pairs: list[dict]
 
 def decide(q: str, c: str, cfg: SemanticCacheConfig, guards: GuardsConfig, embed: Callable[[str], np.ndarray],
            emb: LocalEmbedder, static: StaticEncoder | None, pair: PairScorer | None = None) -> bool:
-    """cache/semantic.py's lookup for one stored candidate: first stage, lexical rules, (without a pair model) the
-    prefilter, the full distance, then the pair model or the alignment with word vectors (one batch, as the layer
-    embeds a lookup's words)."""
+    """cache/semantic.py's lookup for one stored candidate: first stage, lexical rules, the full distance, then the
+    pair model (at the higher bar when a content rule doubted); without a pair model, the static prefilter before the
+    distance and the alignment with word vectors after it (one batch, as the layer embeds a lookup's words)."""
     if static is not None:
         sq, sc = static.encode(for_embedding(q)), static.encode(for_embedding(c))
         if float(1.0 - sq @ sc) > cfg.first_stage_distance:
             return False
-    refused, template = verify.lexical(q, c, guards, words=pair is None)  # the layer's own lexical step
+    if pair is not None:  # the layer's lexical step when a pair model decides: hard refusals, and a doubt
+        refused, doubt = verify.lexical_for_pair_model(q, c, guards)
+        if refused is not None or float(1.0 - embed(q) @ embed(c)) > cfg.distance_threshold:
+            return False
+        return pair.score([(c, q)])[0] >= (cfg.pair_overrule_threshold if doubt else cfg.pair_threshold)
+    refused, template = verify.lexical(q, c, guards)  # the layer's own lexical step
     if refused is not None:
         return False
     al = template.copy()
     words = al.words_to_embed()
-    if pair is None and static is not None and guards.unmatched and words:
+    if static is not None and guards.unmatched and words:
         svec = {w: static.encode(for_embedding(w)) for w in words}
         if not verify.could_match(al, svec, (sq, sc)):
             return False
     vq, vc = embed(q), embed(c)
     if float(1.0 - vq @ vc) > cfg.distance_threshold:
         return False
-    if pair is not None:
-        return pair.score([(c, q)])[0] >= cfg.pair_threshold
     vectors = dict(zip(words, emb.embed_sync(words), strict=True)) if words else {}
     al.resolve(vectors, sentences=(vq, vc))
     return verify.refusal(q, c, guards, alignment=al, only=("unmatched",)) is None

@@ -24,7 +24,7 @@ import asyncio
 import hashlib
 import logging
 from collections import OrderedDict
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -49,6 +49,15 @@ MAX_PENDING_STORES = 256
 WORD_CACHE_SIZE = 4096  # word/phrase vectors of the verification step (1.5 KB each: 6 MB at most)
 WORD_CACHE_MAX_CHARS = 40  # words and short phrases only, never whole questions
 STORE_DEADLINE_S = 10.0
+
+
+class Survivor(NamedTuple):
+    """A candidate the lexical rules let through: its alignment (the unmatched-word rule finishes it; None when the
+    pair model decides instead) and the doubt of a content rule the pair model must overrule."""
+    cand: Candidate
+    prompt: str
+    al: verify.Alignment | None
+    doubt: tuple[str, str] | None
 _STATE_KEY = "semantic"
 
 
@@ -142,18 +151,22 @@ class SemanticCache:
         rejected = False
         for cand in near:
             prompt = str(cand.fields.get("prompt", ""))
-            refused, template = verify.lexical(text, prompt, self.cfg.guards, words=self.pair is None)
-            al = template.copy()
-            if refused is None and self.pair is None and self.cfg.guards.unmatched and self.static is not None \
-                    and first is not None \
-                    and not self._could_match(al, first, prompt):
-                # no full-model vector would give these words a counterpart: refused before the full model runs
-                refused = ("unmatched", "")
+            doubt = None
+            if self.pair is not None:
+                refused, doubt = verify.lexical_for_pair_model(text, prompt, self.cfg.guards)
+                al = None
+            else:
+                refused, template = verify.lexical(text, prompt, self.cfg.guards)
+                al = template.copy()
+                if refused is None and self.cfg.guards.unmatched and self.static is not None and first is not None \
+                        and not self._could_match(al, first, prompt):
+                    # no full-model vector would give these words a counterpart: refused before the full model runs
+                    refused = ("unmatched", "")
             if refused is not None:
                 self._refused(refused)
                 rejected = True
             else:
-                survivors.append((cand, prompt, al))
+                survivors.append(Survivor(cand, prompt, al, doubt))
         if not survivors:
             self._count("guard_rejected")
             return None
@@ -168,7 +181,7 @@ class SemanticCache:
         return None
 
     async def _verify_with_vectors(self, ctx: RequestContext, text: str, full: np.ndarray | None,
-                                   survivors: list[tuple[Candidate, str, verify.Alignment]]
+                                   survivors: list[Survivor]
                                    ) -> tuple[CachedAnswer | None, bool | None]:
         """The full model, at most twice: first the question (unless the first stage was the full model) and any
         candidate stored without a full vector, for the distance; then, only for candidates within the threshold,
@@ -179,7 +192,7 @@ class SemanticCache:
         if full is None:
             texts[for_embedding(text)] = None
         cvecs: dict[int, np.ndarray] = {}
-        for i, (cand, prompt, _al) in enumerate(survivors):
+        for i, (cand, prompt, *_) in enumerate(survivors):
             vec = decode_vec(cand.fields.get("fvec"), self.embedder.dims) if self.static is not None else None
             if vec is not None:
                 cvecs[i] = vec
@@ -195,26 +208,28 @@ class SemanticCache:
                 state = ctx.state.get(_STATE_KEY)
                 if state is not None:  # stored with the entry if this turns out a miss
                     ctx.state[_STATE_KEY] = (*state[:4], full)
-            for i, (cand, prompt, _al) in enumerate(survivors):
+            for i, (cand, prompt, *_) in enumerate(survivors):
                 if i not in cvecs:
                     cvecs[i] = fresh[for_embedding(prompt)]
                     if self.static is not None:
                         self._fill_full_vector(cand, cvecs[i])
         close = []
         best: float | None = None
-        for i, (cand, prompt, al) in enumerate(survivors):
+        for i, sv in enumerate(survivors):
             distance = float(1.0 - full @ cvecs[i])
             best = distance if best is None else min(best, distance)
             if distance <= self.cfg.distance_threshold:
-                close.append((distance, cand, prompt, al, cvecs[i]))
+                close.append((distance, sv, cvecs[i]))
         if best is not None:
             self.metrics.semantic_distance.observe(best)
         if not close:
             return None, False
+        close.sort(key=lambda c: c[0])
         if self.pair is not None:
-            return await self._judge_pairs(text, sorted(close, key=lambda c: c[0]))
+            return await self._judge_pairs(text, [(d, sv) for d, sv, _v in close])
         # words and phrases repeat across questions: their vectors are kept (a bounded LRU), never recomputed
-        wanted = dict.fromkeys(w for *_, al, _v in close for w in al.words_to_embed())
+        aligned = [(d, sv.cand, sv.prompt, sv.al, v) for d, sv, v in close if sv.al is not None]
+        wanted = dict.fromkeys(w for *_, al, _v in aligned for w in al.words_to_embed())
         vectors: dict[str, np.ndarray] = {}
         for w in list(wanted):
             if w in self._word_vectors:
@@ -232,7 +247,7 @@ class SemanticCache:
             while len(self._word_vectors) > WORD_CACHE_SIZE:
                 self._word_vectors.popitem(last=False)
         refused_any = False
-        for distance, cand, prompt, al, cvec in sorted(close, key=lambda c: c[0]):
+        for distance, cand, prompt, al, cvec in aligned:
             al.resolve(vectors, sentences=(full, cvec))
             refused = verify.refusal(text, prompt, self.cfg.guards, alignment=al, only=("unmatched",))
             if refused is not None:
@@ -244,26 +259,28 @@ class SemanticCache:
                 return answer, refused_any
         return None, refused_any
 
-    async def _judge_pairs(self, text: str, close: list[tuple[float, Candidate, str, verify.Alignment, np.ndarray]]
+    async def _judge_pairs(self, text: str, close: list[tuple[float, Survivor]]
                            ) -> tuple[CachedAnswer | None, bool | None]:
-        """The pair model reads each close candidate with the question (all in one batch, off the event loop) and
-        the nearest one it accepts is served."""
+        """The pair model reads each close candidate with the question (one batch, off the event loop); the nearest
+        one it accepts is served. A candidate a content rule doubted needs the higher pair_overrule_threshold, and a
+        refusal is then blamed on that rule."""
         assert self.pair is not None
         try:
             async with asyncio.timeout(self.embed_timeout_s):
-                scores = await asyncio.to_thread(self.pair.score, [(prompt, text) for _d, _c, prompt, _al, _v in close])
+                scores = await asyncio.to_thread(self.pair.score, [(sv.prompt, text) for _d, sv in close])
         except Exception as e:  # noqa: BLE001 - deadline or model trouble: a miss, like a failed embedding
             self._log.warning("pair", f"pair model failed: {type(e).__name__}: {e}")
             return None, None
         refused_any = False
-        for (distance, cand, prompt, _al, _v), score in zip(close, scores, strict=True):
-            if score < self.cfg.pair_threshold:
-                self._refused(("pair_model", f"{score:.2f}"))
-                log.debug("semantic candidate refused by pair_model: %.3f < %.2f (%r vs %r)", score,
-                          self.cfg.pair_threshold, text, prompt)
+        for (distance, sv), score in zip(close, scores, strict=True):
+            need = self.cfg.pair_overrule_threshold if sv.doubt else self.cfg.pair_threshold
+            if score < need:
+                self._refused(sv.doubt or ("pair_model", f"{score:.3f} < {need}"))
+                log.debug("semantic candidate refused by %s: pair model %.3f < %.2f (%r vs %r)",
+                          sv.doubt[0] if sv.doubt else "pair_model", score, need, text, sv.prompt)
                 refused_any = True
                 continue
-            answer = answer_from(cand, distance)
+            answer = answer_from(sv.cand, distance)
             if answer is not None:
                 return answer, refused_any
         return None, refused_any

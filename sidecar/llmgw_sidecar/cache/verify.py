@@ -198,6 +198,12 @@ RULES: dict[str, Callable[[str, str, Alignment], str | None]] = {
     "tense": _al_rule(tense),
     "unmatched": _al_rule(unmatched),
 }
+# With a pair model, these rules still refuse outright: who does what to whom, opposites and the question word are
+# what a cross-encoder reads worst (it scored "when was the Eiffel Tower built" / "where ..." 0.92). The others (numbers,
+# names, identifiers, quotes, negation, tense, degree) become doubts that the pair model may overrule when it is
+# near-certain: on wordy paraphrases they misfire ("I've never grown garlic, when do I plant it" is not a negation
+# of "best time to plant garlic?"), and the pair model reads number and name changes well (docs/semantic-cache.md).
+HARD_RULES = ("roles", "antonyms", "question")
 
 
 def refusal(question_text: str, candidate: str, cfg: GuardsConfig,
@@ -231,13 +237,24 @@ def first_rejecting(question_text: str, candidate: str, cfg: GuardsConfig) -> st
 
 
 @lru_cache(maxsize=4096)
-def lexical(question: str, candidate: str, guards: GuardsConfig, *, words: bool = True
+def lexical(question: str, candidate: str, guards: GuardsConfig
             ) -> tuple[tuple[str, str] | None, Alignment]:
     """The rules that need no vector and the alignment, once per (question, stored question): popular questions meet
     the same candidates (the alignment is copied before use: resolving changes it). A candidate with too many words
-    without counterpart is refused first, the cheapest way. words=False: the pair model, not the alignment, decides
-    whether the words correspond (so neither the unmatched rule nor its early refusal applies)."""
+    without counterpart is refused first, the cheapest way."""
     al = align(question, candidate)
-    if words and guards.unmatched and al.hopeless():
+    if guards.unmatched and al.hopeless():
         return ("unmatched", ""), al
     return refusal(question, candidate, guards, alignment=al, skip=("unmatched",)), al
+
+
+@lru_cache(maxsize=4096)
+def lexical_for_pair_model(question: str, candidate: str, guards: GuardsConfig
+                           ) -> tuple[tuple[str, str] | None, tuple[str, str] | None]:
+    """The lexical rules when a pair model decides: (refusal by a rule it may not overrule, the first doubt it may
+    overrule). The unmatched-word rule is the pair model's own job and does not run."""
+    al = align(question, candidate)
+    hard = refusal(question, candidate, guards, alignment=al, only=HARD_RULES)
+    if hard is not None:
+        return hard, None
+    return None, refusal(question, candidate, guards, alignment=al, skip=(*HARD_RULES, "unmatched"))

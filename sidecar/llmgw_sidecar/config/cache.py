@@ -93,6 +93,9 @@ class SemanticCacheConfig(StrictModel):
                              "decides (docs/semantic-cache.md).")
     pair_threshold: float = Field(0.8, gt=0, lt=1, description="Lowest pair-model probability that serves a candidate; "
                                   "0.8 prices a wrong answer at four missed ones.")
+    pair_overrule_threshold: float = Field(0.99, gt=0, lt=1, description="Lowest pair-model probability that serves "
+                                           "a candidate a content rule doubted (numbers, entities, identifiers, quoted, "
+                                           "negation, tense, degree); roles, antonyms and question are never overruled.")
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
     guards: GuardsConfig = Field(default_factory=GuardsConfig)
 
