@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from llmgw_sidecar.embeddings.local import LocalEmbedder
 from llmgw_sidecar.embeddings.openai_remote import OpenAIEmbedder
 from llmgw_sidecar.redis_topology import make_client
 
-from .conftest import answer_for, build_layer, make_config, make_ctx, new_metrics, sample, store_and_wait
+from .conftest import MODEL_DIR, answer_for, build_layer, make_config, make_ctx, new_metrics, sample, store_and_wait
 
 
 class Broken(Embedder):
@@ -67,7 +68,8 @@ async def test_missing_model_is_a_miss_then_heals(redis_standalone: str, tmp_pat
 
 @pytest.mark.parametrize("exc", [EmbeddingError("failed", "boom"), RuntimeError("unexpected bug")])
 async def test_failing_embedder_is_a_miss(redis_standalone: str, exc: Exception) -> None:
-    sc, cfg, m = await build_layer({"url": redis_standalone}, Broken(exc=exc))
+    # the full model decides only without a pair model
+    sc, cfg, m = await build_layer({"url": redis_standalone}, Broken(exc=exc), pair_model=False)
     # a miss never needs the full model (first stage only), so storing works; the paraphrase needs it and fails
     await store_and_wait(sc, make_ctx(cfg, "What is the speed of light?"), "c")
     assert await sc.lookup(make_ctx(cfg, "What's the speed of light?")) is None
@@ -78,7 +80,29 @@ async def test_failing_embedder_is_a_miss(redis_standalone: str, exc: Exception)
 
 
 async def test_dimension_mismatch_is_a_miss(redis_standalone: str) -> None:
-    sc, cfg, m = await build_layer({"url": redis_standalone}, Broken(vec=np.ones(100, dtype=np.float32) / 10))
+    sc, cfg, m = await build_layer({"url": redis_standalone}, Broken(vec=np.ones(100, dtype=np.float32) / 10),
+                                   pair_model=False)
+    await store_and_wait(sc, make_ctx(cfg, "What is the speed of light?"), "c")
+    assert await sc.lookup(make_ctx(cfg, "What's the speed of light?")) is None
+    assert sample(m, "llmgw_semantic_lookups_total", {"result": "error"}) == 1
+    await sc.close()
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("onnxruntime failed"), None])
+async def test_failing_or_slow_pair_model_is_a_miss(redis_standalone: str, embedder: LocalEmbedder,
+                                                    exc: Exception | None) -> None:
+    sc, cfg, m = await build_layer({"url": redis_standalone}, embedder, embedding={
+        "model_dir": str(MODEL_DIR), "timeout_ms": 50})
+    assert sc.pair is not None
+
+    class Failing:
+        def score(self, pairs: list[tuple[str, str]]) -> list[float]:
+            if exc is not None:
+                raise exc
+            time.sleep(0.3)  # past the 50 ms deadline (in the worker thread)
+            return [1.0] * len(pairs)
+
+    sc.pair = Failing()  # type: ignore[assignment]
     await store_and_wait(sc, make_ctx(cfg, "What is the speed of light?"), "c")
     assert await sc.lookup(make_ctx(cfg, "What's the speed of light?")) is None
     assert sample(m, "llmgw_semantic_lookups_total", {"result": "error"}) == 1

@@ -32,17 +32,27 @@ async def test_paraphrase_hits_with_distance(redis_standalone: str, embedder: Lo
 
 
 async def test_guard_rejects_near_miss_and_counts_it(redis_standalone: str, embedder: LocalEmbedder) -> None:
-    sc, cfg, m = await layer(redis_standalone, embedder)
+    # the rules alone (no pair model): the numbers rule refuses, and switched off the same candidate is served
+    sc, cfg, m = await layer(redis_standalone, embedder, pair_model=False)
     await store_and_wait(sc, make_ctx(cfg, "What is 2+2?"), "4")
     assert await sc.lookup(make_ctx(cfg, "What is 2+3?")) is None
     assert sample(m, "llmgw_semantic_lookups_total", {"result": "guard_rejected"}) == 1
     assert sample(m, "llmgw_semantic_guard_rejections_total", {"guard": "numbers"}) == 1
-    # switched off, the same candidate is served: the guard is what stood in the way
-    sc2, cfg2, _ = await layer(redis_standalone, embedder, guards={"numbers": False})
+    sc2, cfg2, _ = await layer(redis_standalone, embedder, pair_model=False, guards={"numbers": False})
     await store_and_wait(sc2, make_ctx(cfg2, "What is 2+2?"), "4")
     assert await sc2.lookup(make_ctx(cfg2, "What is 2+3?")) is not None
-    await sc.close()
-    await sc2.close()
+    # with the pair model the rule's doubt stands (the model is far from certain), and it still gets the blame; with
+    # the rule off, the pair model refuses on its own
+    sc3, cfg3, m3 = await layer(redis_standalone, embedder)
+    await store_and_wait(sc3, make_ctx(cfg3, "What is 2+2?"), "4")
+    assert await sc3.lookup(make_ctx(cfg3, "What is 2+3?")) is None
+    assert sample(m3, "llmgw_semantic_guard_rejections_total", {"guard": "numbers"}) == 1
+    sc4, cfg4, m4 = await layer(redis_standalone, embedder, guards={"numbers": False})
+    await store_and_wait(sc4, make_ctx(cfg4, "What is 2+2?"), "4")
+    assert await sc4.lookup(make_ctx(cfg4, "What is 2+3?")) is None
+    assert sample(m4, "llmgw_semantic_guard_rejections_total", {"guard": "pair_model"}) == 1
+    for layer_ in (sc, sc2, sc3, sc4):
+        await layer_.close()
 
 
 async def test_context_model_params_and_scope_isolate(redis_standalone: str, embedder: LocalEmbedder) -> None:
@@ -64,10 +74,24 @@ async def test_context_model_params_and_scope_isolate(redis_standalone: str, emb
     await sc.close()
 
 
-async def test_one_embedding_per_request_and_cheap_misses(redis_standalone: str, embedder: LocalEmbedder) -> None:
-    """A miss runs only the first stage (no full model, neither for the lookup nor for the store); the first lookup
-    that finds the entry as a candidate computes its full vector once and stores it; later lookups reuse it."""
+async def test_pair_model_lookups_never_run_the_full_model(redis_standalone: str, embedder: LocalEmbedder) -> None:
+    """With the first stage and the pair model, neither a miss, nor its store, nor a hit embeds with the full model."""
     sc, cfg, m = await layer(redis_standalone, embedder)
+    counting = sc.embedder
+    assert sc.static is not None and sc.pair is not None
+    await store_and_wait(sc, make_ctx(cfg, "How do I reverse a list in Python?"), "use reversed()")
+    assert await sc.lookup(make_ctx(cfg, "What's the way to reverse a Python list?")) is not None
+    assert await sc.lookup(make_ctx(cfg, "How do I reverse a tuple in Python?")) is None
+    assert counting.texts == [] and counting.batches == 0
+    assert sample(m, "llmgw_semantic_lookups_total", {"result": "hit"}) == 1
+    await sc.close()
+
+
+async def test_one_embedding_per_request_and_cheap_misses(redis_standalone: str, embedder: LocalEmbedder) -> None:
+    """Without a pair model: a miss runs only the first stage (no full model, neither for the lookup nor for the
+    store); the first lookup that finds the entry as a candidate computes its full vector once and stores it; later
+    lookups reuse it."""
+    sc, cfg, m = await layer(redis_standalone, embedder, pair_model=False)
     counting = sc.embedder
     assert sc.static is not None
     await store_and_wait(sc, make_ctx(cfg, "How do I reverse a list in Python?"), "use reversed()")

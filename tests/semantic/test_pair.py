@@ -3,12 +3,13 @@ and a real Redis Stack."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
 
 from llmgw_sidecar.embeddings.local import LocalEmbedder
-from llmgw_sidecar.embeddings.pair import PAIRS_DIR, PairScorer, training_pairs
+from llmgw_sidecar.embeddings.pair import PAIRS_DIR, PairScorer, rewrite, training_pairs
 
 from .conftest import build_layer, make_ctx, sample, store_and_wait
 
@@ -20,22 +21,32 @@ def scorer(model_dir: Path) -> PairScorer:
     return PairScorer(model_dir / "pair")
 
 
-def test_training_data_is_the_development_sets_both_ways_round() -> None:
+def test_training_data_is_the_development_sets_both_ways_round_plus_rewrites() -> None:
     pairs = training_pairs()
     files = sorted(p.name for p in PAIRS_DIR.glob("*.jsonl"))
-    assert len(files) == 7 and not {p.name for p in BLIND.glob("semantic_pairs*.jsonl")} & set(files)
-    assert len(pairs) == 2 * sum(1 for f in PAIRS_DIR.glob("*.jsonl") for line in f.read_text().splitlines() if line)
-    forward = {(a, b): y for a, b, y in pairs}
-    assert all(forward[(b, a)] == y for a, b, y in pairs)
+    assert len(files) == 9 and not {p.name for p in BLIND.glob("semantic_pairs*.jsonl")} & set(files)
+    labelled = 2 * sum(1 for f in PAIRS_DIR.glob("*.jsonl") for line in f.read_text().splitlines() if line)
+    forward = {(a, b): y for a, b, y in pairs[:labelled]}
+    assert all(forward[(b, a)] == y for a, b, y in pairs[:labelled])
+    rewrites = pairs[labelled:]
+    assert len(rewrites) > labelled // 5 and all(y == 1.0 and a != b for a, b, y in rewrites)
+    assert training_pairs() == pairs  # deterministic: the same model on the same machine
 
 
-def test_scores_are_symmetric_probabilities(scorer: PairScorer) -> None:
+def test_rewrites_keep_the_meaning() -> None:
+    rng = random.Random(0)
+    seen = {rewrite("What's the weather in Paris?", rng) for _ in range(40)}
+    assert "What is the weather in Paris?" in seen and "what's the weather in paris" in seen
+    assert all("Paris" in r or "paris" in r for r in seen)
+
+
+def test_scores_are_probabilities_of_each_pair_in_a_batch(scorer: PairScorer) -> None:
     pairs = [("How do I reboot my router?", "how do i restart my router"),
              ("What is the capital of Australia?", "What is the largest city in Australia?")]
     got = scorer.score(pairs)
-    back = scorer.score([(b, a) for a, b in pairs])
-    assert got == pytest.approx(back, abs=1e-6)
-    assert all(0.0 <= s <= 1.0 for s in got)
+    assert len(got) == 2 and all(0.0 <= s <= 1.0 for s in got)
+    # a batch scores each pair as if alone (padding does not leak into the other pair's score)
+    assert got == pytest.approx([scorer.score([p])[0] for p in pairs], abs=0.02)
 
 
 def test_paraphrases_score_above_near_misses(scorer: PairScorer) -> None:

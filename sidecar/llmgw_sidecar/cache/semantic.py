@@ -170,7 +170,13 @@ class SemanticCache:
         if not survivors:
             self._count("guard_rejected")
             return None
-        answer, refused_later = await self._verify_with_vectors(ctx, text, full, survivors)
+        if self.pair is not None:
+            # the pair model reads the candidates the rules let through, nearest first; the full model never runs
+            ranked = sorted(((sv.cand.distance, sv) for sv in survivors), key=lambda c: c[0])
+            self.metrics.semantic_distance.observe(ranked[0][0])
+            answer, refused_later = await self._judge_pairs(text, ranked)
+        else:
+            answer, refused_later = await self._verify_with_vectors(ctx, text, full, survivors)
         if answer is not None:
             self._count("hit")
             return answer
@@ -225,8 +231,6 @@ class SemanticCache:
         if not close:
             return None, False
         close.sort(key=lambda c: c[0])
-        if self.pair is not None:
-            return await self._judge_pairs(text, [(d, sv) for d, sv, _v in close])
         # words and phrases repeat across questions: their vectors are kept (a bounded LRU), never recomputed
         aligned = [(d, sv.cand, sv.prompt, sv.al, v) for d, sv, v in close if sv.al is not None]
         wanted = dict.fromkeys(w for *_, al, _v in aligned for w in al.words_to_embed())

@@ -4,6 +4,7 @@ model, its first-stage model and the verification step's lexical data loaded off
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any
 
@@ -35,12 +36,14 @@ async def build_semantic(config: Config, redis: Any, metrics: Metrics, *, embedd
         def node_client(host: str, port: int) -> Redis:
             return make_node_client(config.redis, host, port)
 
-    if embedder is None:
-        embedder = await asyncio.to_thread(make_embedder, cfg.embedding, metrics)
-    # the first stage must come from the same model as the full one: only with the local provider
-    local = getattr(embedder, "provider", "") == "local" and cfg.embedding.provider == EmbeddingProvider.local
+    # the first stage and the pair model come from the same model as the full one: only with the local provider
+    local = cfg.embedding.provider == EmbeddingProvider.local and getattr(embedder, "provider", "local") == "local"
     static = await asyncio.to_thread(_load_static, cfg) if cfg.first_stage and local else None
     pair = await asyncio.to_thread(_load_pair, cfg) if cfg.pair_model and local else None
+    if embedder is None:
+        # with both, lookups never run the full model: it is loaded only if something does
+        lazy = static is not None and pair is not None
+        embedder = await asyncio.to_thread(functools.partial(make_embedder, cfg.embedding, metrics, lazy=lazy))
     return SemanticCache(
         cfg, embedder, metrics, redis=redis,
         key_prefix=config.redis.key_prefix, node_client=node_client,

@@ -61,8 +61,9 @@ MAX_DISTANCE_THRESHOLD = 0.5  # cosine distance; paraphrases measure 0.07-0.18 h
 class SemanticCacheConfig(StrictModel):
     enabled: bool = Field(False, description="Answer paraphrases of cached questions.")
     distance_threshold: float = Field(
-        0.25, gt=0, lt=2, description="Largest cosine distance (1 - cos) for a hit. 0.25 is measured on "
-        "tests/data/semantic_pairs*.jsonl with all-MiniLM-L6-v2 and all guards on (docs/semantic-cache.md)."
+        0.25, gt=0, lt=2, description="Largest full-model cosine distance (1 - cos) for a hit; measured with "
+        "all-MiniLM-L6-v2 and all guards on (docs/semantic-cache.md). With the first stage and the pair model (the "
+        "local default) the full model does not run and first_stage_distance bounds the candidates instead."
     )
     ttl_s: int = Field(3600, ge=1, description="Lifetime of a semantic entry.")
 

@@ -66,9 +66,9 @@ class ReloadingLocalEmbedder(Embedder):
             await self._inner.close()
 
 
-def _load(cfg: EmbeddingConfig, metrics: Metrics | None) -> LocalEmbedder:
+def _load(cfg: EmbeddingConfig, metrics: Metrics | None, lazy: bool = False) -> LocalEmbedder:
     return LocalEmbedder(cfg.model_dir, precision=cfg.precision, max_batch=cfg.max_batch, threads=cfg.threads,
-                         metrics=metrics)
+                         metrics=metrics, lazy=lazy)
 
 
 class SharedLocal(Embedder):
@@ -107,7 +107,8 @@ _lock = threading.Lock()  # make_embedder runs in worker threads (build_semantic
 _shared: dict[tuple[Any, ...], tuple[LocalEmbedder, int]] = {}
 
 
-def make_embedder(cfg: EmbeddingConfig, metrics: Metrics | None = None) -> Embedder:
+def make_embedder(cfg: EmbeddingConfig, metrics: Metrics | None = None, *, lazy: bool = False) -> Embedder:
+    """lazy: a local model's session is loaded on first use (see LocalEmbedder)."""
     if cfg.provider == EmbeddingProvider.openai:
         if not cfg.base_url or not cfg.model or not cfg.dims:
             raise ValueError("cache.semantic.embedding: provider openai needs base_url, model and dims")
@@ -117,10 +118,12 @@ def make_embedder(cfg: EmbeddingConfig, metrics: Metrics | None = None) -> Embed
     with _lock:
         if key in _shared:
             inner, refs = _shared[key]
+            if not lazy:
+                inner.load()
             _shared[key] = (inner, refs + 1)
             return SharedLocal(key, inner)
         try:
-            inner = _load(cfg, metrics)
+            inner = _load(cfg, metrics, lazy)
         except EmbeddingError as e:
             return ReloadingLocalEmbedder(cfg, metrics, e)
         _shared[key] = (inner, 1)

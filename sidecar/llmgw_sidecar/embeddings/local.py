@@ -71,20 +71,22 @@ class LocalEmbedder(Embedder):
     provider = "local"
 
     def __init__(self, model_dir: str | Path, *, precision: str = "fp32", max_batch: int = 16, threads: int = 1,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, lazy: bool = False) -> None:
+        """lazy: load the ONNX session on first use, not now (the semantic cache with a first stage and a pair model
+        never embeds with the full model: it would hold ~50 MB for nothing)."""
         self.model_dir = Path(model_dir)
         manifest = load_manifest(self.model_dir)
         files = manifest.get("files", {})
         if precision not in files:
             raise EmbeddingError("unavailable", f"{self.model_dir} has no {precision} model (export with --int8)")
-        try:
-            self.encoder = OnnxSentenceEncoder(
-                self.model_dir / files[precision], self.model_dir / "tokenizer.json",
-                max_tokens=int(manifest.get("max_tokens", 256)), threads=threads,
-            )
-        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types; any of them means unavailable
-            raise EmbeddingError("unavailable", f"cannot load {self.model_dir}: {e}") from None
-        self.dims = self.encoder.dims
+        self._file = self.model_dir / files[precision]
+        self._max_tokens = int(manifest.get("max_tokens", 256))
+        self._threads = threads
+        self._encoder: OnnxSentenceEncoder | None = None
+        self._load_lock = threading.Lock()
+        self.dims = int(manifest.get("dims", 0))
+        if not lazy or not self.dims:
+            self.load()
         self.model_name = str(manifest.get("name", self.model_dir.name))
         self.precision = precision
         self.max_batch = max_batch
@@ -93,6 +95,18 @@ class LocalEmbedder(Embedder):
         self._thread = threading.Thread(target=self._worker, name="llmgw-embed", daemon=True)
         self._thread.start()
         self._closed = False
+
+    def load(self) -> OnnxSentenceEncoder:
+        """The ONNX session, loaded now if it was not yet (thread-safe)."""
+        with self._load_lock:
+            if self._encoder is None:
+                try:
+                    self._encoder = OnnxSentenceEncoder(self._file, self.model_dir / "tokenizer.json",
+                                                        max_tokens=self._max_tokens, threads=self._threads)
+                except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types; any of them: unavailable
+                    raise EmbeddingError("unavailable", f"cannot load {self.model_dir}: {e}") from None
+                self.dims = self._encoder.dims
+            return self._encoder
 
     @property
     def index_tag(self) -> str:
@@ -114,7 +128,7 @@ class LocalEmbedder(Embedder):
 
     def embed_sync(self, texts: list[str]) -> np.ndarray:
         """For offline use (evaluation, benchmarks): encode in the caller's thread."""
-        return self.encoder.encode(texts)
+        return self.load().encode(texts)
 
     def _worker(self) -> None:
         while True:
@@ -139,7 +153,7 @@ class LocalEmbedder(Embedder):
         if self.metrics is not None:
             self.metrics.embedding_batch_size.observe(len(batch))
         try:
-            vecs = self.encoder.encode([t for t, _, _ in batch])
+            vecs = self.load().encode([t for t, _, _ in batch])
         except Exception as e:  # noqa: BLE001 - hand any inference failure to every waiter as an EmbeddingError
             err = EmbeddingError("failed", f"local embedding failed: {type(e).__name__}: {e}")
             for _, fut, loop in batch:

@@ -20,21 +20,59 @@ import numpy as np
 PAIRS_DIR = Path(__file__).parent / "pairs"
 MAX_TOKENS = 96  # two questions together; the longest labelled pair has 71 tokens
 SEED = 20261130
-EPOCHS = 4
+EPOCHS = 3
 BATCH = 16
 LEARNING_RATE = 4e-5
 
 
 def training_pairs(folder: Path = PAIRS_DIR) -> list[tuple[str, str, float]]:
-    """Every labelled pair, both ways round (a cached answer is served either way), in a fixed order."""
+    """Every labelled pair, both ways round (a cached answer is served either way), in a fixed order, plus one
+    meaning-preserving rewrite of every other question labelled a hit (`rewrite`)."""
     out = []
+    questions: dict[str, None] = {}
     for path in sorted(folder.glob("*.jsonl")):
         for line in path.read_text().splitlines():
             if line.strip():
                 p = json.loads(line)
                 y = 1.0 if p["label"] == "hit" else 0.0
                 out += [(p["a"], p["b"], y), (p["b"], p["a"], y)]
+                questions.update(dict.fromkeys((p["a"], p["b"])))
+    rng = random.Random(SEED)
+    for q in list(questions)[::2]:
+        r = rewrite(q, rng)
+        if r != q:
+            out.append((q, r, 1.0) if rng.random() < 0.5 else (r, q, 1.0))
     return out
+
+
+# The labelled near-misses are near-identical by design and the paraphrases mostly reworded, so a model trained on
+# them alone learns "almost the same words, so a different question" and refuses "What's the weather in Paris?" for
+# "What is the weather like in Paris?". Rewrites that cannot change the meaning (contractions, case, punctuation,
+# politeness, filler) teach it that only some small edits matter.
+_CONTRACTIONS = [("what's", "what is"), ("how's", "how is"), ("where's", "where is"), ("who's", "who is"),
+                 ("it's", "it is"), ("i'm", "i am"), ("don't", "do not"), ("doesn't", "does not"),
+                 ("can't", "cannot"), ("isn't", "is not"), ("won't", "will not"), ("i've", "i have")]
+_PREFIXES = ["Quick question: ", "Hey, ", "Hi! ", "Can you tell me: ", "Please answer this: ", "I was wondering, ",
+             "Question - "]
+_SUFFIXES = [" Thanks!", " please", " Thank you.", " (asking for a friend)"]
+
+
+def rewrite(q: str, rng: random.Random) -> str:
+    """One meaning-preserving surface rewrite of a question."""
+    kind = rng.randrange(4)
+    if kind == 0:  # contraction <-> full form, the first that applies
+        low = q.lower()
+        for short, full in _CONTRACTIONS:
+            for x, y in ((short, full), (full, short)):
+                i = low.find(x + " ")
+                if i >= 0 and (i == 0 or not low[i - 1].isalpha()):
+                    return q[:i] + (y.capitalize() if q[i].isupper() else y) + q[i + len(x):]
+        kind = 1
+    if kind == 1:  # lower case, no final punctuation
+        return q.lower().rstrip("?.! ")
+    if kind == 2:
+        return rng.choice(_PREFIXES) + (q[0].lower() + q[1:] if q[:2] != q[:2].upper() else q)
+    return q.rstrip() + rng.choice(_SUFFIXES)
 
 
 def train_and_export(source: Path, out_dir: Path, *, int8: bool, threads: int = 2) -> dict[str, str]:
@@ -98,7 +136,7 @@ def train_and_export(source: Path, out_dir: Path, *, int8: bool, threads: int = 
 
         quantize_dynamic(str(out_dir / "model.onnx"), str(out_dir / "model.int8.onnx"), weight_type=QuantType.QInt8)
         files["int8"] = "model.int8.onnx"
-    got = PairScorer(out_dir, precision="fp32").score_ordered([("how do i reboot my phone", "How do I restart my phone?")])
+    got = PairScorer(out_dir, precision="fp32").score([("how do i reboot my phone", "How do I restart my phone?")])
     if abs(float(got[0]) - float(reference[0])) > 1e-4:
         raise RuntimeError(f"pair model: ONNX score {got[0]:.5f} differs from torch {reference[0]:.5f}")
     return files
@@ -106,8 +144,8 @@ def train_and_export(source: Path, out_dir: Path, *, int8: bool, threads: int = 
 
 class PairScorer:
     """Synchronous: (stored question, new question) pairs -> probability that the stored answer answers the new one.
-    Symmetric: a pair is scored both ways round in one batch and the lower score counts (a paraphrase is one both
-    ways; a refinement or a generalisation may look fine one way only)."""
+    One order only: the model is trained on both orders of every pair, and scoring the other order as well changed
+    neither precision nor recall on the first blind batches it was measured on (it doubled the cost)."""
 
     def __init__(self, model_dir: Path, *, precision: str = "int8", threads: int = 1) -> None:
         import onnxruntime as ort
@@ -124,9 +162,9 @@ class PairScorer:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(model_dir / name), sess_options=opts,
                                             providers=["CPUExecutionProvider"])
-        self.score_ordered([("warm up", "warm up")])  # the first run plans and allocates: at load, not on a request
+        self.score([("warm up", "warm up")])  # the first run plans and allocates: at load, not on a request
 
-    def score_ordered(self, pairs: list[tuple[str, str]]) -> np.ndarray:
+    def score(self, pairs: list[tuple[str, str]]) -> list[float]:
         encs = self.tokenizer.encode_batch(pairs)
         feed: dict[str, Any] = {
             "input_ids": np.asarray([e.ids for e in encs], dtype=np.int64),
@@ -134,9 +172,4 @@ class PairScorer:
             "token_type_ids": np.asarray([e.type_ids for e in encs], dtype=np.int64),
         }
         (out,) = self.session.run(None, feed)
-        return np.asarray(out, dtype=np.float32).reshape(-1)
-
-    def score(self, pairs: list[tuple[str, str]]) -> list[float]:
-        both = self.score_ordered([*pairs, *((b, a) for a, b in pairs)])
-        n = len(pairs)
-        return [float(min(both[i], both[n + i])) for i in range(n)]
+        return [float(x) for x in np.asarray(out, dtype=np.float32).reshape(-1)]
