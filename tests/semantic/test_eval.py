@@ -85,10 +85,12 @@ def decide(q: str, c: str, cfg: SemanticCacheConfig, guards: GuardsConfig, embed
         sq, sc = static.encode(for_embedding(q)), static.encode(for_embedding(c))
         if float(1.0 - sq @ sc) > cfg.first_stage_distance:
             return False
-    if pair is not None:  # the layer's lexical step when a pair model decides (hard refusals, a doubt), then it
-        refused, doubt = verify.lexical_for_pair_model(q, c, guards)
-        return refused is None and pair.score([(c, q)])[0] >= (cfg.pair_overrule_threshold if doubt else
-                                                               cfg.pair_threshold)
+    if pair is not None:  # the layer's lexical step when a pair model decides, the pair model, a doubt
+        if verify.lexical_for_pair_model(q, c, guards)[0] is not None:
+            return False
+        score = pair.score([(c, q)])[0]
+        return score >= cfg.pair_overrule_threshold or (score >= cfg.pair_threshold and
+                                                        verify.doubt(q, c, guards) is None)
     refused, template = verify.lexical(q, c, guards)  # the layer's own lexical step
     if refused is not None:
         return False

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from llmgw_sidecar.embeddings.local import LocalEmbedder
-from llmgw_sidecar.embeddings.pair import PAIRS_DIR, PairScorer, rewrite, training_pairs
+from llmgw_sidecar.embeddings.pair import PAIRS_DIR, PairScorer, _content, rewrite, training_pairs
 
 from .conftest import build_layer, make_ctx, sample, store_and_wait
 
@@ -21,15 +21,21 @@ def scorer(model_dir: Path) -> PairScorer:
     return PairScorer(model_dir / "pair")
 
 
-def test_training_data_is_the_development_sets_both_ways_round_plus_rewrites() -> None:
+def test_training_data_is_the_development_sets_plus_rewrites_and_other_questions() -> None:
     pairs = training_pairs()
     files = sorted(p.name for p in PAIRS_DIR.glob("*.jsonl"))
     assert len(files) == 9 and not {p.name for p in BLIND.glob("semantic_pairs*.jsonl")} & set(files)
     labelled = 2 * sum(1 for f in PAIRS_DIR.glob("*.jsonl") for line in f.read_text().splitlines() if line)
     forward = {(a, b): y for a, b, y in pairs[:labelled]}
     assert all(forward[(b, a)] == y for a, b, y in pairs[:labelled])
-    rewrites = pairs[labelled:]
-    assert len(rewrites) > labelled // 5 and all(y == 1.0 and a != b for a, b, y in rewrites)
+    extra = pairs[labelled:]
+    rewrites = [(a, b) for a, b, y in extra if y == 1.0]
+    others = [(a, b) for a, b, y in extra if y == 0.0]
+    # a rewrite adds words at most (a "Quick question:", a "Thanks!"): it never drops or changes one
+    assert len(rewrites) > labelled // 5 and all(a != b and (_content(a) <= _content(b) or _content(b) <= _content(a))
+                                                 for a, b in rewrites)
+    # questions of other labelled pairs, never the question's own partner
+    assert len(others) > labelled // 5 and not {(a, b) for a, b in others} & set(forward)
     assert training_pairs() == pairs  # deterministic: the same model on the same machine
 
 
@@ -47,6 +53,18 @@ def test_scores_are_probabilities_of_each_pair_in_a_batch(scorer: PairScorer) ->
     assert len(got) == 2 and all(0.0 <= s <= 1.0 for s in got)
     # a batch scores each pair as if alone (padding does not leak into the other pair's score)
     assert got == pytest.approx([scorer.score([p])[0] for p in pairs], abs=0.02)
+
+
+def test_unrelated_and_merely_related_questions_score_low(scorer: PairScorer) -> None:
+    """The labelled sets hold only paraphrases and near-misses; a model trained on them alone accepted "my dog ate
+    chocolate" for "when can I eat after a tooth extraction" (0.99). Not in the training data, any of these."""
+    pairs = [("What should I do if my cat eats chocolate?", "When can I eat solid food after a tooth extraction?"),
+             ("How can I get my toddler to sleep through the night?", "How do I back up my Android phone?"),
+             ("How do I back up my iPad?", "How do I restart my iPad?"),
+             ("What is Docker?", "How do I restart a single container in Docker?")]
+    trained = {q for a, b, _ in training_pairs() for q in (a, b)}
+    assert not {q for p in pairs for q in p} & trained
+    assert max(scorer.score(pairs)) < 0.5
 
 
 def test_paraphrases_score_above_near_misses(scorer: PairScorer) -> None:
@@ -84,4 +102,27 @@ async def test_pair_model_off_falls_back_to_the_unmatched_rule(redis_standalone:
     assert await sc.lookup(make_ctx(cfg, "How do I bake a vegan chocolate cake?")) is None
     assert sample(m, "llmgw_semantic_guard_rejections_total", {"guard": "unmatched"}) == 1
     assert sample(m, "llmgw_semantic_guard_rejections_total", {"guard": "pair_model"}) == 0
+    await sc.close()
+
+
+@pytest.mark.parametrize(("score", "served", "blamed"), [(0.9, False, "numbers"), (0.995, True, None),
+                                                          (0.5, False, "pair_model")])
+async def test_a_content_rule_doubt_needs_a_near_certain_pair_model(redis_standalone: str, embedder: LocalEmbedder,
+                                                                    score: float, served: bool,
+                                                                    blamed: str | None) -> None:
+    """Between pair_threshold (0.8) and pair_overrule_threshold (0.99), a content rule's doubt refuses and is blamed;
+    above, the pair model overrules it ("2fa google acct how" has no number that the long question's "two-factor"
+    lacks); below, the pair model refuses."""
+    sc, cfg, m = await build_layer({"url": redis_standalone}, embedder)
+
+    class Fixed:
+        def score(self, pairs: list[tuple[str, str]]) -> list[float]:
+            return [score] * len(pairs)
+
+    sc.pair = Fixed()  # type: ignore[assignment]
+    await store_and_wait(sc, make_ctx(cfg, "How do I set up two-factor authentication on my Google account?"), "2fa")
+    got = await sc.lookup(make_ctx(cfg, "2fa google acct how"))
+    assert (got is not None) == served
+    if blamed:
+        assert sample(m, "llmgw_semantic_guard_rejections_total", {"guard": blamed}) == 1
     await sc.close()

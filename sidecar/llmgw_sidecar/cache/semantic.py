@@ -52,12 +52,11 @@ STORE_DEADLINE_S = 10.0
 
 
 class Survivor(NamedTuple):
-    """A candidate the lexical rules let through: its alignment (the unmatched-word rule finishes it; None when the
-    pair model decides instead) and the doubt of a content rule the pair model must overrule."""
+    """A candidate the lexical rules let through, with its alignment (the unmatched-word rule finishes it; None when
+    the pair model decides instead)."""
     cand: Candidate
     prompt: str
     al: verify.Alignment | None
-    doubt: tuple[str, str] | None
 _STATE_KEY = "semantic"
 
 
@@ -151,9 +150,8 @@ class SemanticCache:
         rejected = False
         for cand in near:
             prompt = str(cand.fields.get("prompt", ""))
-            doubt = None
             if self.pair is not None:
-                refused, doubt = verify.lexical_for_pair_model(text, prompt, self.cfg.guards)
+                refused, _al = verify.lexical_for_pair_model(text, prompt, self.cfg.guards)
                 al = None
             else:
                 refused, template = verify.lexical(text, prompt, self.cfg.guards)
@@ -166,7 +164,7 @@ class SemanticCache:
                 self._refused(refused)
                 rejected = True
             else:
-                survivors.append(Survivor(cand, prompt, al, doubt))
+                survivors.append(Survivor(cand, prompt, al))
         if not survivors:
             self._count("guard_rejected")
             return None
@@ -266,8 +264,8 @@ class SemanticCache:
     async def _judge_pairs(self, text: str, close: list[tuple[float, Survivor]]
                            ) -> tuple[CachedAnswer | None, bool | None]:
         """The pair model reads each close candidate with the question (one batch, off the event loop); the nearest
-        one it accepts is served. A candidate a content rule doubted needs the higher pair_overrule_threshold, and a
-        refusal is then blamed on that rule."""
+        one it accepts is served. Between pair_threshold and pair_overrule_threshold, a content rule's doubt refuses
+        it (and gets the blame)."""
         assert self.pair is not None
         try:
             async with asyncio.timeout(self.embed_timeout_s):
@@ -277,11 +275,15 @@ class SemanticCache:
             return None, None
         refused_any = False
         for (distance, sv), score in zip(close, scores, strict=True):
-            need = self.cfg.pair_overrule_threshold if sv.doubt else self.cfg.pair_threshold
-            if score < need:
-                self._refused(sv.doubt or ("pair_model", f"{score:.3f} < {need}"))
-                log.debug("semantic candidate refused by %s: pair model %.3f < %.2f (%r vs %r)",
-                          sv.doubt[0] if sv.doubt else "pair_model", score, need, text, sv.prompt)
+            refused: tuple[str, str] | None = None
+            if score < self.cfg.pair_threshold:
+                refused = ("pair_model", f"{score:.3f} < {self.cfg.pair_threshold}")
+            elif score < self.cfg.pair_overrule_threshold:
+                refused = verify.doubt(text, sv.prompt, self.cfg.guards)  # a content rule's doubt stands
+            if refused is not None:
+                self._refused(refused)
+                log.debug("semantic candidate refused by %s: pair model %.3f (%r vs %r)", refused[0], score, text,
+                          sv.prompt)
                 refused_any = True
                 continue
             answer = answer_from(sv.cand, distance)

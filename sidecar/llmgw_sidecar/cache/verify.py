@@ -249,12 +249,15 @@ def lexical(question: str, candidate: str, guards: GuardsConfig
 
 
 @lru_cache(maxsize=4096)
-def lexical_for_pair_model(question: str, candidate: str, guards: GuardsConfig
-                           ) -> tuple[tuple[str, str] | None, tuple[str, str] | None]:
-    """The lexical rules when a pair model decides: (refusal by a rule it may not overrule, the first doubt it may
-    overrule). The unmatched-word rule is the pair model's own job and does not run."""
+def lexical_for_pair_model(question: str, candidate: str, guards: GuardsConfig) -> tuple[tuple[str, str] | None, Alignment]:
+    """When a pair model decides: the refusal of a rule it may not overrule (or None), and the alignment for
+    `doubt`. The unmatched-word rule is the pair model's own job and does not run."""
     al = align(question, candidate)
-    hard = refusal(question, candidate, guards, alignment=al, only=HARD_RULES)
-    if hard is not None:
-        return hard, None
-    return None, refusal(question, candidate, guards, alignment=al, skip=(*HARD_RULES, "unmatched"))
+    return refusal(question, candidate, guards, alignment=al, only=HARD_RULES), al
+
+
+def doubt(question: str, candidate: str, guards: GuardsConfig) -> tuple[str, str] | None:
+    """The first content rule that doubts a candidate the pair model accepted (asked only then: most candidates of
+    a miss never need it)."""
+    _, al = lexical_for_pair_model(question, candidate, guards)
+    return refusal(question, candidate, guards, alignment=al, skip=(*HARD_RULES, "unmatched"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -26,22 +27,79 @@ LEARNING_RATE = 4e-5
 
 
 def training_pairs(folder: Path = PAIRS_DIR) -> list[tuple[str, str, float]]:
-    """Every labelled pair, both ways round (a cached answer is served either way), in a fixed order, plus one
-    meaning-preserving rewrite of every other question labelled a hit (`rewrite`)."""
+    """Every labelled pair, both ways round (a cached answer is served either way), in a fixed order; then one
+    meaning-preserving rewrite of every other question, labelled a hit (`rewrite`); then, for every other question,
+    the most similar question of ANOTHER labelled pair and, for every fourth, a random one, labelled misses (`_others`).
+    """
     out = []
-    questions: dict[str, None] = {}
+    partners: dict[str, set[str]] = {}
+    same: dict[str, str] = {}  # union-find over hits (and repeats of one question): one meaning, one root
+
+    def root(q: str) -> str:
+        key = q.lower().strip(" ?.!")
+        while same.setdefault(key, key) != key:
+            key = same[key]
+        return key
+
     for path in sorted(folder.glob("*.jsonl")):
         for line in path.read_text().splitlines():
             if line.strip():
                 p = json.loads(line)
                 y = 1.0 if p["label"] == "hit" else 0.0
                 out += [(p["a"], p["b"], y), (p["b"], p["a"], y)]
-                questions.update(dict.fromkeys((p["a"], p["b"])))
+                partners.setdefault(p["a"], set()).add(p["b"])
+                partners.setdefault(p["b"], set()).add(p["a"])
+                if y:
+                    same[root(p["a"])] = root(p["b"])
+    groups: dict[str, set[str]] = {}
+    for q in partners:
+        groups.setdefault(root(q), set()).add(q)
+    for q in partners:  # everything that means the same as q counts as its partner
+        partners[q] |= groups[root(q)]
     rng = random.Random(SEED)
-    for q in list(questions)[::2]:
+    questions = list(partners)
+    for q in questions[::2]:
         r = rewrite(q, rng)
         if r != q:
             out.append((q, r, 1.0) if rng.random() < 0.5 else (r, q, 1.0))
+    out += _others(questions, partners, rng)
+    return out
+
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def _content(q: str) -> frozenset[str]:
+    from ..cache.words import FUNCTION
+
+    return frozenset(w for w in _WORD.findall(q.lower()) if w not in FUNCTION and len(w) > 1)
+
+
+def _others(questions: list[str], partners: dict[str, set[str]], rng: random.Random) -> list[tuple[str, str, float]]:
+    """Questions of different labelled pairs are different questions: the labelled sets hold only paraphrases and
+    near-misses, so without these the model never sees two questions that merely share a topic ("How do I back up
+    my iPhone?" / "How do I restart my iPhone?") or nothing at all, and it accepted both kinds. The nearest one by
+    shared content words, and a random one; never a question whose words are all the same (a repeat across sets)."""
+    words = {q: _content(q) for q in questions}
+    index: dict[str, list[str]] = {}
+    for q in questions:
+        for w in words[q]:
+            index.setdefault(w, []).append(q)
+    out = []
+    for i, q in enumerate(questions[::2]):
+        best, best_score = None, 0.0
+        for o in dict.fromkeys(o for w in words[q] for o in index[w]):
+            if o == q or o in partners[q] or words[o] == words[q]:
+                continue
+            score = len(words[q] & words[o]) / len(words[q] | words[o])
+            if score > best_score:
+                best, best_score = o, score
+        if best is not None:
+            out.append((q, best, 0.0))
+        if i % 2 == 0:
+            o = questions[rng.randrange(len(questions))]
+            if o != q and o not in partners[q] and words[o] != words[q]:
+                out.append((q, o, 0.0))
     return out
 
 
