@@ -52,7 +52,9 @@ def config(redis_url: str, port: int, semantic: bool, precision: str = "fp32") -
         "cache": {"exact": {"enabled": False},
                   # a deadline that a busy 2-core machine meets at 32 clients: measure throughput, not timeouts
                   "semantic": {"enabled": semantic, "embedding": {"model_dir": str(MODEL_DIR), "precision": precision,
-                                                                  "timeout_ms": 2000}}},
+                                                                  "timeout_ms": 2000},
+                               **({"first_stage_distance": float(os.environ["BENCH_FIRST_STAGE_DISTANCE"])}
+                                  if os.environ.get("BENCH_FIRST_STAGE_DISTANCE") else {})}},
     }
 
 

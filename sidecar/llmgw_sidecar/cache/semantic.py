@@ -172,7 +172,7 @@ class SemanticCache:
             # the pair model reads the candidates the rules let through, nearest first; the full model never runs
             ranked = sorted(((sv.cand.distance, sv) for sv in survivors), key=lambda c: c[0])
             self.metrics.semantic_distance.observe(ranked[0][0])
-            answer, refused_later = await self._judge_pairs(text, ranked)
+            answer, refused_later = await self._judge_pairs(text, ranked[:self.cfg.pair_candidates])
         else:
             answer, refused_later = await self._verify_with_vectors(ctx, text, full, survivors)
         if answer is not None:
