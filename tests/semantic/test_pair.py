@@ -111,8 +111,8 @@ async def test_a_content_rule_doubt_needs_a_near_certain_pair_model(redis_standa
                                                                     score: float, served: bool,
                                                                     blamed: str | None) -> None:
     """Between pair_threshold (0.8) and pair_overrule_threshold (0.99), a content rule's doubt refuses and is blamed;
-    above, the pair model overrules it ("2fa google acct how" has no number that the long question's "two-factor"
-    lacks); below, the pair model refuses."""
+    above, the pair model overrules it; below, the pair model refuses (the score is fixed here: this is about the
+    thresholds, not the model)."""
     sc, cfg, m = await build_layer({"url": redis_standalone}, embedder)
 
     class Fixed:
@@ -120,8 +120,8 @@ async def test_a_content_rule_doubt_needs_a_near_certain_pair_model(redis_standa
             return [score] * len(pairs)
 
     sc.pair = Fixed()  # type: ignore[assignment]
-    await store_and_wait(sc, make_ctx(cfg, "How do I set up two-factor authentication on my Google account?"), "2fa")
-    got = await sc.lookup(make_ctx(cfg, "2fa google acct how"))
+    await store_and_wait(sc, make_ctx(cfg, "What is 2+2?"), "4")
+    got = await sc.lookup(make_ctx(cfg, "What is 2+3?"))  # the numbers rule doubts it
     assert (got is not None) == served
     if blamed:
         assert sample(m, "llmgw_semantic_guard_rejections_total", {"guard": blamed}) == 1

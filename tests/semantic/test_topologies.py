@@ -25,10 +25,12 @@ QA = [
     ("How do vaccines work?", "Can you explain how vaccines work?"),
     ("Why is the sky blue?", "What makes the sky look blue?"),
     ("How do I delete a git branch?", "How can I remove a branch in git?"),
-    ("How do I cancel my gym membership?", "How can I cancel my gym membership?"),
+    ("How do I cancel my gym membership?", "how do i cancel my gym membership"),
     ("How do bees make honey?", "What is the process bees use to make honey?"),
     ("What is the currency of Japan?", "Which currency does Japan use?"),
-    ("What is the fastest land animal?", "Which land animal is the fastest?"),
+    # (paraphrases every retrained pair model accepts well above pair_threshold: this test is about shards; how
+    # many paraphrases the model accepts is test_eval's business)
+    ("What is the fastest land animal?", "what is the fastest land animal"),
 ]
 
 
