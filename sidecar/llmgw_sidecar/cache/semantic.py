@@ -5,13 +5,15 @@ system prompt and the rest of the conversation, every output-affecting parameter
 per-request cache namespace, goes into exact tag filters. So "capital of France?" in one conversation never answers
 the same words in another conversation, another model, another temperature or another tenant.
 
-Two stages, so that a miss stays cheap: a static model distilled from the same MiniLM (embeddings/static.py, tens
-of microseconds) finds candidates in Redis; only when one is within `first_stage_distance` and passes the lexical
-rules of the verification step does the full model run, once, in one batch: the question, any candidate stored
-without its full vector, and the words the alignment needs. A candidate is served only when (1) its full-model
-cosine distance is within `distance_threshold` and (2) the verification step (verify.py) finds no difference the
-embedding is blind to. The vectors computed for the lookup are the ones stored: one embedding per request, and a miss
-never runs the full model just to store (the full vector of an entry is filled in the first time it is a candidate).
+A static model distilled from the same MiniLM (embeddings/static.py, tens of microseconds) finds candidates in Redis
+within `first_stage_distance`. With the pair model (embeddings/pair.py, the local default), the rules it may not
+overrule (verify.HARD_RULES) run, and it reads the nearest survivor together with the question: the full model never
+runs. Without it, only when a candidate passes the lexical rules of the verification step does the full model run,
+once, in one batch: the question, any candidate stored without its full vector, and the words the alignment needs;
+a candidate is then served only when (1) its full-model cosine distance is within `distance_threshold` and (2) the
+verification step (verify.py) finds no difference the embedding is blind to. The vectors computed for the lookup are
+the ones stored: one embedding per request, and a miss never runs the full model just to store (the full vector of an
+entry is filled in the first time it is a candidate).
 
 Requests with tools, tool results or function calls are exact-cache only unless `tools: true`. Every failure (model
 missing, embedding deadline, Redis error, index missing, wrong dimensions) is a miss, a metric and a rate-limited log
@@ -49,6 +51,7 @@ MAX_PENDING_STORES = 256
 WORD_CACHE_SIZE = 4096  # word/phrase vectors of the verification step (1.5 KB each: 6 MB at most)
 WORD_CACHE_MAX_CHARS = 40  # words and short phrases only, never whole questions
 STORE_DEADLINE_S = 10.0
+_STATE_KEY = "semantic"
 
 
 class Survivor(NamedTuple):
@@ -57,7 +60,6 @@ class Survivor(NamedTuple):
     cand: Candidate
     prompt: str
     al: verify.Alignment | None
-_STATE_KEY = "semantic"
 
 
 class SemanticCache:

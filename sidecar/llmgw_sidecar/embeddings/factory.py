@@ -5,6 +5,7 @@ now and then, so exporting the model later heals a running sidecar."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from pathlib import Path
@@ -119,7 +120,8 @@ def make_embedder(cfg: EmbeddingConfig, metrics: Metrics | None = None, *, lazy:
         if key in _shared:
             inner, refs = _shared[key]
             if not lazy:
-                inner.load()
+                with contextlib.suppress(EmbeddingError):  # unloadable: each embed reports it, as a miss
+                    inner.load()
             _shared[key] = (inner, refs + 1)
             return SharedLocal(key, inner)
         try:
