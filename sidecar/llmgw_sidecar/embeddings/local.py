@@ -24,24 +24,34 @@ MANIFEST = "llmgw-model.json"
 _STOP = object()
 
 
+def padded_tokenizer(tokenizer_file: Path, max_tokens: int) -> Any:
+    """The model's tokenizer, padding each batch to its own longest text and cutting at max_tokens: the shipped
+    tokenizer.json pads every input to 128 tokens, and short questions would pay for 128."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer_file))
+    tok.enable_truncation(max_length=max_tokens)
+    tok.enable_padding(pad_id=0, pad_token="[PAD]")
+    return tok
+
+
+def cpu_session(onnx_file: Path, threads: int) -> Any:
+    """An onnxruntime CPU session with `threads` intra-op threads and every graph optimisation."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(onnx_file), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
 class OnnxSentenceEncoder:
     """Synchronous encoder: texts -> unit vectors. Pooling and normalisation live inside the exported graph."""
 
     def __init__(self, onnx_file: Path, tokenizer_file: Path, *, max_tokens: int, threads: int) -> None:
-        import onnxruntime as ort
-        from tokenizers import Tokenizer
-
-        tok = Tokenizer.from_file(str(tokenizer_file))
-        # The shipped tokenizer.json pads every input to 128 tokens; short questions would pay for 128. Pad each batch
-        # to its own longest text instead, and cut at the model's limit.
-        tok.enable_truncation(max_length=max_tokens)
-        tok.enable_padding(pad_id=0, pad_token="[PAD]")
-        self.tokenizer = tok
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(onnx_file), sess_options=opts, providers=["CPUExecutionProvider"])
+        self.tokenizer = padded_tokenizer(tokenizer_file, max_tokens)
+        self.session = cpu_session(onnx_file, threads)
         self.dims = int(self.session.get_outputs()[0].shape[-1])
         # The first run allocates and plans (tens of ms): pay it at load, not on the first request's deadline.
         self.dims = int(self.encode(["warm up"]).shape[-1])

@@ -206,20 +206,11 @@ class PairScorer:
     neither precision nor recall on the first blind batches it was measured on (it doubled the cost)."""
 
     def __init__(self, model_dir: Path, *, precision: str = "int8", threads: int = 1) -> None:
-        import onnxruntime as ort
-        from tokenizers import Tokenizer
+        from .local import cpu_session, padded_tokenizer
 
         name = "model.int8.onnx" if precision == "int8" and (model_dir / "model.int8.onnx").exists() else "model.onnx"
-        tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-        tok.enable_truncation(max_length=MAX_TOKENS)
-        tok.enable_padding(pad_id=0, pad_token="[PAD]")
-        self.tokenizer = tok
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(model_dir / name), sess_options=opts,
-                                            providers=["CPUExecutionProvider"])
+        self.tokenizer = padded_tokenizer(model_dir / "tokenizer.json", MAX_TOKENS)
+        self.session = cpu_session(model_dir / name, threads)
         self.score([("warm up", "warm up")])  # the first run plans and allocates: at load, not on a request
 
     def score(self, pairs: list[tuple[str, str]]) -> list[float]:
