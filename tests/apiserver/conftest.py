@@ -18,7 +18,7 @@ from kubernetes.client.rest import ApiException
 
 from llmgw_operator.crd import GROUP, PLURAL, VERSION
 from tests.apiserver.cluster import ApiServer, apply, bin_dir, missing_binaries, wait_for
-from tests.apiserver.operator_proc import OperatorProcess
+from tests.apiserver.operator_proc import OperatorProcess, logs_during
 from tests.chart.helpers import CHART, NAMESPACE, RELEASE, render
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "examples"
@@ -112,24 +112,24 @@ def webhook_certs(webhook_ca: trustme.CA, tmp_path_factory: pytest.TempPathFacto
 
 
 @pytest.fixture
-def operators(request: pytest.FixtureRequest) -> Iterator[list[OperatorProcess]]:
-    """Operator processes a test starts: stopped at the end, their logs shown when the test failed."""
+def operators() -> Iterator[list[OperatorProcess]]:
+    """Operator processes a test starts: stopped at the end (their logs: see pytest_runtest_makereport)."""
     started: list[OperatorProcess] = []
     yield started
     for op in started:
         op.interrupt()  # all at once: each takes a few seconds to wind down
     for op in started:
         op.stop()
-    rep = getattr(request.node, "rep_call", None)
-    if rep is not None and rep.failed:
-        for op in started:
-            print(f"---- operator {op.name} log (tail) ----\n{op.log()[-4000:]}")
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
-    rep = yield
-    setattr(item, f"rep_{rep.when}", rep)
+    """A failed setup, test or teardown in this tier carries the log of every operator process that ran meanwhile
+    (module-scoped ones too): a timed-out wait_for says what the operator was doing, in CI's output."""
+    rep: pytest.TestReport = yield
+    if rep.failed:
+        for title, text in logs_during(call.start, call.stop):
+            rep.sections.append((title, text))
     return rep
 
 

@@ -1,5 +1,6 @@
 """The operator as a real process (`python -m llmgw_operator run`) against the test control plane, as the chart's
-ServiceAccount: a token kubeconfig, no admin rights. Logs go to a file the tests read (403s, reconciles, peering)."""
+ServiceAccount: a token kubeconfig, no admin rights. Logs go to a file the tests read (403s, reconciles, peering);
+conftest attaches the log of every operator that ran during a failed test to its report (`logs_during`)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,11 @@ class OperatorProcess:
     log_path: Path
     webhook_port: int | None
     _log_file: object = field(repr=False, default=None)
+    started_at: float = field(default_factory=time.time)
+    stopped_at: float | None = None
+
+    def __post_init__(self) -> None:
+        _STARTED.append(self)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -54,6 +60,23 @@ class OperatorProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+        if self.stopped_at is None:
+            self.stopped_at = time.time()
+
+
+# Every operator process of this test session, for the failure reports (module-scoped ones included).
+_STARTED: list[OperatorProcess] = []
+LOG_TAIL_LINES = 200
+
+
+def logs_during(start: float, stop: float) -> list[tuple[str, str]]:
+    """(title, log tail) of each operator that ran at some point between start and stop (time.time())."""
+    out = []
+    for op in _STARTED:
+        if op.started_at <= stop and (op.stopped_at is None or op.stopped_at >= start):
+            tail = "\n".join(op.log().splitlines()[-LOG_TAIL_LINES:])
+            out.append((f"operator {op.name} log (last {LOG_TAIL_LINES} lines of {op.log_path})", tail))
+    return out
 
 
 def start_operator(name: str, kubeconfig: Path, log_dir: Path, *, webhook_cert_dir: Path | None = None,

@@ -38,7 +38,6 @@ def operator(installed: Installed, tmp_path_factory: pytest.TempPathFactory) -> 
     op = start_operator("reconciler", installed.sa_kubeconfig, tmp_path_factory.mktemp("oplogs"))
     yield op
     op.stop()
-    print(f"---- operator log (tail) ----\n{op.log()[-3000:]}")
 
 
 def children(api: client.ApiClient, name: str) -> list[dict[str, Any]]:

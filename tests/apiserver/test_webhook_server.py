@@ -50,7 +50,6 @@ def injecting(installed: Installed, webhook_ca: trustme.CA, webhook_certs: Path,
     yield op, mwc
     op.stop()
     server.delete(mwc)
-    print(f"---- operator log (tail) ----\n{op.log()[-3000:]}")
 
 
 def _pod(name: str, annotations: dict[str, str] | None = None) -> dict[str, Any]:
