@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import copy
 import os
+import socket
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +29,7 @@ from kubernetes.client.rest import ApiException
 from llmgw_operator.builders import gateway as gwb
 from llmgw_sidecar.devredis import free_port
 from tests.apiserver.cluster import wait_for
-from tests.apiserver.conftest import Installed, gateway, secrets_for
+from tests.apiserver.conftest import Installed, condition, gateway, secrets_for
 from tests.apiserver.operator_proc import OperatorProcess, start_operator
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,7 +55,6 @@ def operator(installed: Installed, tmp_path_factory: pytest.TempPathFactory) -> 
                         extra_env={"LLMGW_GATEWAY_CLUSTER_ROLE": gateway_role(installed)})
     yield op
     op.stop()
-    print(f"---- operator log (tail) ----\n{op.log()[-3000:]}")
 
 
 def example() -> dict[str, Any]:
@@ -240,6 +242,77 @@ def test_deleting_the_gateway_role_deletes_the_bindings_it_owns(installed: Insta
     _delete_gateway(api, "gc")
     wait_for("the gateway released", lambda: gateway(api, NS, "gc") is None, 60)
     assert operator.forbidden() == []
+
+
+class Blackhole:
+    """A loopback TCP server that accepts and never answers: a Redis PING to it blocks for the operator's Redis
+    timeout, so the gateway's refresh timer is known to be mid-run while a connection of it is open."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return  # closed
+            conn.setblocking(False)
+            self.conns.append(conn)
+
+    def open_since(self, n: int) -> socket.socket | None:
+        """A connection accepted after the first n that its client has not closed yet."""
+        for conn in self.conns[n:]:
+            try:
+                if conn.recv(4096, socket.MSG_PEEK) == b"":
+                    continue  # closed by the client: that PING is over
+            except BlockingIOError:
+                return conn  # open, nothing more sent: the PING still waits
+            except OSError:
+                continue
+            return conn  # its PING arrived and waits for an answer
+        return None
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.conns:
+            conn.close()
+
+
+def test_a_gateway_deleted_while_its_refresh_runs_is_released_promptly(installed: Installed,
+                                                                      operator: OperatorProcess) -> None:
+    """kopf holds the finalizer until the gateway's refresh timer has exited. A sync timer cannot be interrupted: kopf
+    polls it every settings.background.cancellation_polling seconds (default 60, a CI failure of the test above), so
+    a deletion that catches the refresh mid-run waited a minute. The deletion also runs the release handler after the
+    refresh is over, so the binding that refresh may have applied again is deleted too."""
+    api = installed.server.client()
+    hole = Blackhole()
+    try:
+        installed.server.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "blackhole", "namespace": NS},
+                                "stringData": {"url": f"redis://127.0.0.1:{hole.port}/0"}})
+        doc = _named("slow")
+        doc["spec"]["redis"] = {"mode": "external",
+                                "external": {"mode": "standalone", "urlSecretRef": {"name": "blackhole", "key": "url"}}}
+        installed.server.apply(doc, "kubectl")
+        binding = f"llmgw-gateway:{NS}:slow"
+        wait_for("the ClusterRoleBinding", lambda: read(api, "ClusterRoleBinding", binding), 60)
+        # The create handler's pass is over once it wrote the status: a PING after that is the refresh timer's.
+        wait_for("status written", lambda: condition(gateway(api, NS, "slow"), "RedisReady"), 60)
+        seen = len(hole.conns)
+        wait_for("the refresh timer waiting on Redis", lambda: hole.open_since(seen), 30, interval_s=0.02)
+        started = time.monotonic()
+        _delete_gateway(api, "slow")
+        wait_for("the gateway released", lambda: gateway(api, NS, "slow") is None, 60)
+        took = time.monotonic() - started
+        # The refresh blocks for the operator's Redis timeout (1 s) per PING; what remains is kopf's polling.
+        assert took < 20, f"released after {took:.0f}s: kopf polled the exiting refresh timer too rarely"
+        wait_for("the binding deleted", lambda: read(api, "ClusterRoleBinding", binding) is None, 10)
+        assert operator.forbidden() == []
+    finally:
+        hole.close()
 
 
 def test_a_binding_left_by_a_gateway_deleted_without_operator_is_swept_at_start(

@@ -88,6 +88,7 @@ def test_cli_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch)
     assert s.watching.server_timeout == 300 and s.watching.client_timeout > s.watching.server_timeout
     assert s.posting.level == logging.INFO
     assert isinstance(s.persistence.progress_storage, kopf.AnnotationsProgressStorage)
+    assert s.background.cancellation_polling <= 2, "a deleted gateway waits on its refresh timer no longer"
     assert not cli.operator_settings("").peering.mandatory
     assert not cli.operator_settings("llmgateway", ["a", "b"]).peering.clusterwide  # KopfPeering per namespace
 
