@@ -244,7 +244,7 @@ class Applier:
                     continue
                 if (kind, md["name"]) in keep:
                     continue
-                getattr(api, f"delete_namespaced_{k.suffix}")(md["name"], namespace, _request_timeout=REQUEST_TIMEOUT)
+                _delete(getattr(api, f"delete_namespaced_{k.suffix}"), md["name"], namespace)
                 deleted.append(f"{kind}/{md['name']}")
         return deleted
 
@@ -281,7 +281,7 @@ class Applier:
                 gone = not self._gateway_exists(owner_ns, owner)
             if gone:
                 try:
-                    getattr(api, f"delete_{k.suffix}")(md["name"], _request_timeout=REQUEST_TIMEOUT)
+                    _delete(getattr(api, f"delete_{k.suffix}"), md["name"])
                 except ApiException as e:
                     if e.status != 404:  # 404: another replica or pass was first
                         raise
@@ -356,6 +356,13 @@ class Applier:
             GROUP, VERSION, namespace, PLURAL, name, {"status": status}, _content_type=MERGE_PATCH,
             _request_timeout=REQUEST_TIMEOUT,
         )
+
+
+def _delete(method: Any, *args: str) -> None:
+    """A delete, its answer not read into a model (an older server, 1.20 here, answers a Service's deletion with a
+    Status, which the client's V1Service refuses after the fact). Error statuses still raise ApiException; reading
+    frees the connection."""
+    method(*args, _preload_content=False, _request_timeout=REQUEST_TIMEOUT).data  # noqa: B018
 
 
 def _check_statefulset_immutables(body: Manifest, existing: dict[str, Any]) -> None:

@@ -189,6 +189,9 @@ def test_turning_the_gateway_off_prunes_everything_of_it(installed: Installed, o
     wait_for("status.gateway removed", lambda: "gateway" not in (gateway(api, NS, "llm") or {}).get("status", {}), 30)
     assert read(api, "ConfigMap", "llm-sidecar") is not None, "the sidecar side is untouched"
     assert operator.forbidden() == []
+    # 1.20 answers a Service's deletion with a Status the client's V1Service model refused: the pass failed after
+    # pruning (a traceback and a retry a minute later) although everything was deleted.
+    assert "failed with an exception" not in operator.log()
 
 
 def _named(name: str) -> dict[str, Any]:
