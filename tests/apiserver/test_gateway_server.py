@@ -244,6 +244,8 @@ def test_deleting_the_gateway_role_deletes_the_bindings_it_owns(installed: Insta
     wait_for("the binding owned by the new role", lambda: _owner_uid(api, binding) == new_role_uid, 60)
     _delete_gateway(api, "gc")
     wait_for("the gateway released", lambda: gateway(api, NS, "gc") is None, 60)
+    # Also when the deletion caught a refresh that applied the binding again after the release handler ran.
+    wait_for("the binding deleted", lambda: read(api, "ClusterRoleBinding", binding) is None, 10)
     assert operator.forbidden() == []
 
 
