@@ -219,6 +219,8 @@ class Handlers:
         headers["age"] = str(age_s(hit))
         if hit.distance is not None:
             headers["x-llmgw-cache-distance"] = f"{hit.distance:.4f}"
+        if hit.score is not None:
+            headers["x-llmgw-cache-score"] = f"{hit.score:.4f}"
         if not ctx.stream:
             return web.Response(body=hit.body, content_type=JSON, headers=headers)
         sse, usage_event = (hit.sse, hit.sse_usage) if hit.sse is not None else body_to_sse(ctx.endpoint, hit.body)

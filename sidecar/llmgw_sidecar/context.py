@@ -73,6 +73,7 @@ class CachedAnswer:
     sse_usage: bytes | None = None
     usage: Usage | None = None
     distance: float | None = None  # set on semantic hits
+    score: float | None = None  # the pair model's probability, when it decided
 
 
 @dataclass(slots=True)

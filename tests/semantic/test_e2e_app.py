@@ -45,6 +45,7 @@ def test_paraphrase_answered_from_semantic_cache(make_gateway, redis_standalone:
     r = until_semantic_hit(c, "Which city is the capital of France?")
     assert r.headers["x-llmgw-cache"] == "hit-semantic"
     assert 0 < float(r.headers["x-llmgw-cache-distance"]) <= 0.35  # the first stage's distance
+    assert 0.5 <= float(r.headers["x-llmgw-cache-score"]) <= 1  # the pair model's probability, which decided
     # the stored answer to the ORIGINAL question, and the upstream was not called again
     assert r.parse().choices[0].message.content == "echo: What's the capital of France?"
     assert fake_upstream.count("ok") == calls

@@ -3,13 +3,25 @@ and a real Redis Stack."""
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from llmgw_sidecar.embeddings.local import LocalEmbedder
-from llmgw_sidecar.embeddings.pair import PAIRS_DIR, PairScorer, _content, rewrite, training_pairs
+from llmgw_sidecar.embeddings.pair import (
+    BATCH,
+    BUCKET,
+    PAIRS_DIR,
+    PairScorer,
+    _batches,
+    _content,
+    rewrite,
+    training_pairs,
+)
 
 from .conftest import build_layer, make_ctx, sample, store_and_wait
 
@@ -37,6 +49,26 @@ def test_training_data_is_the_development_sets_plus_rewrites_and_other_questions
     # questions of other labelled pairs, never the question's own partner
     assert len(others) > labelled // 5 and not {(a, b) for a, b in others} & set(forward)
     assert training_pairs() == pairs  # deterministic: the same model on the same machine
+
+
+def test_training_data_does_not_depend_on_the_string_hash() -> None:
+    """Each process salts str hashes differently: a set iterated while building the data once changed which of two
+    equally similar questions became a negative, and each fresh export trained another model."""
+    code = ("import hashlib, json; from llmgw_sidecar.embeddings.pair import training_pairs; "
+            "print(hashlib.sha256(json.dumps(training_pairs()).encode()).hexdigest())")
+    digests = {subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": seed},
+                              capture_output=True, text=True, check=True, timeout=120).stdout for seed in ("1", "2")}
+    assert len(digests) == 1
+
+
+def test_batches_group_similar_lengths_and_keep_every_example() -> None:
+    examples = [(f"q{i} " + "word " * (i % 23), "other", float(i % 2)) for i in range(BATCH * BUCKET * 2 + 5)]
+    batches = _batches(list(examples), random.Random(1))
+    flat = [x for b in batches for x in b]
+    assert len(flat) == len(set(flat)) == len(examples) - 5 and all(len(b) == BATCH for b in batches)
+    spread = [max(len(x[0]) for x in b) - min(len(x[0]) for x in b) for b in batches]
+    assert max(spread) <= 10  # 23 lengths 5 characters apart in runs of 32 batches: neighbours only
+    assert _batches(list(examples), random.Random(1)) == batches
 
 
 def test_rewrites_keep_the_meaning() -> None:

@@ -288,7 +288,7 @@ class SemanticCache:
                           sv.prompt)
                 refused_any = True
                 continue
-            answer = answer_from(sv.cand, distance)
+            answer = answer_from(sv.cand, distance, score)
             if answer is not None:
                 return answer, refused_any
         return None, refused_any

@@ -27,7 +27,7 @@ def decode_vec(value: Any, dims: int) -> np.ndarray | None:
     return vec if vec.shape == (dims,) else None
 
 
-def answer_from(cand: Candidate, distance: float) -> CachedAnswer | None:
+def answer_from(cand: Candidate, distance: float, score: float | None = None) -> CachedAnswer | None:
     f = cand.fields
     body = f.get("body")
     if not body:
@@ -48,4 +48,4 @@ def answer_from(cand: Candidate, distance: float) -> CachedAnswer | None:
         return v.encode() if isinstance(v, str) else bytes(v)
 
     return CachedAnswer(body=b("body") or b"", created=created, sse=b("sse"), sse_usage=b("sse_usage"), usage=usage,
-                        distance=round(distance, 6))
+                        distance=round(distance, 6), score=None if score is None else round(score, 6))
