@@ -49,7 +49,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def ensure_model() -> Path:
     """The exported model (ONNX fp32 + int8, the static first stage, the pair model); the first session in a checkout
-    exports it (15 s, 2-5 min to distill the static model, ~5 min to train the pair model: `make test` does it before
+    exports it (15 s, 2-5 min to distill the static model, ~8 min to train the pair model: `make test` does it before
     the tests start), later ones reuse it."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     MODEL_DIR.parent.mkdir(parents=True, exist_ok=True)

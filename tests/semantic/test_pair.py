@@ -19,6 +19,7 @@ from llmgw_sidecar.embeddings.pair import (
     PairScorer,
     _batches,
     _content,
+    exchange,
     rewrite,
     training_pairs,
 )
@@ -69,6 +70,20 @@ def test_batches_group_similar_lengths_and_keep_every_example() -> None:
     spread = [max(len(x[0]) for x in b) - min(len(x[0]) for x in b) for b in batches]
     assert max(spread) <= 10  # 23 lengths 5 characters apart in runs of 32 batches: neighbours only
     assert _batches(list(examples), random.Random(1)) == batches
+
+
+def test_exchanged_phrases_are_new_questions_unless_side_by_side() -> None:
+    assert exchange("How do I copy a file from my laptop to a remote server with scp?") == (
+        "How do I copy a file from my remote server to a laptop with scp?", 0.0)
+    assert exchange("What time is it in Tokyo when it's noon in London?") == (
+        "What time is it in London when it's noon in Tokyo?", 0.0)
+    assert exchange("What happened in Germany in 1989?") == ("What happened in 1989 in Germany?", 1.0)
+    # not a direction: an infinitive, an alternative, a phrasal verb, one phrase only
+    for q in ("What's a good way to learn to read sheet music?", "Flights to Rome or to Oslo",
+              "How do I turn on Bluetooth on Windows?", "How do I fade in audio in Audacity?", "What is DNS?"):
+        assert exchange(q) is None, q
+    pairs = training_pairs()
+    assert ("How do I migrate from MySQL to PostgreSQL?", "How do I migrate from PostgreSQL to MySQL?", 0.0) in pairs
 
 
 def test_rewrites_keep_the_meaning() -> None:

@@ -86,19 +86,19 @@ class SemanticCacheConfig(StrictModel):
                         "semantic cache (by default they use the exact cache only).")
     first_stage: bool = Field(True, description="local: find candidates with the static model distilled at export "
                               "time; the full model runs only for candidates within first_stage_distance.")
-    first_stage_distance: float = Field(0.3, gt=0, lt=2, description="Largest first-stage (static model) distance "
-                                        "of a candidate worth the pair model (or the full model): the largest that "
-                                        "keeps a miss within 0.4x its CPU before issue 13 (docs/semantic-cache.md).")
+    first_stage_distance: float = Field(0.35, gt=0, lt=2, description="Largest first-stage (static model) distance "
+                                        "of a candidate worth the pair model (or the full model): chosen on blind "
+                                        "batches 9 and 10 for a recall of 0.6 (docs/semantic-cache.md).")
     pair_model: bool = Field(True, description="local: the last word on a candidate that passed every rule is the pair "
                              "model exported with the embedding model (a cross-encoder reading both questions at "
                              "once); it replaces the unmatched-word rule. Off, or an export without it: that rule "
                              "decides (docs/semantic-cache.md).")
-    pair_threshold: float = Field(0.8, gt=0, lt=1, description="Lowest pair-model probability that serves a candidate; "
-                                  "0.8 prices a wrong answer at four missed ones.")
+    pair_threshold: float = Field(0.7, gt=0, lt=1, description="Lowest pair-model probability that serves a candidate "
+                                  "(chosen on blind batches 9 and 10, which it is not trained on).")
     pair_candidates: int = Field(1, ge=1, le=16, description="The pair model reads at most this many candidates per "
                                  "lookup (the nearest that pass the rules): each costs ~2.5 ms of CPU, and most "
                                  "lookups are misses.")
-    pair_overrule_threshold: float = Field(0.99, gt=0, lt=1, description="Lowest pair-model probability that serves "
+    pair_overrule_threshold: float = Field(0.9, gt=0, lt=1, description="Lowest pair-model probability that serves "
                                            "a candidate a content rule doubted (numbers, entities, identifiers, quoted, "
                                            "negation, tense, degree); roles, antonyms and question are never overruled.")
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
