@@ -185,6 +185,8 @@ def numbers_differ(a: str, b: str) -> bool:
     ua, ub = _bare_units(a), _bare_units(b)
     if len(ua) >= 2 and len(ub) >= 2 and ua != ub:  # Celsius -> Fahrenheit is not Fahrenheit -> Celsius
         return True
+    if ua and ub and not set(ua) & set(ub):  # "how far ... in kilometers" / "... in miles"
+        return True
     # A unit only counts when both sides give it: "5 miles" and "5" may be the same question, "5 miles" and
     # "5 km" are not.
     if len(na) != len(nb):

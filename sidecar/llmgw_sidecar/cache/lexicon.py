@@ -193,10 +193,10 @@ def derived(a: str, b: str) -> bool:
 
 _NEG_PREFIXES = ("un", "dis", "non", "in", "im", "il", "ir", "de", "anti")
 # Prefixes that point in opposite or different directions on one stem: en/de-crypt, im/ex-port, in/ex-clude,
-# up/down-load, over/under-estimate, en/dis-able, hyper/hypo-thyroidism.
+# up/down-load, over/under-estimate, en/dis-able, hyper/hypo-thyroidism, exo/endo-thermic.
 _DIRECTION_PREFIXES = ("en", "em", "de", "dis", "un", "in", "im", "ex", "up", "down", "over", "under", "pre", "post",
                        "inter", "intra", "sub", "super", "pro", "anti", "micro", "macro", "min", "max", "out",
-                       "hyper", "hypo")
+                       "hyper", "hypo", "exo", "endo")
 
 
 def _split_prefix(word: str) -> list[tuple[str, str]]:

@@ -104,8 +104,14 @@ def _subject(p: Parsed, w: Word) -> str | None:
     return None
 
 
+def _doer(p: Parsed, w: Word) -> Word | None:
+    """The content word right before the verb `w` (its subject in "animals eat", "do foxes eat"), if it is a noun."""
+    return next((c for c in p.content if c.pos == w.pos - 1 and not lexicon.verb_not_noun(c.text)), None)
+
+
 def subjects(al: Alignment) -> str | None:
-    """The same verb done by someone else: "do I owe my roommate" / "does my roommate owe me"."""
+    """The same verb done by someone else: "do I owe my roommate" / "does my roommate owe me", "what animals eat
+    foxes" / "what animals do foxes eat" (each side's doer is a word of the other side, in another place)."""
     for i, j in al.a_to_b.items():
         x, y = al.a.content[i], al.b.content[j]
         # the same verb, one that is only ever a verb (owe, evict; not "better", "move")
@@ -115,6 +121,13 @@ def subjects(al: Alignment) -> str | None:
         sx, sy = _subject(al.a, x), _subject(al.b, y)
         if sx is not None and sy is not None and sx != sy:
             return f"roles: {x.text} done by {sx} / by {sy}"
+        # a verb in the present ("eat", "eats"), not a participle: "container-grown", "an email asking"
+        finite = all(v.text in (base := min(lexicon.lemmas(v.text), key=len), base + "s", base + "es") for v in (x, y))
+        da, db = (_doer(al.a, x), _doer(al.b, y)) if finite else (None, None)
+        if da is not None and db is not None and not lexicon.lemmas(da.text) & lexicon.lemmas(db.text) and any(
+                lexicon.lemmas(da.text) & lexicon.lemmas(c.text) for c in al.b.content) and any(
+                lexicon.lemmas(db.text) & lexicon.lemmas(c.text) for c in al.a.content):
+            return f"roles: {x.text} done by {da.text} / by {db.text}"
     return None
 
 
