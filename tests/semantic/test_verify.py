@@ -13,7 +13,10 @@ from llmgw_sidecar.embeddings.local import LocalEmbedder
 REFUSE = [
     ("numbers", "What is 2+2?", "What is 2+3?"),
     ("numbers", "Convert 5 miles to km", "Convert 5 km to miles"),
-    ("numbers", "How far is Paris from Berlin in kilometers?", "how far is paris from berlin in miles"),  # no number
+    ("units", "How far is Paris from Berlin in kilometers?", "how far is paris from berlin in miles"),  # no number
+    ("units", "How fast is my connection in megabits per second?", "How fast is my connection in megabytes per second?"),
+    ("antonyms", "How do I schedule a cron job to run at midnight?", "how do i schedule a cron job to run at noon"),
+    ("antonyms", "What should I eat before a long run?", "What should I eat after a long run?"),
     ("quoted", 'Translate "good morning" into Spanish.', 'Translate "good night" into Spanish.'),
     ("identifiers", "What does `os.path.join` do?", "What does `os.path.split` do?"),
     ("entities", "Who wrote Hamlet?", "Who wrote Macbeth?"),

@@ -62,6 +62,7 @@ for _canon, _names in {
     "day": "day days", "week": "week weeks", "month": "month months", "year": "year years yr yrs",
     "kb": "kb kilobyte kilobytes", "mb": "mb megabyte megabytes", "gb": "gb gigabyte gigabytes",
     "tb": "tb terabyte terabytes", "byte": "byte bytes", "bit": "bit bits", "%": "% percent percentage",
+    "mbit": "mbps megabit megabits", "gbit": "gbps gigabit gigabits",
     "mph": "mph", "kmh": "kph kmh", "cal": "calorie calories kcal", "cup": "cup cups",
     "tbsp": "tbsp tablespoon tablespoons", "tsp": "tsp teaspoon teaspoons",
 }.items():
@@ -175,6 +176,13 @@ def quantities_differ(a: str, b: str) -> bool:
     return bool((qa ^ qb) & {"all", "most"}) and not (qa and qb)
 
 
+def units_differ(a: str, b: str) -> bool:
+    """Both ask in units, not the same ones: "how far ... in kilometers" / "... in miles", "a cup of flour in grams" /
+    "... in ounces" (the answer is another number, however alike the questions)."""
+    ua, ub = _bare_units(a), _bare_units(b)
+    return bool(ua and ub and set(ua) != set(ub))
+
+
 def numbers_differ(a: str, b: str) -> bool:
     na, oa = _numbers(a)
     nb, ob = _numbers(b)
@@ -184,8 +192,6 @@ def numbers_differ(a: str, b: str) -> bool:
         return True
     ua, ub = _bare_units(a), _bare_units(b)
     if len(ua) >= 2 and len(ub) >= 2 and ua != ub:  # Celsius -> Fahrenheit is not Fahrenheit -> Celsius
-        return True
-    if ua and ub and not set(ua) & set(ub):  # "how far ... in kilometers" / "... in miles"
         return True
     # A unit only counts when both sides give it: "5 miles" and "5" may be the same question, "5 miles" and
     # "5 km" are not.

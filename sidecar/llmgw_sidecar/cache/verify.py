@@ -17,6 +17,7 @@ aligned and a set of general rules must all agree:
               done by someone else ("do I owe my roommate" / "does my roommate owe me") -> refuse.
   tense       past / present / future differ (who won / who will win) -> refuse.
   question    the question word differs (when / where / who / why / how many / how much) -> refuse.
+  units       both ask in units, not the same ones (in kilometers / in miles) -> refuse.
   numbers, quoted, identifiers, entities, negation: the detail guards of guards.py (2+2 / 2+3, some / all,
               'happy' / 'sad', os.path.join / os.path.split, Paris / Rome, safe / not safe).
 
@@ -58,6 +59,13 @@ OPPOSABLE = frozenset("up down in out on off over under before after above below
                       "more less most least with".split())
 
 FUTURE = frozenset({"will", "shall", "gonna", "'ll"})
+# Points in time that exclude each other, which WordNet does not list as antonyms: a cron job at noon is not one at
+# midnight, a bedtime routine not a morning routine, what to do before a move not what to do after it.
+EXCLUSIVE_TIMES = (frozenset("morning afternoon evening night tonight midnight noon midday bedtime dawn dusk sunrise "
+                             "sunset overnight".split()),
+                   frozenset("hourly daily nightly weekly fortnightly monthly quarterly yearly annually "
+                             "continuously".split()),
+                   frozenset("before after".split()))
 
 CONDITIONAL = frozenset({"if", "when", "whenever", "once"})
 
@@ -93,6 +101,8 @@ def antonym_pairs(al: Alignment) -> str | None:
             if lexicon.lemmas(y) & la:
                 continue
             if len(x) > 1 and len(y) > 1 and not numeral(x) and not numeral(y) and lexicon.antonyms(x, y):
+                return f"opposites: {x} / {y}"
+            if x != y and any(x in group and y in group for group in EXCLUSIVE_TIMES):
                 return f"opposites: {x} / {y}"
     return None
 
@@ -186,6 +196,7 @@ def _al_rule(fn: Callable[[Alignment], str | None]) -> Callable[[str, str, Align
 
 # Order only decides which rule gets the blame when several object; the specific ones go first.
 RULES: dict[str, Callable[[str, str, Alignment], str | None]] = {
+    "units": _text_rule(guards.units_differ, "units differ"),
     "numbers": _text_rule(guards.numbers_differ, "numbers differ"),
     "quoted": _text_rule(guards.quoted_differs, "quoted text differs"),
     "identifiers": _text_rule(guards.identifiers_differ, "identifiers differ"),
@@ -199,11 +210,12 @@ RULES: dict[str, Callable[[str, str, Alignment], str | None]] = {
     "unmatched": _al_rule(unmatched),
 }
 # With a pair model, these rules still refuse outright: who does what to whom, opposites and the question word are
-# what a cross-encoder reads worst (it scored "when was the Eiffel Tower built" / "where ..." 0.92). The others (numbers,
+# what a cross-encoder reads worst (it scored "when was the Eiffel Tower built" / "where ..." 0.92), and so is the unit an
+# answer is asked in ("paint in liters" / "in gallons": 1.00). The others (numbers,
 # names, identifiers, quotes, negation, tense, degree) become doubts that the pair model may overrule when it is
 # near-certain: on wordy paraphrases they misfire ("I've never grown garlic, when do I plant it" is not a negation
 # of "best time to plant garlic?"), and the pair model reads number and name changes well (docs/semantic-cache.md).
-HARD_RULES = ("roles", "antonyms", "question")
+HARD_RULES = ("roles", "antonyms", "question", "units")
 
 
 def refusal(question_text: str, candidate: str, cfg: GuardsConfig,

@@ -40,6 +40,8 @@ class GuardsConfig(StrictModel):
     """Rules of the verification step (cache/verify.py); each refusal is counted under its rule's name."""
 
     numbers: bool = Field(True, description="Refuse when numbers, units or arithmetic operators differ.")
+    units: bool = Field(True, description="Refuse when both questions ask in units, not the same ones (in kilometers "
+                        "/ in miles).")
     quoted: bool = Field(True, description="Refuse when quoted strings differ.")
     identifiers: bool = Field(True, description="Refuse when code identifiers differ.")
     entities: bool = Field(True, description="Refuse when capitalised names differ.")
@@ -100,7 +102,7 @@ class SemanticCacheConfig(StrictModel):
                                  "lookups are misses.")
     pair_overrule_threshold: float = Field(0.9, gt=0, lt=1, description="Lowest pair-model probability that serves "
                                            "a candidate a content rule doubted (numbers, entities, identifiers, quoted, "
-                                           "negation, tense, degree); roles, antonyms and question are never overruled.")
+                                           "negation, tense, degree); roles, antonyms, question and units are never overruled.")
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
     guards: GuardsConfig = Field(default_factory=GuardsConfig)
 

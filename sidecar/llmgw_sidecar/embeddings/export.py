@@ -36,7 +36,8 @@ PINNED: dict[str, dict[str, str]] = {
 }
 DEFAULT_NAME = "all-MiniLM-L6-v2"
 MANIFEST = "llmgw-model.json"
-FORMAT = 5  # 2: fused attention graph; 3: static first-stage model; 4: pair model; 5: its per-channel int8. Bump when the export changes (redone then).
+# 2: fused attention graph; 3: static first-stage model; 4: pair model; 5: its per-channel int8 and new training data.
+FORMAT = 5  # bump when the export changes (redone then)
 STATIC_DIMS = 128
 OPSET = 17
 CHECK_SENTENCES = [
