@@ -7,11 +7,12 @@ The development sets are packaged with the sidecar (embeddings/pairs/): the rule
 model is trained on them at export time, so what they measure is fit, not generalisation. semantic_pairs.jsonl (469)
 was the rules' dev set; holdout 1-2 (90, 70) and blind 3-6 (159, 198, 253, 291) were each measured once, blind, for
 the rules; blind 7-8 (235, 255) once for the first pair model, blind 11-12 (262, 264) once for the third; then each
-became development data. Blind 9-10 (255, 266; tests/data) were measured once for the second pair model; since then
-they are its validation sets (the quantisation and the thresholds were chosen on them), never trained on. The blind
-sets of the method as shipped are tests/data/semantic_pairs_blind13.jsonl and blind14.jsonl (265, 260 pairs), written
-by two people who never saw the method, and measured once after it was frozen, before anyone read them; they are
-never trained on or tuned on. docs/semantic-cache.md has every first measurement.
+became development data. Blind 9-10 (255, 266) and 13-14 (265, 260; tests/data) were measured once for the second
+and fourth pair models; since then they are validation sets (the quantisation and thresholds were chosen on 9-10,
+the units and time rules on 13-14), never trained on. The blind sets of the method as shipped are
+tests/data/semantic_pairs_blind15.jsonl and blind16.jsonl (256, 259 pairs), written by two people who never saw the
+method, and measured once after it was frozen, before anyone read them; never trained or tuned on.
+docs/semantic-cache.md has every first measurement.
 """
 
 from __future__ import annotations
@@ -38,15 +39,18 @@ FIRST_PAIR_BLIND = ["semantic_pairs_blind7.jsonl", "semantic_pairs_blind8.jsonl"
 THIRD_PAIR_BLIND = ["semantic_pairs_blind11.jsonl", "semantic_pairs_blind12.jsonl"]
 # all in embeddings/pairs/: the pair model's training data
 DEVELOPMENT = [DEV, *RULES_HELD_OUT, *FIRST_PAIR_BLIND, *THIRD_PAIR_BLIND]
-VALIDATION = ["semantic_pairs_blind9.jsonl", "semantic_pairs_blind10.jsonl"]  # tests/data: never trained on
-BLIND = ["semantic_pairs_blind13.jsonl", "semantic_pairs_blind14.jsonl"]  # tests/data: never trained on or tuned on
-# Issue 13's bars: 0.99 precision on the development data, 0.97 on the blind sets combined, both at recall >= 0.6.
+# tests/data: never trained on; the thresholds (9-10) and the last rules (13-14) were chosen on them
+VALIDATION = [f"semantic_pairs_blind{n}.jsonl" for n in (9, 10, 13, 14)]
+BLIND = ["semantic_pairs_blind15.jsonl", "semantic_pairs_blind16.jsonl"]  # tests/data: never trained on or tuned on
+# Issue 13's bars: 0.99 precision on the development data, 0.97 on the sets never trained on combined, both at
+# recall >= 0.6.
 DEV_PRECISION, DEV_RECALL = 0.99, 0.6
-# First measurement of blind 9-10 (int8, the default): precision 0.973, recall 0.462 (docs/semantic-cache.md). The
-# floors are that measurement less one false hit and a few paraphrases, so that a regression fails and a retrained
-# model on another CPU (floating point differs) does not fail by one pair; the 0.6 recall is not claimed.
-BLIND_PRECISION, BLIND_RECALL = 0.96, 0.44
-VALIDATION_PRECISION, VALIDATION_RECALL = 0.0, 0.0  # FIRST MEASUREMENT RUN
+UNSEEN_PRECISION, UNSEEN_RECALL = 0.97, 0.6  # measured 0.978 / 0.687 (int8), 0.974 / 0.720 (fp32)
+# First measurement of blind 15-16 (int8, the default): precision 0.976, recall 0.692 (fp32 0.977 / 0.713); of the
+# validation sets 0.979 / 0.684 (fp32 0.972 / 0.724). The floors are those less a false hit and a few paraphrases,
+# so that a regression fails and a model trained on another CPU (floating point differs) does not fail by one pair.
+BLIND_PRECISION, BLIND_RECALL = 0.965, 0.66
+VALIDATION_PRECISION, VALIDATION_RECALL = 0.965, 0.66
 # The rules alone (pair model off, or a remote embedding provider): their measured floors on their own sets, so that
 # a regression fails (recall 0.41 on the sets they were not developed on: docs/semantic-cache.md).
 RULES_HELD_OUT_PRECISION, RULES_HELD_OUT_RECALL = 0.97, 0.38
@@ -177,12 +181,14 @@ def test_pair_model_precision_and_recall(model_dir: Path, static: StaticEncoder,
     results = {name: evaluate(embedder, static, load(name), cfg, pair=scorer)
                for name in (*DEVELOPMENT, *VALIDATION, *BLIND)}
     with capsys.disabled():  # the numbers belong in every test run's output, not only with -s
-        combined = _report(precision, "pair", results, {"development": DEVELOPMENT, "validation 9-10": VALIDATION,
-                                                        "blind 13-14": BLIND, "unseen 9-10, 13-14": [*VALIDATION, *BLIND]})
+        combined = _report(precision, "pair", results, {"development": DEVELOPMENT, "validation 9-10, 13-14": VALIDATION,
+                                                        "blind 15-16": BLIND, "unseen 9-10, 13-16": [*VALIDATION, *BLIND]})
     assert combined["development"][0] >= DEV_PRECISION and combined["development"][1] >= DEV_RECALL, combined
-    assert combined["validation 9-10"][0] >= VALIDATION_PRECISION, combined
-    assert combined["validation 9-10"][1] >= VALIDATION_RECALL, combined
-    assert combined["blind 13-14"][0] >= BLIND_PRECISION and combined["blind 13-14"][1] >= BLIND_RECALL, combined
+    assert combined["validation 9-10, 13-14"][0] >= VALIDATION_PRECISION, combined
+    assert combined["validation 9-10, 13-14"][1] >= VALIDATION_RECALL, combined
+    assert combined["blind 15-16"][0] >= BLIND_PRECISION and combined["blind 15-16"][1] >= BLIND_RECALL, combined
+    assert combined["unseen 9-10, 13-16"][0] >= UNSEEN_PRECISION, combined
+    assert combined["unseen 9-10, 13-16"][1] >= UNSEEN_RECALL, combined
 
 
 @pytest.mark.timeout(600)
@@ -194,13 +200,13 @@ def test_rules_alone_precision_and_recall(model_dir: Path, static: StaticEncoder
     results = {name: evaluate(embedder, static, load(name), cfg)
                for name in (DEV, *RULES_HELD_OUT, *FIRST_PAIR_BLIND, *VALIDATION, *THIRD_PAIR_BLIND, *BLIND)}
     with capsys.disabled():
-        combined = _report("int8", "rules", results, {"held-out 1-6": RULES_HELD_OUT, "blind 7-14":
+        combined = _report("int8", "rules", results, {"held-out 1-6": RULES_HELD_OUT, "blind 7-16":
                                                       [*FIRST_PAIR_BLIND, *VALIDATION, *THIRD_PAIR_BLIND, *BLIND]})
     dev = results[DEV]
     assert dev["precision"] >= DEV_PRECISION and dev["recall"] >= RULES_DEV_RECALL, dev
     assert combined["held-out 1-6"][0] >= RULES_HELD_OUT_PRECISION, combined
     assert combined["held-out 1-6"][1] >= RULES_HELD_OUT_RECALL, combined
-    assert combined["blind 7-14"][0] >= 0.8, combined  # measured 0.824: the rules alone do not generalise
+    assert combined["blind 7-16"][0] >= 0.85, combined  # measured 0.92: the rules alone do not generalise
 
 
 def test_threshold_alone_is_not_safe(embedder: LocalEmbedder) -> None:
