@@ -18,6 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from ..cache.roles import DIRECTION
+from ..cache.words import FUNCTION
+
 PAIRS_DIR = Path(__file__).parent / "pairs"
 MAX_TOKENS = 96  # two questions together; the longest labelled pair has 71 tokens
 SEED = 20261130
@@ -75,8 +78,6 @@ _WORD = re.compile(r"[a-z0-9]+")
 
 
 def _content(q: str) -> frozenset[str]:
-    from ..cache.words import FUNCTION
-
     return frozenset(w for w in _WORD.findall(q.lower()) if w not in FUNCTION and len(w) > 1)
 
 
@@ -140,8 +141,10 @@ def rewrite(q: str, rng: random.Random) -> str:
 
 
 _PHRASE_TOKEN = re.compile(r"[A-Za-z0-9$][A-Za-z0-9'+#.,%-]*[A-Za-z0-9+#%]|[A-Za-z0-9]")
-_DIRECTION = frozenset("from to into onto toward towards".split())
+_DIRECTION = DIRECTION - {"than"}  # the roles rule's direction words; "than" compares two things, it points nowhere
 _PLACE_TIME = frozenset("in on at after before during for".split())
+_GOVERNORS = _DIRECTION | _PLACE_TIME
+_PHRASE_END = FUNCTION | _GOVERNORS
 _SIDE_BY_SIDE = frozenset({"in", "at", "during"})  # "in Bali in January" (not "turn on Bluetooth on Windows")
 _LEAD = frozenset("a an the my your our their his her its some another".split())
 
@@ -149,21 +152,19 @@ _LEAD = frozenset("a an the my your our their his her its some another".split())
 def _phrases(q: str) -> list[tuple[str, int, int]]:
     """(preposition, start, end) of each phrase a direction, place or time word governs: "from [my laptop]", "in
     [Tokyo]"; the phrase is the run of content words after it (determiners skipped), within one clause."""
-    from ..cache.words import FUNCTION
-
     words = list(_PHRASE_TOKEN.finditer(q))
     out = []
     k = 0
     while k < len(words):
         prep = words[k].group().lower()
-        if prep not in _DIRECTION | _PLACE_TIME:
+        if prep not in _GOVERNORS:
             k += 1
             continue
         s = k + 1
         while s < len(words) and words[s].group().lower() in _LEAD:
             s += 1
         e = s
-        while e < len(words) and words[e].group().lower() not in FUNCTION | _DIRECTION | _PLACE_TIME and (
+        while e < len(words) and words[e].group().lower() not in _PHRASE_END and (
                 e == s or not re.search(r"[,?.!;:]", q[words[e - 1].end():words[e].start()])):
             e += 1
         if e > s:
