@@ -109,6 +109,52 @@ async def test_failing_or_slow_pair_model_is_a_miss(redis_standalone: str, embed
     await sc.close()
 
 
+async def test_answer_is_read_only_for_the_candidate_served(redis_standalone: str, embedder: LocalEmbedder,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The KNN returns the stored question only; the answer is read for the one candidate served. An entry that
+    expires between the two is a miss, and a Redis failure at the read is an error and the breaker's."""
+    from llmgw_sidecar.cache import semantic_index
+
+    sc, cfg, m = await build_layer({"url": redis_standalone}, embedder)
+    await store_and_wait(sc, make_ctx(cfg, "What is the speed of light?"), "c")
+    found: list[semantic_index.Candidate] = []
+    search = semantic_index.ShardIndex.search
+
+    async def spy(self: semantic_index.ShardIndex, *args: object) -> list[semantic_index.Candidate]:
+        got = await search(self, *args)  # type: ignore[arg-type]
+        found.extend(got)
+        return got
+
+    monkeypatch.setattr(semantic_index.ShardIndex, "search", spy)
+    served = await sc.lookup(make_ctx(cfg, "What's the speed of light?"))
+    assert served is not None and b"c" in served.body
+    assert found and set(found[0].fields) == {"prompt", "vector_distance"}  # no answer moved for the KNN
+
+    reads: list[str] = []
+    real = semantic_index.Candidate.answer_fields
+
+    async def expired(self: semantic_index.Candidate) -> dict | None:
+        reads.append(self.key)
+        await self.client.delete(self.key)  # gone after the search found it
+        return await real(self)
+
+    monkeypatch.setattr(semantic_index.Candidate, "answer_fields", expired)
+    assert await sc.lookup(make_ctx(cfg, "Whats the speed of light?")) is None
+    assert len(reads) == 1
+    assert sample(m, "llmgw_semantic_lookups_total", {"result": "error"}) == 0
+
+    await store_and_wait(sc, make_ctx(cfg, "What is the speed of sound?"), "s")
+
+    async def failing(self: semantic_index.Candidate) -> dict | None:
+        raise ConnectionError("connection reset")
+
+    monkeypatch.setattr(semantic_index.Candidate, "answer_fields", failing)
+    assert await sc.lookup(make_ctx(cfg, "What's the speed of sound?")) is None
+    assert sample(m, "llmgw_semantic_lookups_total", {"result": "error"}) == 1
+    assert sample(m, "llmgw_redis_errors_total", {"op": "semantic_search"}) == 1
+    await sc.close()
+
+
 async def test_redis_down_is_a_miss_and_opens_the_breaker(embedder: LocalEmbedder) -> None:
     sc, cfg, m = await build_layer({"url": "redis://127.0.0.1:1/0", "connect_timeout_ms": 50,
                                     "circuit_breaker": {"failure_threshold": 2, "reset_after_s": 60}}, embedder)

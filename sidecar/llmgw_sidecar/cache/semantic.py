@@ -129,7 +129,8 @@ class SemanticCache:
             # the outer bound also covers a cluster re-discovery; each shard gets the plain search deadline
             async with asyncio.timeout(self.search_timeout_s * 2):
                 found, failed = await store.search(first, ctx.model.name, ctx_h, scope_h, CANDIDATES_PER_SHARD,
-                                                   self._shard_error, timeout_s=self.search_timeout_s)
+                                                   self._shard_error, timeout_s=self.search_timeout_s,
+                                                   fields=("prompt",) if self.pair is not None else ("prompt", "fvec"))
         except Exception as e:  # noqa: BLE001 - timeout, cluster layout unreadable, ...: a miss, and the breaker knows
             self.breaker.failure(e)
             self.metrics.redis_errors.labels("semantic_search").inc()
@@ -148,9 +149,11 @@ class SemanticCache:
             return None
         # The lexical rules first: they cost microseconds and need no vectors; what they refuse never costs a
         # full-model run.
-        survivors = []
+        survivors: list[Survivor] = []
         rejected = False
-        for cand in near:
+        for cand in near:  # nearest first
+            if self.pair is not None and len(survivors) >= self.cfg.pair_candidates:
+                break  # the pair model reads only the nearest survivors: the rest need no rules
             prompt = str(cand.fields.get("prompt", ""))
             if self.pair is not None:
                 refused, _al = verify.lexical_for_pair_model(text, prompt, self.cfg.guards)
@@ -172,9 +175,8 @@ class SemanticCache:
             return None
         if self.pair is not None:
             # the pair model reads the candidates the rules let through, nearest first; the full model never runs
-            ranked = sorted(((sv.cand.distance, sv) for sv in survivors), key=lambda c: c[0])
-            self.metrics.semantic_distance.observe(ranked[0][0])
-            answer, refused_later = await self._judge_pairs(text, ranked[:self.cfg.pair_candidates])
+            self.metrics.semantic_distance.observe(survivors[0].cand.distance)
+            answer, refused_later = await self._judge_pairs(text, [(sv.cand.distance, sv) for sv in survivors])
         else:
             answer, refused_later = await self._verify_with_vectors(ctx, text, full, survivors)
         if answer is not None:
@@ -258,7 +260,7 @@ class SemanticCache:
                 self._refused(refused)
                 refused_any = True
                 continue
-            answer = answer_from(cand, distance)
+            answer = await self._answer(cand, distance)
             if answer is not None:
                 return answer, refused_any
         return None, refused_any
@@ -288,10 +290,22 @@ class SemanticCache:
                           sv.prompt)
                 refused_any = True
                 continue
-            answer = answer_from(sv.cand, distance, score)
+            answer = await self._answer(sv.cand, distance, score)
             if answer is not None:
                 return answer, refused_any
         return None, refused_any
+
+    async def _answer(self, cand: Candidate, distance: float, score: float | None = None) -> CachedAnswer | None:
+        """The answer of the candidate to serve, read now (the search returned only what the verification reads);
+        None when it expired since. A Redis failure is the breaker's and the lookup's (an error, a miss)."""
+        try:
+            async with asyncio.timeout(self.search_timeout_s):
+                fields = await cand.answer_fields()
+        except Exception as e:
+            self.breaker.failure(e)
+            self.metrics.redis_errors.labels("semantic_search").inc()
+            raise
+        return answer_from(fields, distance, score) if fields else None
 
     def _could_match(self, al: verify.Alignment, first: np.ndarray, prompt: str) -> bool:
         """The static-vector prefilter of verify.could_match (microseconds per word; word vectors kept, bounded)."""

@@ -10,7 +10,6 @@ import numpy as np
 import orjson
 
 from ..context import CachedAnswer, Usage
-from .semantic_index import Candidate
 
 
 def encode_vec(vec: np.ndarray) -> str:
@@ -27,8 +26,8 @@ def decode_vec(value: Any, dims: int) -> np.ndarray | None:
     return vec if vec.shape == (dims,) else None
 
 
-def answer_from(cand: Candidate, distance: float, score: float | None = None) -> CachedAnswer | None:
-    f = cand.fields
+def answer_from(f: dict[str, Any], distance: float, score: float | None = None) -> CachedAnswer | None:
+    """The cached answer of a candidate's fields (Candidate.answer_fields), or None when they are unusable."""
     body = f.get("body")
     if not body:
         return None  # expired between search and read, or a foreign document

@@ -19,7 +19,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 from redis.asyncio import Redis
@@ -28,7 +28,12 @@ from redis.crc import key_slot
 from redisvl.index import AsyncSearchIndex
 from redisvl.schema import IndexSchema
 
-RETURN_FIELDS = ["prompt", "fvec", "body", "sse", "sse_usage", "usage", "created"]
+# A lookup's KNN returns only what the verification reads (the stored question; without a pair model also the full
+# vector); the answer is read for the one candidate served (Candidate.answer_fields), so a miss never moves or parses
+# the answers of the candidates it refuses.
+ANSWER_FIELDS = ("body", "sse", "sse_usage", "usage", "created")
+# One call per store: the entry and its expiry together (a pipeline of HSET + EXPIRE costs the client more CPU).
+_PUT = "redis.call('HSET', KEYS[1], unpack(ARGV, 2)) return redis.call('EXPIRE', KEYS[1], ARGV[1])"
 MAX_TAG_SEARCH = 200_000  # tags tried per master; 16384 slots over a few masters need far fewer
 
 
@@ -38,6 +43,13 @@ class Candidate:
     fields: dict[str, Any]
     key: str = ""
     client: Any = None  # the node that holds it (a cluster shard's own client)
+
+    async def answer_fields(self) -> dict[str, Any] | None:
+        """The fields the lookup read plus the stored answer, or None when the entry expired since the search."""
+        values = await self.client.hmget(self.key, ANSWER_FIELDS)
+        if not values[0]:
+            return None
+        return {**self.fields, **dict(zip(ANSWER_FIELDS, values, strict=True))}
 
 
 def schema_for(name: str, prefix: str, dims: int) -> IndexSchema:
@@ -67,6 +79,7 @@ class ShardIndex:
         self.client = client
         self.dims = dims
         self.index = AsyncSearchIndex(schema_for(self.name, self.prefix, dims), redis_client=client)
+        self._put = client.register_script(_PUT)
         self._ready = False
 
     async def ensure(self) -> None:
@@ -78,21 +91,22 @@ class ShardIndex:
         """The index vanished (FLUSHALL, FT.DROPINDEX): create it again on next use."""
         self._ready = False
 
-    async def search(self, vec: np.ndarray, model: str, ctx: str, scope: str, k: int) -> list[Candidate]:
+    async def search(self, vec: np.ndarray, model: str, ctx: str, scope: str, k: int,
+                     fields: tuple[str, ...]) -> list[Candidate]:
         """One FT.SEARCH, written out: RedisVL's query objects cost more CPU than the search itself, on every
-        lookup (the index itself is still RedisVL's)."""
+        lookup (the index itself is still RedisVL's). Returns `fields` of the k nearest."""
         await self.ensure()
         query = (f"(@model:{{{_tag(model)}}} @ctx:{{{_tag(ctx)}}} @scope:{{{_tag(scope)}}})"
                  f"=>[KNN {int(k)} @svec $vec AS vector_distance]")
         reply = await self.client.execute_command(
             "FT.SEARCH", self.name, query, "PARAMS", 2, "vec", vec.astype(np.float32).tobytes(),
-            "SORTBY", "vector_distance", "ASC", "RETURN", len(RETURN_FIELDS) + 1, *RETURN_FIELDS, "vector_distance",
+            "SORTBY", "vector_distance", "ASC", "RETURN", len(fields) + 1, *fields, "vector_distance",
             "LIMIT", 0, int(k), "DIALECT", 2)
         out = []
         for i in range(1, len(reply) - 1, 2):
             key, flat = reply[i], reply[i + 1]
             row = {_str(flat[j]): flat[j + 1] for j in range(0, len(flat) - 1, 2)}
-            if "vector_distance" not in row or not row.get("body"):
+            if "vector_distance" not in row or not row.get("prompt"):
                 continue  # expired between the search and the read, or a foreign document
             row["prompt"] = _str(row.get("prompt", b""))
             out.append(Candidate(float(row["vector_distance"]), row, _str(key), self.client))
@@ -101,10 +115,7 @@ class ShardIndex:
     async def put(self, entry_id: str, fields: dict[str, Any], ttl_s: int) -> str:
         await self.ensure()
         key = self.prefix + entry_id
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.hset(key, mapping=cast(Any, fields))  # values: str, bytes (vectors, answers)
-            pipe.expire(key, ttl_s)
-            await pipe.execute()
+        await self._put(keys=[key], args=[ttl_s, *(x for kv in fields.items() for x in kv)])
         return key
 
 
@@ -224,11 +235,19 @@ class VectorStore:
 
     async def search(self, vec: np.ndarray, model: str, ctx: str, scope: str, k: int,
                      on_error: Callable[[ShardIndex, BaseException], None],
-                     timeout_s: float | None = None) -> tuple[list[Candidate], int]:
+                     timeout_s: float | None = None, fields: tuple[str, ...] = ("prompt",)
+                     ) -> tuple[list[Candidate], int]:
         """KNN on every shard at once; returns (candidates sorted by distance, number of shards that failed). Each
         shard has its own deadline: a slow or dead shard costs its own entries, not the answers of the others."""
         shards = await self._topology()
-        results = await asyncio.gather(*(asyncio.wait_for(s.search(vec, model, ctx, scope, k), timeout_s)
+        if len(shards) == 1:  # one index (standalone, sentinel): no task per shard
+            try:
+                async with asyncio.timeout(timeout_s):
+                    return await shards[0].search(vec, model, ctx, scope, k, fields), 0
+            except Exception as e:  # noqa: BLE001 - as one shard of many: counted, reported, a miss
+                on_error(shards[0], e)
+                return [], 1
+        results = await asyncio.gather(*(asyncio.wait_for(s.search(vec, model, ctx, scope, k, fields), timeout_s)
                                          for s in shards), return_exceptions=True)
         found: list[Candidate] = []
         failed = 0
