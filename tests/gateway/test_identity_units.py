@@ -43,3 +43,41 @@ def test_tokens_are_trusted_for_max_cache_s_but_never_past_their_expiry() -> Non
 ])
 def test_namespace_selector_semantics_match_kubernetes(sel: dict, labels: dict, ok: bool) -> None:
     assert selector_matches(NamespaceSelector.model_validate(sel), labels) is ok
+
+
+async def test_concurrent_first_calls_share_one_review_cached_as_it_completes() -> None:
+    """One TokenReview for a burst of first requests with one token, and its verdict is cached by the time the review
+    completes: a request arriving before the waiters resume must not ask the API server again (it did, in CI)."""
+    import asyncio
+
+    from prometheus_client import CollectorRegistry
+
+    from llmgw_sidecar.auth.tokenreview import TokenReviewer
+    from llmgw_sidecar.config import TokenReviewConfig
+    from llmgw_sidecar.metrics import Metrics
+
+    release = asyncio.Event()
+    calls = 0
+
+    class Kube:
+        async def token_review(self, token: str, audience: str) -> dict:
+            nonlocal calls
+            calls += 1
+            await release.wait()
+            return {"authenticated": True, "audiences": [audience],
+                    "user": {"username": "system:serviceaccount:team-a:app"}}
+
+        async def close(self) -> None:
+            return None
+
+    rev = TokenReviewer(TokenReviewConfig(api_server="https://127.0.0.1:1"), "team-a", Metrics(CollectorRegistry()),
+                        kube=Kube())  # type: ignore[arg-type]
+    waiters = [asyncio.ensure_future(rev.caller("token")) for _ in range(8)]
+    await asyncio.sleep(0)
+    (review,) = rev._inflight.values()
+    cached_when_done: list[int] = []
+    review.add_done_callback(lambda _f: cached_when_done.append(len(rev)))
+    release.set()
+    callers = await asyncio.gather(*waiters)
+    assert calls == 1 and cached_when_done == [1] and not rev._inflight
+    assert await rev.caller("token") == callers[0] and calls == 1

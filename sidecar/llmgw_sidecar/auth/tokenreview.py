@@ -185,13 +185,20 @@ class TokenReviewer:
             return self._verdict(hit)
         fut = self._inflight.get(digest)
         if fut is None:
-            fut = asyncio.ensure_future(self._review(token))
-            self._inflight[digest] = fut
-            fut.add_done_callback(lambda _f: self._inflight.pop(digest, None))
-        verdict = await asyncio.shield(fut)
+            fut = self._inflight[digest] = asyncio.ensure_future(self._review_once(digest, token))
+        return self._verdict(await asyncio.shield(fut))
+
+    async def _review_once(self, digest: str, token: str) -> Reviewed:
+        """The one review of a token that concurrent first requests share. Its verdict is cached in the same step
+        that retires it from the in-flight table: were the waiters to cache it when they resume, a request arriving
+        in between would find neither and ask the API server again."""
+        try:
+            verdict = await self._review(token)
+        finally:
+            del self._inflight[digest]
         if verdict.until > self.clock():
             self._remember(digest, verdict)
-        return self._verdict(verdict)
+        return verdict
 
     def _remember(self, digest: str, verdict: Reviewed) -> None:
         self._cache[digest] = verdict
