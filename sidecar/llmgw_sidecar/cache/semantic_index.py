@@ -234,11 +234,11 @@ class VectorStore:
         return self._clients[addr]
 
     async def search(self, vec: np.ndarray, model: str, ctx: str, scope: str, k: int,
-                     on_error: Callable[[ShardIndex, BaseException], None],
-                     timeout_s: float | None = None, fields: tuple[str, ...] = ("prompt",)
-                     ) -> tuple[list[Candidate], int]:
+                     on_error: Callable[[ShardIndex, BaseException], None], *,
+                     timeout_s: float | None, fields: tuple[str, ...]) -> tuple[list[Candidate], int]:
         """KNN on every shard at once; returns (candidates sorted by distance, number of shards that failed). Each
-        shard has its own deadline: a slow or dead shard costs its own entries, not the answers of the others."""
+        shard has its own deadline: a slow or dead shard costs its own entries, not the answers of the others.
+        `fields`: what the caller's verification reads (ShardIndex.search)."""
         shards = await self._topology()
         if len(shards) == 1:  # one index (standalone, sentinel): no task per shard
             try:
