@@ -129,7 +129,7 @@ async def test_cluster_slow_shard_costs_only_its_own_entries(redis_cluster: Clus
     for i, (q, p) in enumerate(QA[:6]):
         hit = await sc.lookup(make_ctx(cfg, p, system=f"conversation {i}"))
         assert (hit is None) == (where[q] == paused), (q, where[q], paused)
-    assert loop.time() - t0 < 4.5, "each lookup waited for the slow shard's deadline only, not for the shard"
+    assert loop.time() - t0 < PAUSE_MS / 1000 - 0.5, "each lookup waited for the slow shard's deadline only, not for the shard"
     assert sample(m, "llmgw_semantic_lookups_total", {"result": "error"}) == errors_before, \
         "other shards answered: a miss"
     await asyncio.sleep(max(0.0, PAUSE_MS / 1000 + 0.1 - (loop.time() - t0)))
